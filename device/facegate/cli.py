@@ -1,0 +1,279 @@
+"""The ``facegate`` command: JSON results on stdout, human messages on stderr.
+
+Exit codes are part of the interface: 0 ok, 2 bad input (the message names the file and the reason),
+1 for anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from facegate import __version__
+from facegate.errors import FacegateError, GalleryError, ImageError
+from facegate.gallery.store import Gallery, NewTemplate
+from facegate.imageio import read_image
+from facegate.models import Manifest
+from facegate.thresholds import DEFAULT_FAR, ThresholdTable
+from facegate.vision.pipeline import FacePipeline, FaceResult, PipelineOptions
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+
+
+class Output:
+    """Where results and messages go; a class so tests and the service can capture both streams."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
+
+    def result(self, obj: dict[str, Any]) -> None:
+        self.out.write(json.dumps(obj) + "\n")
+        self.out.flush()
+
+    def message(self, text: str) -> None:
+        self.err.write(f"facegate: {text}\n")
+
+
+def _pipeline(args: argparse.Namespace) -> FacePipeline:
+    options = PipelineOptions(threads=args.threads, detector=args.detector, embedder=args.embedder)
+    return FacePipeline(Manifest.load(args.models), options)
+
+
+def _thresholds(args: argparse.Namespace, pipeline: FacePipeline) -> tuple[float, float | None]:
+    """The match threshold and the false-match rate it stands for (None when given by hand)."""
+    if args.threshold is not None:
+        return args.threshold, None
+    table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json")
+    if table.embedder_sha256 != pipeline.embedder_sha256:
+        raise FacegateError(
+            f"thresholds.json in {pipeline.manifest.directory} was measured for another embedder; "
+            "pass --threshold or re-run tools/evaluate.py --write-thresholds"
+        )
+    return table.for_far(args.far), args.far
+
+
+def _face_json(result: FaceResult, with_embedding: bool) -> dict[str, Any]:
+    det = result.detection
+    obj: dict[str, Any] = {
+        "box": det.box_int(),
+        "score": round(det.score, 4),
+        "quality": {**result.quality.as_dict(), "failures": result.failures},
+    }
+    if with_embedding and result.embedding is not None:
+        obj["embedding"] = [round(float(v), 6) for v in result.embedding]
+    return obj
+
+
+def cmd_embed(args: argparse.Namespace, io: Output) -> int:
+    pipeline = _pipeline(args)
+    failed = 0
+    for image_path in args.images:
+        try:
+            results = pipeline.process(read_image(image_path), largest_only=not args.all_faces)
+        except ImageError as exc:
+            failed += 1
+            io.result({"image": str(image_path), "error": str(exc)})
+            io.message(str(exc))
+            continue
+        if not results:
+            failed += 1
+            io.result({"image": str(image_path), "error": "no face found"})
+            io.message(f"{image_path}: no face found")
+        elif args.all_faces:
+            io.result({"image": str(image_path), "faces": [_face_json(r, True) for r in results]})
+        else:
+            io.result({"image": str(image_path), **_face_json(results[0], True)})
+    return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
+def _enroll_one(pipeline: FacePipeline, path: Path, largest: bool) -> tuple[NewTemplate | None, str]:
+    """A template from one enrolment photo, or the reason it was refused."""
+    try:
+        results = pipeline.process(read_image(path))
+    except ImageError as exc:
+        return None, str(exc)
+    if not results:
+        return None, "no face found"
+    if len(results) > 1 and not largest:
+        return None, f"{len(results)} faces found (use --largest to take the largest)"
+    best = results[0]
+    if best.failures:
+        return None, "quality: " + ", ".join(best.failures)
+    assert best.embedding is not None
+    return NewTemplate(best.embedding, best.quality.as_dict(), source=path.name), "accepted"
+
+
+def cmd_enroll(args: argparse.Namespace, io: Output) -> int:
+    pipeline = _pipeline(args)
+    accepted: list[str] = []
+    rejected: list[dict[str, str]] = []
+    templates: list[NewTemplate] = []
+    for path in args.images:
+        template, reason = _enroll_one(pipeline, path, args.largest)
+        if template is None:
+            rejected.append({"image": str(path), "reason": reason})
+            io.message(f"{path}: rejected: {reason}")
+        else:
+            templates.append(template)
+            accepted.append(str(path))
+    if not templates:
+        io.result({"person_id": args.id, "accepted": [], "rejected": rejected, "templates_added": 0})
+        io.message(f"no image of '{args.id}' was accepted; nothing enrolled")
+        return EXIT_BAD_INPUT
+    metadata = json.loads(args.metadata) if args.metadata else None
+    with Gallery(args.gallery) as gallery:
+        added = gallery.enroll(args.id, templates, pipeline.embedder_sha256, name=args.name, metadata=metadata)
+        version = gallery.version
+    io.result({"person_id": args.id, "accepted": accepted, "rejected": rejected, "templates_added": added,
+               "gallery_version": version})
+    return EXIT_OK
+
+
+def _open_existing_gallery(path: Path) -> Gallery:
+    if not path.is_file():
+        raise GalleryError(f"{path}: no such gallery (create one with 'facegate enroll')")
+    return Gallery(path)
+
+
+def cmd_identify(args: argparse.Namespace, io: Output) -> int:
+    pipeline = _pipeline(args)
+    threshold, far = _thresholds(args, pipeline)
+    with _open_existing_gallery(args.gallery) as gallery:
+        gallery.check_embedder(pipeline.embedder_sha256)
+        index = gallery.build_index()
+    if index.templates == 0:
+        raise GalleryError(f"{args.gallery}: gallery is empty (enrol someone first)")
+    failed = 0
+    for path in args.images:
+        try:
+            results = pipeline.process(read_image(path), largest_only=not args.all_faces)
+        except ImageError as exc:
+            failed += 1
+            io.result({"image": str(path), "error": str(exc)})
+            io.message(str(exc))
+            continue
+        faces = []
+        for r in results:
+            assert r.embedding is not None
+            top = index.search(r.embedding, k=2)
+            best = top[0]
+            matched = best.similarity >= threshold
+            faces.append({
+                "box": r.detection.box_int(),
+                "person_id": best.person_id if matched else None,
+                "similarity": round(best.similarity, 4),
+                "candidate": best.person_id,
+                "margin": round(best.similarity - top[1].similarity, 4) if len(top) > 1 else None,
+                "quality_failures": r.failures,
+            })
+        io.result({"image": str(path), "faces": faces, "threshold": round(threshold, 4), "far": far})
+    return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, io: Output) -> int:
+    pipeline = _pipeline(args)
+    threshold, far = _thresholds(args, pipeline)
+    vectors: list[np.ndarray] = []
+    for path in (args.a, args.b):
+        results = pipeline.process(read_image(path), largest_only=True)
+        if not results or results[0].embedding is None:
+            raise ImageError(f"{path}: no face found")
+        vectors.append(results[0].embedding)
+    similarity = float(vectors[0] @ vectors[1])
+    io.result({"similarity": round(similarity, 4), "match": similarity >= threshold,
+               "threshold": round(threshold, 4), "far": far})
+    return EXIT_OK
+
+
+def cmd_gallery_list(args: argparse.Namespace, io: Output) -> int:
+    with _open_existing_gallery(args.gallery) as gallery:
+        for person in gallery.persons():
+            io.result(person)
+        io.message(f"gallery version {gallery.version}, {len(gallery.persons())} persons")
+    return EXIT_OK
+
+
+def cmd_gallery_remove(args: argparse.Namespace, io: Output) -> int:
+    with _open_existing_gallery(args.gallery) as gallery:
+        removed = gallery.remove(args.id)
+        io.result({"person_id": args.id, "templates_removed": removed, "gallery_version": gallery.version})
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facegate", description="Face access control for unattended doors.")
+    parser.add_argument("--version", action="version", version=f"facegate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = argparse.ArgumentParser(add_help=False)
+    models.add_argument("--models", type=Path, default=None, help="models directory (default: the shipped one)")
+    models.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    models.add_argument("--detector", default=None, help="detector model name from the manifest")
+    models.add_argument("--embedder", default=None, help="embedder model name from the manifest")
+
+    match = argparse.ArgumentParser(add_help=False)
+    match.add_argument("--threshold", type=float, default=None, help="cosine similarity needed for a match")
+    match.add_argument("--far", type=float, default=DEFAULT_FAR,
+                       help=f"false-accept rate to pick the threshold for (default {DEFAULT_FAR:g})")
+
+    p = sub.add_parser("embed", parents=[models], help="embedding of the largest face in each image")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--all-faces", action="store_true", help="every face, not just the largest")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("enroll", parents=[models], help="add a person's photos to a gallery")
+    p.add_argument("--gallery", type=Path, required=True)
+    p.add_argument("--id", required=True)
+    p.add_argument("--name", default=None)
+    p.add_argument("--metadata", default=None, help="JSON object stored with the person")
+    p.add_argument("--largest", action="store_true", help="accept photos with several faces, using the largest")
+    p.add_argument("images", nargs="+", type=Path)
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("identify", parents=[models, match], help="who is in each image")
+    p.add_argument("--gallery", type=Path, required=True)
+    p.add_argument("--all-faces", action="store_true", help="every face, not just the largest")
+    p.add_argument("images", nargs="+", type=Path)
+    p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("verify", parents=[models, match], help="are A and B the same person")
+    p.add_argument("a", type=Path)
+    p.add_argument("b", type=Path)
+    p.set_defaults(func=cmd_verify)
+
+    gallery = sub.add_parser("gallery", help="inspect and edit a gallery").add_subparsers(dest="action",
+                                                                                          required=True)
+    p = gallery.add_parser("list", help="persons and their template counts")
+    p.add_argument("--gallery", type=Path, required=True)
+    p.set_defaults(func=cmd_gallery_list)
+    p = gallery.add_parser("remove", help="remove a person and every template of theirs")
+    p.add_argument("--gallery", type=Path, required=True)
+    p.add_argument("id")
+    p.set_defaults(func=cmd_gallery_remove)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    io = Output(out or sys.stdout, err or sys.stderr)
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace, Output], int] = args.func
+    try:
+        return func(args, io)
+    except FacegateError as exc:
+        io.message(str(exc))
+        return EXIT_BAD_INPUT
+    except json.JSONDecodeError as exc:
+        io.message(f"--metadata is not valid JSON: {exc}")
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""SQLite gallery: persons with several templates each, versioned, changed only in whole transactions.
+
+SQLite (stdlib) gives atomic multi-row changes and survives power loss in WAL mode, which is what a device
+that may lose power mid-update needs. Every change bumps ``version`` so sync and status can say what a door has.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facegate.errors import GalleryError
+from facegate.gallery.index import EmbeddingIndex
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS persons (
+    id TEXT PRIMARY KEY,
+    name TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS templates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    person_id TEXT NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL,
+    embedder_sha256 TEXT NOT NULL,
+    quality TEXT NOT NULL DEFAULT '{}',
+    source TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS templates_person ON templates(person_id);
+"""
+
+
+@dataclass(frozen=True)
+class NewTemplate:
+    embedding: np.ndarray
+    quality: dict[str, float]
+    source: str | None = None
+
+
+class Gallery:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', '0')")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"cannot open gallery {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic change that bumps the gallery version; nothing is visible until it commits."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+            self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @property
+    def version(self) -> int:
+        return int(self._meta("version") or 0)
+
+    @property
+    def embedder_sha256(self) -> str | None:
+        return self._meta("embedder_sha256")
+
+    def check_embedder(self, sha256: str) -> None:
+        """Templates from another embedder are meaningless to this one: refuse rather than mis-match."""
+        stored = self.embedder_sha256
+        if stored is not None and stored != sha256:
+            raise GalleryError(
+                f"gallery {self.path} was enrolled with embedder sha256 {stored[:12]}…, the loaded embedder is "
+                f"{sha256[:12]}…; re-enrol or load the matching model"
+            )
+
+    def enroll(
+        self,
+        person_id: str,
+        templates: Iterable[NewTemplate],
+        embedder_sha256: str,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        """Create or update the person and add templates, all in one transaction; returns templates added."""
+        if not person_id:
+            raise GalleryError("person id must not be empty")
+        self.check_embedder(embedder_sha256)
+        items = list(templates)
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('embedder_sha256', ?)", (embedder_sha256,))
+            db.execute(
+                "INSERT INTO persons (id, name, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET name = COALESCE(excluded.name, persons.name), "
+                "metadata = CASE WHEN ? THEN excluded.metadata ELSE persons.metadata END, "
+                "updated_at = excluded.updated_at",
+                (person_id, name, json.dumps(metadata or {}), now, now, metadata is not None),
+            )
+            db.executemany(
+                "INSERT INTO templates (person_id, embedding, embedder_sha256, quality, source, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (person_id, np.asarray(t.embedding, dtype="<f4").tobytes(), embedder_sha256,
+                     json.dumps(t.quality), t.source, now)
+                    for t in items
+                ],
+            )
+        return len(items)
+
+    def remove(self, person_id: str) -> int:
+        """Delete a person and every template of theirs (privacy: nothing of them stays); returns templates removed."""
+        with self.transaction() as db:
+            count = db.execute("SELECT COUNT(*) FROM templates WHERE person_id = ?", (person_id,)).fetchone()[0]
+            if db.execute("DELETE FROM persons WHERE id = ?", (person_id,)).rowcount == 0:
+                raise GalleryError(f"no person '{person_id}' in gallery {self.path}")
+        return int(count)
+
+    def persons(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT p.id, p.name, p.metadata, p.created_at, p.updated_at, COUNT(t.id) FROM persons p "
+            "LEFT JOIN templates t ON t.person_id = p.id GROUP BY p.id ORDER BY p.id"
+        ).fetchall()
+        return [
+            {"id": r[0], "name": r[1], "metadata": json.loads(r[2]), "created_at": r[3], "updated_at": r[4],
+             "templates": r[5]}
+            for r in rows
+        ]
+
+    def person(self, person_id: str) -> dict[str, Any] | None:
+        return next((p for p in self.persons() if p["id"] == person_id), None)
+
+    def counts(self) -> tuple[int, int]:
+        persons = self._db.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
+        templates = self._db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
+        return int(persons), int(templates)
+
+    def build_index(self) -> EmbeddingIndex:
+        rows = self._db.execute("SELECT person_id, embedding FROM templates").fetchall()
+        if not rows:
+            return EmbeddingIndex([], np.zeros((0, 0), dtype=np.float32))
+        matrix = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows])
+        return EmbeddingIndex([r[0] for r in rows], matrix)

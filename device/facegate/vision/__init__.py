@@ -1,0 +1,1 @@
+"""Face detection, landmarks, alignment, quality and embedding."""

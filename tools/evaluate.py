@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""Measure recognition accuracy the way a door uses it: TAR at a strict FAR, and open-set 1:N errors.
+
+Works on any folder laid out ``<identity>/<images>``. Reports, as JSON (and a DET plot PNG):
+- LFW-style pairs accuracy (10-fold cross-validated threshold) when a pairs file is given;
+- the open protocol: genuine = every same-person pair (at most ``--max-per-person`` images each), impostors =
+  every cross-person pair of one image per person; TAR at FAR 1e-2..1e-5 with the thresholds, and EER;
+- open-set identification: FNIR at FPIR, with half the multi-image people enrolled and everyone else a stranger;
+- per-group FMR/FNMR (ISO/IEC 19795-10 style) when ``--groups CSV`` maps identities to groups.
+An image where no face is found counts as a rejection on both sides (never a false accept) and is listed.
+
+    python tools/evaluate.py --faces ../shared/faces/lfw_dev --pairs ../shared/faces/lfw_dev_meta/pairsDevTrain.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "device"))
+
+from facegate.errors import ImageError  # noqa: E402
+from facegate.imageio import read_image  # noqa: E402
+from facegate.models import Manifest  # noqa: E402
+from facegate.vision.pipeline import FacePipeline, PipelineOptions  # noqa: E402
+
+FARS = (1e-2, 1e-3, 1e-4, 1e-5)
+FPIRS = (1e-1, 1e-2, 1e-3)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def default_faces_dir() -> Path:
+    return Path(os.environ.get("FACEGATE_FACES", ROOT.parent / "shared" / "faces")) / "lfw_dev"
+
+
+def progress(items: list[Any], desc: str) -> Iterable[Any]:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc, file=sys.stderr, leave=False, mininterval=10, disable=None)
+
+
+def list_identities(root: Path) -> dict[str, list[Path]]:
+    people: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if images:
+            people[folder.name] = images
+    return people
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+@dataclass
+class Embeddings:
+    """Embeddings of a set of images; rows of images with no face are NaN."""
+
+    paths: list[Path]
+    vectors: np.ndarray
+    seconds: float
+
+    def __post_init__(self) -> None:
+        self.row = {p: i for i, p in enumerate(self.paths)}
+
+    def failed(self) -> list[Path]:
+        return [p for p, v in zip(self.paths, self.vectors, strict=True) if np.isnan(v[0])]
+
+
+def embed_images(pipeline: FacePipeline, paths: list[Path], cache: Path | None) -> Embeddings:
+    """Largest face of each image; cached on disk by pipeline config so variants can be compared quickly."""
+    if cache is not None and cache.is_file():
+        data = np.load(cache, allow_pickle=False)
+        cached = dict(zip(data["paths"].tolist(), data["vectors"], strict=True))
+        if all(str(p) in cached for p in paths):
+            return Embeddings(paths, np.stack([cached[str(p)] for p in paths]), float(data["seconds"]))
+    vectors = np.full((len(paths), pipeline.embedder.dim), np.nan, dtype=np.float32)
+    start = time.perf_counter()
+    for i, path in enumerate(progress(paths, "embedding")):
+        try:
+            results = pipeline.process(read_image(path), largest_only=True)
+        except ImageError:
+            continue
+        if results and results[0].embedding is not None:
+            vectors[i] = results[0].embedding
+    seconds = time.perf_counter() - start
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, paths=np.array([str(p) for p in paths]), vectors=vectors, seconds=seconds)
+    return Embeddings(paths, vectors, seconds)
+
+
+def similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine; a NaN (no face) scores -inf so it can never be accepted."""
+    sims = np.einsum("ij,ij->i", a, b)
+    return np.where(np.isnan(sims), -np.inf, sims)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def threshold_at_far(impostor: np.ndarray, far: float) -> float:
+    """The lowest threshold at which at most ``far`` of the impostor scores are accepted (score >= t)."""
+    ordered = np.sort(impostor)[::-1]
+    allowed = int(np.floor(far * len(ordered)))
+    if allowed >= len(ordered):
+        return float(ordered[-1])
+    return float(np.nextafter(ordered[allowed], np.inf))
+
+
+def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, fars: Iterable[float]) -> list[dict[str, float]]:
+    rows = []
+    for far in fars:
+        t = threshold_at_far(impostor, far)
+        rows.append({
+            "far": far,
+            "threshold": round(t, 5),
+            "tar": float(np.mean(genuine >= t)),
+            "measured_far": float(np.mean(impostor >= t)),
+            "measurable": bool(far * len(impostor) >= 1.0),
+        })
+    return rows
+
+
+def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
+    thresholds = np.unique(np.concatenate([genuine[np.isfinite(genuine)], impostor[np.isfinite(impostor)]]))
+    if len(thresholds) > 4000:
+        thresholds = np.quantile(thresholds, np.linspace(0, 1, 4000))
+    imp_sorted, gen_sorted = np.sort(impostor), np.sort(genuine)
+    far = 1 - np.searchsorted(imp_sorted, thresholds, side="left") / len(imp_sorted)
+    frr = np.searchsorted(gen_sorted, thresholds, side="left") / len(gen_sorted)
+    i = int(np.argmin(np.abs(far - frr)))
+    return float((far[i] + frr[i]) / 2), float(thresholds[i])
+
+
+def pairs_accuracy(scores: np.ndarray, same: np.ndarray, folds: int = 10) -> dict[str, float]:
+    """LFW-style accuracy: threshold chosen on 9 folds, accuracy measured on the 10th (interleaved folds)."""
+    candidates = np.unique(scores[np.isfinite(scores)])
+    idx = np.arange(len(scores))
+    accs = []
+    for k in range(folds):
+        test = idx % folds == k
+        train = ~test
+        train_acc = [np.mean((scores[train] >= t) == same[train]) for t in candidates]
+        best = candidates[int(np.argmax(train_acc))]
+        accs.append(float(np.mean((scores[test] >= best) == same[test])))
+    best_overall = max(float(np.mean((scores >= t) == same)) for t in candidates)
+    return {"accuracy_cv": float(np.mean(accs)), "accuracy_cv_std": float(np.std(accs)),
+            "accuracy_best_threshold": best_overall}
+
+
+def read_pairs(path: Path, root: Path) -> list[tuple[Path, Path, bool]]:
+    """LFW pairs format: 'name i j' (same person) or 'name1 i name2 j' (different), images 1-based."""
+    def image(name: str, number: str) -> Path:
+        return root / name / f"{name}_{int(number):04d}.jpg"
+
+    pairs = []
+    for line in path.read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) == 3:
+            pairs.append((image(parts[0], parts[1]), image(parts[0], parts[2]), True))
+        elif len(parts) == 4:
+            pairs.append((image(parts[0], parts[1]), image(parts[2], parts[3]), False))
+    return pairs
+
+
+# ---------------------------------------------------------------- protocols
+
+
+@dataclass
+class OpenProtocol:
+    genuine_pairs: np.ndarray  # (G, 2) row indices into the embeddings
+    impostor_rows: np.ndarray  # one image per person; all cross pairs are impostors
+    impostor_people: list[str]
+    genuine_people: list[str]  # owner of each genuine pair
+
+
+def open_protocol(people: dict[str, list[Path]], row: dict[Path, int], max_per_person: int) -> OpenProtocol:
+    genuine, owners = [], []
+    for name, images in people.items():
+        rows = [row[p] for p in images[:max_per_person]]
+        for i in range(len(rows)):
+            for j in range(i + 1, len(rows)):
+                genuine.append((rows[i], rows[j]))
+                owners.append(name)
+    return OpenProtocol(
+        genuine_pairs=np.asarray(genuine, dtype=np.int64).reshape(-1, 2),
+        impostor_rows=np.asarray([row[images[0]] for images in people.values()], dtype=np.int64),
+        impostor_people=list(people),
+        genuine_people=owners,
+    )
+
+
+def impostor_scores(vectors: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All cross-person scores of one image per person; returns scores and the (i, j) person indices."""
+    m = np.nan_to_num(vectors[rows], nan=0.0)
+    ok = ~np.isnan(vectors[rows][:, 0])
+    sims = m @ m.T
+    iu, ju = np.triu_indices(len(rows), k=1)
+    scores = sims[iu, ju]
+    scores = np.where(ok[iu] & ok[ju], scores, -np.inf)
+    return scores.astype(np.float64), iu, ju
+
+
+def open_set(people: dict[str, list[Path]], emb: Embeddings, max_per_person: int) -> dict[str, Any]:
+    """Half of the multi-image people are enrolled with their first image; everyone else is a stranger."""
+    multi = [n for n, imgs in people.items() if len(imgs) >= 2]
+    enrolled = multi[::2]
+    enrolled_set = set(enrolled)
+    gallery = np.nan_to_num(np.stack([emb.vectors[emb.row[people[n][0]]] for n in enrolled]), nan=0.0)
+    mated, mated_truth = [], []
+    for gi, name in enumerate(enrolled):
+        for p in people[name][1:max_per_person]:
+            mated.append(emb.vectors[emb.row[p]])
+            mated_truth.append(gi)
+    strangers = [emb.vectors[emb.row[imgs[0]]] for n, imgs in people.items() if n not in enrolled_set]
+
+    def top1(probes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        q = np.stack(probes)
+        bad = np.isnan(q[:, 0])
+        sims = np.nan_to_num(q, nan=0.0) @ gallery.T
+        best = sims.argmax(axis=1)
+        score = sims[np.arange(len(q)), best]
+        return best, np.where(bad, -np.inf, score)
+
+    m_best, m_score = top1(mated)
+    _s_best, s_score = top1(strangers)
+    correct = m_best == np.asarray(mated_truth)
+    rows = []
+    for fpir in FPIRS:
+        t = threshold_at_far(s_score, fpir)
+        rows.append({"fpir": fpir, "threshold": round(t, 5),
+                     "fnir": float(np.mean(~(correct & (m_score >= t)))),
+                     "measured_fpir": float(np.mean(s_score >= t))})
+    return {"enrolled": len(enrolled), "mated_probes": len(mated), "non_mated_probes": len(strangers),
+            "rank1_identification_rate": float(np.mean(correct)), "fnir_at_fpir": rows}
+
+
+def group_report(groups_csv: Path, proto: OpenProtocol, gen: np.ndarray, imp: np.ndarray,
+                 iu: np.ndarray, ju: np.ndarray, threshold: float) -> dict[str, Any]:
+    """FMR and FNMR per demographic group at one global threshold, and their max/min ratios."""
+    with groups_csv.open() as handle:
+        group_of = {row[0]: row[1] for row in csv.reader(handle) if len(row) >= 2}
+    per: dict[str, dict[str, Any]] = {}
+    owners = np.asarray([group_of.get(n, "") for n in proto.genuine_people])
+    imp_people = np.asarray([group_of.get(n, "") for n in proto.impostor_people])
+    for group in sorted(set(group_of.values())):
+        g_mask = owners == group
+        i_mask = (imp_people[iu] == group) & (imp_people[ju] == group)  # same-group impostors: the hard case
+        per[group] = {
+            "genuine_pairs": int(g_mask.sum()), "impostor_pairs": int(i_mask.sum()),
+            "fnmr": float(np.mean(gen[g_mask] < threshold)) if g_mask.any() else None,
+            "fmr": float(np.mean(imp[i_mask] >= threshold)) if i_mask.any() else None,
+        }
+
+    def ratio(key: str) -> float | None:
+        vals = [v[key] for v in per.values() if v[key] is not None]
+        if not vals or min(vals) == 0:
+            return None
+        return max(vals) / min(vals)
+
+    return {"threshold": threshold, "groups": per, "fnmr_max_min_ratio": ratio("fnmr"),
+            "fmr_max_min_ratio": ratio("fmr")}
+
+
+def det_plot(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for label, (gen, imp) in curves.items():
+        ts = np.quantile(imp[np.isfinite(imp)], np.linspace(0.5, 1, 400))
+        far = np.array([np.mean(imp >= t) for t in ts])
+        frr = np.array([np.mean(gen < t) for t in ts])
+        keep = far > 0
+        ax.loglog(far[keep], frr[keep], label=label)
+    ax.set_xlabel("false accept rate (FMR)")
+    ax.set_ylabel("false reject rate (FNMR)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- driver
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    root: Path = args.faces
+    people = list_identities(root)
+    if args.people:
+        people = dict(list(people.items())[: args.people])
+    pairs = read_pairs(args.pairs, root) if args.pairs else []
+    paths = sorted({p for imgs in people.values() for p in imgs[: args.max_per_person]}
+                   | {p for a, b, _ in pairs for p in (a, b)})
+    options = PipelineOptions(threads=args.threads, embedder=args.embedder, detector=args.detector,
+                              five_point=args.five_point, flip_fusion=args.flip)
+    manifest = Manifest.load(args.models)
+    pipeline = FacePipeline(manifest, options)
+    key = hashlib.sha256(json.dumps([str(root), pipeline.embedder_sha256, args.detector, args.five_point,
+                                     args.flip]).encode()).hexdigest()[:16]
+    cache = None if args.no_cache else ROOT / "build" / "eval-cache" / f"{key}.npz"
+    emb = embed_images(pipeline, paths, cache)
+    failed = emb.failed()
+
+    report: dict[str, Any] = {
+        "faces": str(root), "people": len(people), "images": len(paths),
+        "config": {"embedder": manifest.get("embedder", args.embedder).name,
+                   "embedder_sha256": pipeline.embedder_sha256,
+                   "detector": manifest.get("detector", args.detector).name,
+                   "five_point": args.five_point, "flip_fusion": args.flip, "threads": args.threads},
+        "detection_failures": len(failed), "detection_failure_rate": len(failed) / max(len(paths), 1),
+        "failed_images": [str(p.relative_to(root)) for p in failed],
+        "ms_per_image": 1000 * emb.seconds / max(len(paths), 1),
+    }
+    curves = {}
+    if pairs:
+        a = np.stack([emb.vectors[emb.row[p]] for p, _, _ in pairs])
+        b = np.stack([emb.vectors[emb.row[p]] for _, p, _ in pairs])
+        scores = similarities(a, b)
+        same = np.asarray([s for _, _, s in pairs])
+        report["pairs"] = {"file": str(args.pairs), "count": len(pairs), **pairs_accuracy(scores, same),
+                           "tar_at_far": tar_at_far(scores[same], scores[~same], (1e-2,))}
+    proto = open_protocol(people, emb.row, args.max_per_person)
+    gen = similarities(emb.vectors[proto.genuine_pairs[:, 0]], emb.vectors[proto.genuine_pairs[:, 1]])
+    imp, iu, ju = impostor_scores(emb.vectors, proto.impostor_rows)
+    eer, eer_t = equal_error_rate(gen, imp)
+    report["open_protocol"] = {"genuine_pairs": len(gen), "impostor_pairs": len(imp),
+                               "tar_at_far": tar_at_far(gen, imp, FARS),
+                               "eer": eer, "eer_threshold": eer_t}
+    report["open_set"] = open_set(people, emb, args.max_per_person)
+    curves["open protocol"] = (gen, imp)
+    if args.groups:
+        t = threshold_at_far(imp, 1e-3)
+        report["groups"] = group_report(args.groups, proto, gen, imp, iu, ju, t)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "report.json").write_text(json.dumps(report, indent=2))
+        det_plot(args.out / "det.png", curves)
+    if args.write_thresholds:
+        points = [{"far": r["far"], "similarity": r["threshold"], "tar": r["tar"]}
+                  for r in report["open_protocol"]["tar_at_far"]]
+        args.write_thresholds.write_text(json.dumps({
+            "embedder_sha256": pipeline.embedder_sha256, "points": points,
+            "source": f"tools/evaluate.py open protocol on {root.name}: {len(gen)} genuine, {len(imp)} impostor "
+                      f"pairs; five_point={args.five_point} flip_fusion={args.flip}",
+        }, indent=2) + "\n")
+    return report
+
+
+def summary(report: dict[str, Any]) -> Iterator[str]:
+    yield f"images {report['images']}, detection failures {report['detection_failures']} " \
+          f"({100 * report['detection_failure_rate']:.2f}%), {report['ms_per_image']:.1f} ms/image"
+    if "pairs" in report:
+        yield f"pairs accuracy {100 * report['pairs']['accuracy_cv']:.2f}% (10-fold CV)"
+    for r in report["open_protocol"]["tar_at_far"]:
+        yield f"TAR {100 * r['tar']:.2f}% at FAR {r['far']:g} (threshold {r['threshold']:.4f})"
+    yield f"EER {100 * report['open_protocol']['eer']:.2f}%"
+    for r in report["open_set"]["fnir_at_fpir"]:
+        yield f"FNIR {100 * r['fnir']:.2f}% at FPIR {r['fpir']:g}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--faces", type=Path, default=default_faces_dir(), help="folder of <identity>/<images>")
+    p.add_argument("--pairs", type=Path, default=None, help="LFW-format pairs file")
+    p.add_argument("--models", type=Path, default=None)
+    p.add_argument("--embedder", default=None)
+    p.add_argument("--detector", default=None)
+    p.add_argument("--five-point", action="store_true", help="align with face-mesh mouth corners")
+    p.add_argument("--flip", action="store_true", help="flip fusion")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-per-person", type=int, default=20)
+    p.add_argument("--people", type=int, default=0, help="only the first N identities (smoke runs)")
+    p.add_argument("--groups", type=Path, default=None, help="CSV: identity,group")
+    p.add_argument("--out", type=Path, default=None, help="write report.json and det.png here")
+    p.add_argument("--write-thresholds", type=Path, default=None, help="write a thresholds.json for the device")
+    p.add_argument("--no-cache", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = evaluate(args)
+    for line in summary(report):
+        print(line, file=sys.stderr)
+    print(json.dumps({k: v for k, v in report.items() if k != "failed_images"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
