@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pytest
 from conftest import ROOT, write_image
-
 from facegate.cli import main
 
 
@@ -60,7 +59,7 @@ def test_embed_outputs_unit_embedding_of_largest_face(images) -> None:  # type: 
     assert rec["image"].endswith("astro.jpg")
     assert len(rec["embedding"]) == 192
     assert np.linalg.norm(rec["embedding"]) == pytest.approx(1.0, abs=1e-3)
-    x, y, w, h = rec["box"]
+    x, y, w, _h = rec["box"]
     assert 100 < x < 300 and 0 < y < 200 and 60 < w < 200
     assert rec["quality"]["failures"] == []
 
@@ -107,7 +106,7 @@ def test_enroll_identify_remove(tmp_path, images) -> None:  # type: ignore[no-un
 
 def test_enroll_several_faces_needs_largest(tmp_path, images) -> None:  # type: ignore[no-untyped-def]
     db = tmp_path / "g.db"
-    code, lines, err = run("enroll", "--gallery", db, "--id", "x", images["two"])
+    code, lines, _ = run("enroll", "--gallery", db, "--id", "x", images["two"])
     assert code == 2 and "2 faces found" in lines[0]["rejected"][0]["reason"]
     assert not db.exists() or run("gallery", "list", "--gallery", db)[1] == []
     code, lines, _ = run("enroll", "--gallery", db, "--id", "x", "--largest", images["two"])

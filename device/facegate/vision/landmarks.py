@@ -29,9 +29,9 @@ def roi_transform(face: Detection, size: int) -> np.ndarray:
     angle = float(np.arctan2(d[1], d[0]))
     ex = np.array([np.cos(angle), np.sin(angle)]) * side
     ey = np.array([-np.sin(angle), np.cos(angle)]) * side
-    src = np.float32([centre - ex / 2 - ey / 2, centre + ex / 2 - ey / 2, centre - ex / 2 + ey / 2])
-    dst = np.float32([[0, 0], [size, 0], [0, size]])
-    return cv2.getAffineTransform(src, dst)
+    src = np.array([centre - ex / 2 - ey / 2, centre + ex / 2 - ey / 2, centre - ex / 2 + ey / 2], dtype=np.float32)
+    dst = np.array([[0, 0], [size, 0], [0, size]], dtype=np.float32)
+    return np.asarray(cv2.getAffineTransform(src, dst))
 
 
 class FaceMesh:

@@ -65,8 +65,8 @@ _FRONTAL_NOSE_RATIO = 0.5
 def pose_estimate(keypoints: np.ndarray) -> tuple[float, float]:
     """Rough yaw and pitch in degrees from BlazeFace's six points (good enough to gate, not to measure)."""
     eye_r, eye_l, nose, mouth, ear_r, ear_l = keypoints.astype(np.float64)
-    to_r = np.linalg.norm(nose - ear_r)
-    to_l = np.linalg.norm(nose - ear_l)
+    to_r = float(np.linalg.norm(nose - ear_r))
+    to_l = float(np.linalg.norm(nose - ear_l))
     ratio = (to_r - to_l) / max(to_r + to_l, 1e-6)
     yaw = float(np.degrees(np.arcsin(np.clip(ratio * 2.0, -1.0, 1.0))))
     eye_mid = (eye_r + eye_l) / 2

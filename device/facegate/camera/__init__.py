@@ -1,0 +1,1 @@
+"""Frame sources behind one interface: Pi camera, OpenCV (V4L2, files, streams) and deterministic replay."""

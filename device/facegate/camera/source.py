@@ -1,0 +1,36 @@
+"""The frame-source interface and the frame record every stage passes along."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from facegate.errors import FacegateError
+
+
+class CameraError(FacegateError):
+    """The camera cannot be opened or stopped delivering; the supervisor reopens it."""
+
+
+class FrameError(FacegateError):
+    """One frame is unusable (e.g. a corrupt replay file); it is reported and skipped."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    image: np.ndarray  # RGB uint8
+    ts: float  # wall-clock capture time, seconds since the epoch
+    index: int
+    name: str | None = None  # file name for replayed frames, so a decision can be traced to its frame
+
+
+class FrameSource(Protocol):
+    def open(self) -> None: ...
+
+    def read(self) -> Frame | None:
+        """The next frame; None when a finite source (a replay or video file) has ended."""
+        ...
+
+    def close(self) -> None: ...

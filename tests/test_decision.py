@@ -1,0 +1,87 @@
+"""Multi-frame decisions: k of n agreement, margin, quality, unknown faces, cooldown, tracking."""
+
+from __future__ import annotations
+
+from facegate.config import RecognitionConfig
+from facegate.recognition.decision import DecisionEngine, Observation
+from facegate.recognition.tracker import IouTracker, box_iou
+
+BOX = (100.0, 100.0, 80.0, 80.0)
+
+
+def obs(person: str | None, sim: float, runner: float = 0.0, ok: bool = True, box=BOX, ts: float = 0.0) -> Observation:  # type: ignore[no-untyped-def]
+    return Observation(box=box, person_id=person, similarity=sim, runner_up=runner, quality_ok=ok, frame_ts=ts)
+
+
+def engine(**kw: float) -> DecisionEngine:
+    cfg = RecognitionConfig(window_frames=5, required_frames=3, unknown_after_frames=5, cooldown_seconds=10,
+                            min_margin=0.05, **kw)  # type: ignore[arg-type]
+    return DecisionEngine(cfg, threshold=0.5)
+
+
+def feed(e: DecisionEngine, items: list[Observation], t0: float = 0.0, dt: float = 0.1) -> list:  # type: ignore[type-arg]
+    out = []
+    for i, o in enumerate(items):
+        out += e.update([o], t0 + i * dt)
+    return out
+
+
+def test_iou() -> None:
+    assert box_iou(BOX, BOX) == 1.0
+    assert box_iou(BOX, (300, 300, 10, 10)) == 0.0
+
+
+def test_grants_after_k_agreeing_frames_once_per_visit() -> None:
+    e = engine()
+    decisions = feed(e, [obs("alice", 0.7)] * 10)
+    assert [(d.kind, d.person_id, d.frames_used) for d in decisions] == [("identified", "alice", 3)]
+
+
+def test_low_similarity_never_grants_and_becomes_unknown() -> None:
+    decisions = feed(engine(), [obs("alice", 0.45)] * 8)
+    assert [(d.kind, d.person_id) for d in decisions] == [("unknown", None)]
+    assert decisions[0].similarity == 0.45
+
+
+def test_margin_over_runner_up_is_required() -> None:
+    decisions = feed(engine(), [obs("alice", 0.70, runner=0.68)] * 8)
+    assert [d.kind for d in decisions] == ["unknown"]
+
+
+def test_quality_failures_do_not_vote() -> None:
+    e = engine()
+    assert feed(e, [obs("alice", 0.9, ok=False)] * 10) == []
+    assert [d.kind for d in feed(e, [obs("alice", 0.9)] * 3, t0=2.0)] == ["identified"]
+
+
+def test_mixed_identities_need_one_winner() -> None:
+    seq = [obs("alice", 0.7), obs("bob", 0.7), obs("alice", 0.7), obs("bob", 0.7), obs("alice", 0.7)]
+    decisions = feed(engine(), seq)
+    assert [(d.kind, d.person_id) for d in decisions] == [("identified", "alice")]
+
+
+def test_cooldown_suppresses_a_second_grant_on_a_new_track() -> None:
+    e = engine()
+    assert len(feed(e, [obs("alice", 0.8)] * 4)) == 1
+    # The track is lost (timeout 1 s), the same person reappears 3 s later: same visit, no second event.
+    assert feed(e, [obs("alice", 0.8)] * 4, t0=3.0) == []
+    # After the cooldown a new visit grants again.
+    assert len(feed(e, [obs("alice", 0.8)] * 4, t0=20.0)) == 1
+
+
+def test_two_faces_are_tracked_separately() -> None:
+    e = engine()
+    other = (400.0, 100.0, 80.0, 80.0)
+    out = []
+    for i in range(5):
+        out += e.update([obs("alice", 0.8, ts=i), obs("bob", 0.3, box=other, ts=i)], i * 0.1)
+    assert sorted((d.kind, d.person_id) for d in out) == [("identified", "alice"), ("unknown", None)]
+
+
+def test_tracker_keeps_id_while_box_moves_and_drops_after_timeout() -> None:
+    t = IouTracker(min_iou=0.3, timeout_seconds=1.0)
+    a = t.update(0.0, [BOX])[0]
+    b = t.update(0.1, [(105.0, 102.0, 80.0, 80.0)])[0]
+    assert a.track_id == b.track_id and b.frames == 2
+    c = t.update(2.0, [(105.0, 102.0, 80.0, 80.0)])[0]
+    assert c.track_id != a.track_id
