@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from broker import broker  # noqa: F401  (the per-test Mosquitto fixture, for every test module)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from facegate.vision.align import TEMPLATE_4, TEMPLATE_5, align_face, similarity_transform
 from facegate.vision.types import Detection
 

@@ -40,9 +40,10 @@ def images(tmp_path_factory, astronaut, no_face_image) -> dict[str, Path]:  # ty
         "astro_c": write_image(d / "astro_c.png", _augment(astronaut, 3, 0.7, True)),
         "coffee": write_image(d / "coffee.jpg", no_face_image),
     }
-    two = np.full((512, 1024, 3), 110, dtype=np.uint8)
-    two[0:512, 0:512] = astronaut
-    two[128:384, 700:956] = cv2.resize(astronaut[0:256, 100:356], (256, 256))
+    face = astronaut[0:256, 100:356]
+    two = np.full((300, 560, 3), 110, dtype=np.uint8)
+    two[20:276, 10:266] = face
+    two[40:260, 330:550] = cv2.resize(face, (220, 220), interpolation=cv2.INTER_AREA)
     paths["two"] = write_image(d / "two_faces.jpg", two)
     data = paths["astro"].read_bytes()
     (d / "truncated.jpg").write_bytes(data[: len(data) // 2])

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""A self-contained demo on images the project may ship (scikit-image's astronaut photo and non-face pictures).
+"""``make demo``: the door service on a built-in demo, with nothing but what the project may ship.
 
-Enrols the astronaut from two augmented photos, then identifies a handful of other augmented frames and some
-pictures with no face or a stranger-like crop, printing one JSON line per frame.
+Builds a replay of frames from registry-shipped photos (scikit-image's astronaut, Eileen Collins, enrolled;
+matplotlib's Grace Hopper as a stranger; empty scenes between visits), runs ``facegate run`` on it with
+gpiozero's mock pins, publishes to a local Mosquitto when one answers on localhost:1883 (else the events
+stay in the outbox), and prints each event as it happens.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,59 +23,136 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "device"))
 
 from facegate.gallery.store import Gallery, NewTemplate  # noqa: E402
-from facegate.thresholds import DEFAULT_FAR, ThresholdTable  # noqa: E402
-from facegate.vision.pipeline import FacePipeline  # noqa: E402
+from facegate.imageio import read_image  # noqa: E402
+from facegate.vision.pipeline import FacePipeline, PipelineOptions  # noqa: E402
+
+DEMO = ROOT / "build" / "demo"
 
 
-def augment(image: np.ndarray, angle: float, gain: float, flip: bool, scale: float = 1.0) -> np.ndarray:
-    """Rotation, exposure, mirror and zoom: what the same person looks like on another day at the door."""
+def augment(image: np.ndarray, angle: float, gain: float, flip: bool, scale: float = 1.0,
+            shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Rotation, exposure, mirror, zoom and shift: the same person on another day at the door."""
     h, w = image.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2, h / 3), angle, scale)
+    m[:, 2] += shift
     out = cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT)
     out = np.clip(out.astype(np.float32) * gain, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(out[:, ::-1]) if flip else out
 
 
-def demo_frames() -> tuple[list[np.ndarray], list[tuple[str, np.ndarray]]]:
+def in_scene(face_photo: np.ndarray, background: np.ndarray, size: int, x: int, y: int) -> np.ndarray:
+    """A 640x480 camera frame with the photo at (x, y), size px wide: a person in front of the door."""
+    frame = background.copy()
+    h = round(face_photo.shape[0] * size / face_photo.shape[1])
+    photo = cv2.resize(face_photo, (size, h), interpolation=cv2.INTER_AREA)
+    y2, x2 = min(480, y + h), min(640, x + size)
+    frame[y:y2, x:x2] = photo[: y2 - y, : x2 - x]
+    return frame
+
+
+def shipped_photos() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from matplotlib import cbook
     from skimage import data
 
-    astronaut = data.astronaut()
-    enrol = [augment(astronaut, 0, 1.0, False), augment(astronaut, 4, 0.9, True)]
-    frames = [(f"astronaut_{i}", augment(astronaut, a, g, f, s))
-              for i, (a, g, f, s) in enumerate([(7, 0.75, False, 1.0), (-6, 1.2, True, 0.8), (2, 0.6, False, 1.2)])]
-    frames += [("coffee", data.coffee()), ("cat", data.chelsea()), ("rocket", data.rocket())]
-    return enrol, frames
+    astronaut = np.ascontiguousarray(data.astronaut())
+    hopper = read_image(Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    background = cv2.resize(cv2.cvtColor(data.brick(), cv2.COLOR_GRAY2RGB), (640, 480))
+    return astronaut, hopper, background
+
+
+def build_frames(folder: Path) -> int:
+    astronaut, hopper, background = shipped_photos()
+    frames: list[np.ndarray] = [background] * 5
+    for i in range(12):  # the enrolled astronaut walks up to the door
+        frames.append(in_scene(augment(astronaut, 3 - i * 0.5, 0.85, False), background, 300 + i * 8, 150, 20))
+    frames += [background] * 8
+    for i in range(12):  # a stranger
+        frames.append(in_scene(augment(hopper, -2 + i * 0.3, 1.0, False), background, 300 + i * 6, 170, 10))
+    frames += [background] * 5
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:04d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    (folder / "0020b.jpg").write_bytes(b"\xff\xd8 a corrupt frame, rejected and reported")
+    return len(frames)
+
+
+def enrol(gallery_path: Path) -> None:
+    astronaut, _hopper, _bg = shipped_photos()
+    pipeline = FacePipeline.from_models_dir(None, PipelineOptions(five_point=True))
+    templates = []
+    for image in (astronaut, augment(astronaut, 4, 1.1, True, 0.9)):
+        best = pipeline.process(image, largest_only=True)[0]
+        assert best.embedding is not None and not best.failures
+        templates.append(NewTemplate(best.embedding, best.quality.as_dict(), "astronaut"))
+    with Gallery(gallery_path) as gallery:
+        gallery.enroll("astronaut", templates, pipeline.embedder_sha256, name="Eileen Collins")
+
+
+def broker_up(host: str = "127.0.0.1", port: int = 1883) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def write_config(path: Path, frames: Path, state: Path, mqtt: bool) -> None:
+    path.write_text(f"""device_id = "demo-door"
+state_dir = "{state}"
+
+[camera]
+source = "replay:{frames}"
+fps = 10
+
+[door]
+pin_factory = "mock"
+relay_pin = 17
+contact_pin = 27
+exit_pin = 22
+unlock_seconds = 3
+
+[mqtt]
+enabled = {"true" if mqtt else "false"}
+host = "127.0.0.1"
+port = 1883
+
+[outbox]
+flush_timeout_seconds = 5
+""")
+
+
+def show(line: str) -> None:
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        print(line.rstrip())
+        return
+    event = rec.get("event")
+    if not event:
+        if rec.get("level") in ("warning", "error"):
+            print(f"  [{rec['level']}] {rec['msg']}")
+        return
+    detail = {k: v for k, v in event.items() if k not in ("event_id", "seq", "ts", "device_id", "type")}
+    print(f"{event['ts'][11:23]}  {event['type']:<18} {json.dumps(detail)}")
 
 
 def main() -> int:
-    pipeline = FacePipeline.from_models_dir()
-    table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json")
-    threshold = table.for_far(DEFAULT_FAR)
-    enrol, frames = demo_frames()
-    out = ROOT / "build" / "demo"
-    out.mkdir(parents=True, exist_ok=True)
-    db = out / "gallery.db"
-    db.unlink(missing_ok=True)
-    with Gallery(db) as gallery:
-        templates = []
-        for image in enrol:
-            best = pipeline.process(image, largest_only=True)[0]
-            assert best.embedding is not None
-            templates.append(NewTemplate(best.embedding, best.quality.as_dict(), "astronaut"))
-        gallery.enroll("astronaut", templates, pipeline.embedder_sha256, name="Eileen Collins")
-        index = gallery.build_index()
-    print(f"enrolled 'astronaut' ({len(templates)} templates); threshold {threshold:.3f} "
-          f"(FAR {DEFAULT_FAR:g})", file=sys.stderr)
-    for name, frame in frames:
-        cv2.imwrite(str(out / f"{name}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        faces = []
-        for r in pipeline.process(frame):
-            assert r.embedding is not None
-            best = index.search(r.embedding, k=1)[0]
-            faces.append({"box": r.detection.box_int(), "similarity": round(best.similarity, 3),
-                          "person_id": best.person_id if best.similarity >= threshold else None})
-        print(json.dumps({"frame": name, "faces": faces}))
-    return 0
+    shutil.rmtree(DEMO, ignore_errors=True)
+    frames, state = DEMO / "frames", DEMO / "state"
+    state.mkdir(parents=True)
+    count = build_frames(frames)
+    enrol(state / "gallery.db")
+    mqtt = broker_up()
+    write_config(DEMO / "facegate.toml", frames, state, mqtt)
+    print(f"demo: {count} frames in {frames}; 'astronaut' enrolled; MQTT "
+          + ("on 127.0.0.1:1883 (watch: mosquitto_sub -v -t 'facegate/demo-door/#')" if mqtt else
+             "broker not found: events stay in the outbox"))
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("facegate")), "run", "--config",
+                             str(DEMO / "facegate.toml")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        show(line)
+    return proc.wait()
 
 
 if __name__ == "__main__":

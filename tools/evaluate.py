@@ -383,7 +383,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", type=Path, default=None)
     p.add_argument("--embedder", default=None)
     p.add_argument("--detector", default=None)
-    p.add_argument("--five-point", action="store_true", help="align with face-mesh mouth corners")
+    p.add_argument("--four-point", dest="five_point", action="store_false",
+                   help="align with BlazeFace's 4 points only (default: 5 points with face-mesh mouth corners)")
     p.add_argument("--flip", action="store_true", help="flip fusion")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-per-person", type=int, default=20)

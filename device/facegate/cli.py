@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from facegate import __version__
+from facegate.config import EXIT_CONFIG, Config, ConfigError, load_config
 from facegate.errors import FacegateError, GalleryError, ImageError
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.imageio import read_image
@@ -208,6 +209,35 @@ def cmd_gallery_remove(args: argparse.Namespace, io: Output) -> int:
     return EXIT_OK
 
 
+def _load_config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, object] = {}
+    if getattr(args, "source", None):
+        overrides["camera.source"] = args.source
+    return load_config(args.config, overrides)
+
+
+def cmd_run(args: argparse.Namespace, io: Output) -> int:
+    from facegate.logs import setup_logging
+    from facegate.service import Service
+
+    config = _load_config(args)
+    setup_logging(config.log_level)
+    service = Service(config)
+    service.install_signal_handlers()
+    return service.run()
+
+
+def cmd_doctor(args: argparse.Namespace, io: Output) -> int:
+    from facegate.doctor import run_checks
+
+    checks = run_checks(_load_config(args))
+    for check in checks:
+        io.result(check.as_dict())
+        if not check.ok:
+            io.message(f"{check.name}: {check.detail} -> {check.fix}")
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_ERROR
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facegate", description="Face access control for unattended doors.")
     parser.add_argument("--version", action="version", version=f"facegate {__version__}")
@@ -249,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", type=Path)
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("run", help="run the door service")
+    p.add_argument("--config", type=Path, required=True, help="TOML config file")
+    p.add_argument("--source", default=None, help="override camera.source (e.g. replay:DIR, 0, rtsp://...)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("doctor", help="check camera, GPIO, models, gallery, broker and clock")
+    p.add_argument("--config", type=Path, required=True)
+    p.set_defaults(func=cmd_doctor)
+
     gallery = sub.add_parser("gallery", help="inspect and edit a gallery").add_subparsers(dest="action",
                                                                                           required=True)
     p = gallery.add_parser("list", help="persons and their template counts")
@@ -267,6 +306,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     func: Callable[[argparse.Namespace, Output], int] = args.func
     try:
         return func(args, io)
+    except ConfigError as exc:
+        io.message(f"config error: {exc}")
+        return EXIT_CONFIG
     except FacegateError as exc:
         io.message(str(exc))
         return EXIT_BAD_INPUT

@@ -1,0 +1,193 @@
+"""The durable outbox: every event is written here before anyone tries to send it.
+
+facegate must never lose an access event, so the MQTT side never sends from memory: an event is first committed
+to this SQLite table, and a row is deleted only once the broker has acknowledged it (PUBACK). A crash, a power
+cut or a broker outage therefore delays events but does not drop them.
+
+Durability choices (SQLite in WAL mode):
+
+* ``append`` commits with ``synchronous=FULL``: the WAL is fsynced before the call returns, so an event survives
+  a power cut the moment ``append`` returns. A Raspberry Pi losing power is an everyday failure, and events are
+  rare (a few per visit), so one fsync per event is an acceptable price.
+* ``next_seq`` and ``ack`` commit with ``synchronous=NORMAL`` (no fsync of their own). Losing one of those commits
+  on power loss is harmless: the WAL is sequential, so the next ``append`` (FULL) makes every earlier frame durable,
+  including the counter step that produced that event's ``seq``; a lost counter step therefore only reissues a
+  number no durable event carries. A lost ``ack`` makes an already delivered event be sent again, which the
+  delivery contract (at-least-once, consumers dedupe by ``event_id``) allows. This halves the fsyncs per event.
+
+Row ids use ``AUTOINCREMENT`` so they are never reused, even after the table has been emptied: the publisher
+keeps a cursor ("sent everything up to row id N") and relies on new events always getting larger ids.
+
+The class is thread-safe: one connection guarded by one lock (the frame loop appends while the MQTT pump acks).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from facegate.errors import FacegateError
+
+__all__ = ["Outbox", "OutboxError", "OutboxFull"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('seq', 0);
+"""
+
+
+class OutboxError(FacegateError):
+    """The outbox database cannot be opened or written (the message names the file)."""
+
+
+class OutboxFull(OutboxError):
+    """``max_events`` events are pending: the new event was refused, nothing was trimmed."""
+
+    def __init__(self, path: Path, max_events: int) -> None:
+        super().__init__(f"{path}: outbox full ({max_events} events pending); event refused")
+        self.max_events = max_events
+
+
+class Outbox:
+    """A persistent FIFO of JSON events with a persistent sequence counter.
+
+    ``max_events`` bounds the disk used while the broker is unreachable; when it is reached ``append`` raises
+    :class:`OutboxFull` instead of silently discarding old events, so the caller can count and report the loss.
+    """
+
+    def __init__(self, path: Path, max_events: int) -> None:
+        if max_events < 1:
+            raise ValueError("max_events must be at least 1")
+        self._path = Path(path)
+        self._max_events = max_events
+        self._lock = threading.Lock()
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves so each method is exactly one transaction.
+            self._db = sqlite3.connect(str(self._path), timeout=10.0, isolation_level=None, check_same_thread=False)
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise OutboxError(f"{self._path}: cannot switch to WAL journal mode (got {mode!r})")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._count: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self._path}: cannot open outbox database: {exc}") from exc
+        except OSError as exc:
+            raise OutboxError(f"{self._path}: cannot create outbox directory: {exc}") from exc
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def max_events(self) -> int:
+        return self._max_events
+
+    def __len__(self) -> int:
+        """Events appended and not yet acknowledged (kept in memory: no query per call)."""
+        with self._lock:
+            return self._count
+
+    def append(self, event: dict[str, Any]) -> None:
+        """Store ``event`` durably (fsynced) before returning.
+
+        Raises :class:`OutboxFull` when ``max_events`` are pending, ``ValueError``/``TypeError`` when the event
+        is not strict JSON (NaN and infinities are refused: many JSON parsers reject them).
+        """
+        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        with self._lock:
+            if self._count >= self._max_events:
+                raise OutboxFull(self._path, self._max_events)
+            try:
+                self._db.execute("INSERT INTO outbox (event) VALUES (?)", (text,))
+            except sqlite3.Error as exc:
+                raise OutboxError(f"{self._path}: cannot append event: {exc}") from exc
+            self._count += 1
+
+    def peek(self, limit: int = 100, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
+        """Up to ``limit`` pending events with row id greater than ``after``, oldest first, as (rowid, event)."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, event FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+            ).fetchall()
+        return [(int(rowid), json.loads(text)) for rowid, text in rows]
+
+    def ack(self, rowid: int) -> None:
+        """Forget one delivered event; unknown row ids are ignored (a duplicate PUBACK is not an error)."""
+        self.ack_many((rowid,))
+
+    def ack_many(self, rowids: Iterable[int]) -> int:
+        """Forget several delivered events in one transaction; returns how many rows were actually removed."""
+        ids = [(int(r),) for r in rowids]
+        if not ids:
+            return 0
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    before = self._db.total_changes
+                    self._db.executemany("DELETE FROM outbox WHERE id = ?", ids)
+                    removed = self._db.total_changes - before
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise OutboxError(f"{self._path}: cannot acknowledge events: {exc}") from exc
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+            self._count -= removed
+            return removed
+
+    def next_seq(self) -> int:
+        """Consume and return the next value of the persistent counter (1, 2, 3, ... across restarts).
+
+        Every call returns a larger number than any call before it, in this process or an earlier one, as long
+        as at least one event appended after the earlier call was made durable (see the module docstring). A gap
+        in ``seq`` seen by a consumer means an event was refused (outbox full) or never appended.
+        """
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                # Not UPDATE ... RETURNING: that needs SQLite 3.35, older than some Pi OS images ship.
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
+                    row = self._db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise OutboxError(f"{self._path}: cannot advance the sequence counter: {exc}") from exc
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

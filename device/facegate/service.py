@@ -1,0 +1,262 @@
+"""The door service: the one place where camera, recognition, gallery, policy, door I/O and events are wired.
+
+Everything else is a part with one job; this module decides how they talk, which thread does what, and
+that the relay is released and the outbox flushed on every way out.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from facegate import __version__
+from facegate.access.door import Door
+from facegate.access.policy import AccessPolicy
+from facegate.camera.source import Frame, FrameSource
+from facegate.camera.supervisor import CameraSupervisor, make_source
+from facegate.config import Config
+from facegate.events.commands import CommandVerifier
+from facegate.events.communicator import Command, Communicator, NullCommunicator
+from facegate.events.emitter import EventEmitter
+from facegate.events.mqtt import MqttCommunicator
+from facegate.events.outbox import Outbox
+from facegate.gallery.index import EmbeddingIndex
+from facegate.gallery.store import Gallery
+from facegate.models import Manifest
+from facegate.recognition.decision import Decision, DecisionEngine, Observation
+from facegate.sdnotify import SystemdNotifier
+from facegate.thresholds import ThresholdTable
+from facegate.vision.pipeline import FacePipeline, PipelineOptions
+from facegate.vision.quality import QualityGates
+
+log = logging.getLogger("facegate.service")
+
+STATUS_INTERVAL_SECONDS = 60.0
+
+
+def iso_ts(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def build_pipeline(config: Config) -> FacePipeline:
+    m = config.models
+    options = PipelineOptions(
+        threads=m.threads, detector=m.detector, embedder=m.embedder, five_point=m.five_point,
+        flip_fusion=m.flip_fusion, gates=QualityGates(**config.recognition.quality.model_dump()),
+    )
+    return FacePipeline(Manifest.load(m.dir), options)
+
+
+def match_threshold(config: Config, pipeline: FacePipeline) -> float:
+    """The configured similarity, else the one that gives the configured FAR for this embedder."""
+    if config.recognition.threshold is not None:
+        return config.recognition.threshold
+    table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json")
+    if table.embedder_sha256 != pipeline.embedder_sha256:
+        from facegate.config import ConfigError
+
+        raise ConfigError(
+            "recognition.threshold: models/thresholds.json was measured for another embedder; "
+            "set recognition.threshold or re-run tools/evaluate.py --write-thresholds"
+        )
+    return table.for_far(config.recognition.far)
+
+
+@dataclass
+class Stats:
+    started: float = field(default_factory=time.time)
+    frames: int = 0
+    faces: int = 0
+    fps: float = 0.0
+    _window_start: float = field(default_factory=time.monotonic)
+    _window_frames: int = 0
+
+    def tick(self, faces: int) -> None:
+        self.frames += 1
+        self.faces += faces
+        self._window_frames += 1
+        now = time.monotonic()
+        if now - self._window_start >= 5.0:
+            self.fps = self._window_frames / (now - self._window_start)
+            self._window_start, self._window_frames = now, 0
+
+
+class Service:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        source: FrameSource | None = None,
+        pin_factory: Any = None,
+        communicator: Communicator | None = None,
+    ) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self.notifier = SystemdNotifier()
+        self.stats = Stats()
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._db_lock = threading.Lock()
+
+        self.outbox = Outbox(config.state_dir / "outbox.db", config.outbox.max_events)
+        self.emitter = EventEmitter(config.device_id, self.outbox)
+        self.emitter.add_listener(lambda event: log.info("event %s", event["type"], extra={"event": event}))
+
+        self.pipeline = build_pipeline(config)
+        self.threshold = match_threshold(config, self.pipeline)
+        self.gallery = Gallery(config.gallery_path)
+        self.gallery.check_embedder(self.pipeline.embedder_sha256)
+        self.policy = AccessPolicy(self.gallery, config.access)
+        self.index: EmbeddingIndex = self.gallery.build_index()
+        self._names = {p["id"]: p["name"] for p in self.gallery.persons()}
+        self.engine = DecisionEngine(config.recognition, self.threshold)
+        self._last_person: str | None = None
+
+        self.door = Door(config.door, self.emitter.emit, pin_factory=pin_factory)
+        atexit.register(self.door.close)
+
+        if communicator is None:
+            if config.mqtt.enabled:
+                verifier = CommandVerifier(config.commands, config.device_id, config.state_dir / "command_nonces.db")
+                communicator = MqttCommunicator(config.mqtt, config.device_id, self.emitter, verifier)
+            else:
+                communicator = NullCommunicator(self.emitter)
+        self.communicator = communicator
+        self.communicator.on_command(self._on_command)
+        self.door.on_state(self._on_door_state)
+        self.source = source or make_source(config.camera)
+
+    # ------------------------------------------------------------------ callbacks (other threads)
+
+    def _on_door_state(self, name: str, value: str) -> None:
+        self.communicator.publish_state(f"{name}/state", value)
+
+    def _on_command(self, command: Command) -> None:
+        """Called from the MQTT thread with a command whose signature, age and nonce were verified.
+
+        The communicator has already emitted command_accepted; this only acts, and quickly (the door
+        schedules its relock on its own thread).
+        """
+        if command.action == "unlock":
+            self.door.unlock(reason="remote")
+        elif command.action == "lock":
+            self.door.lock(reason="remote")
+        elif command.action in ("lockdown_on", "lockdown_off"):
+            with self._db_lock:
+                self.policy.set_lockdown(command.action == "lockdown_on")
+            if command.action == "lockdown_on":
+                self.door.lock(reason="lockdown")
+            self.publish_status()
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        with self._db_lock:
+            persons, templates = self.gallery.counts()
+            version = self.gallery.version
+            lockdown = self.policy.lockdown
+        models = {role: self.pipeline.manifest.get(role, name).sha256 for role, name in (
+            ("detector", self.config.models.detector), ("embedder", self.config.models.embedder))}
+        return {
+            "device_id": self.config.device_id, "version": __version__,
+            "uptime_seconds": round(time.time() - self.stats.started, 1),
+            "fps": round(self.stats.fps, 2), "frames": self.stats.frames,
+            "gallery": {"version": version, "persons": persons, "templates": templates},
+            "gallery_persons": persons, "last_person": self._last_person,
+            "models": models, "threshold": round(self.threshold, 4), "far": self.config.recognition.far,
+            "lockdown": lockdown, "door": self.door.state(),
+            "outbox": {"pending": len(self.outbox), "dropped": self.emitter.dropped},
+        }
+
+    def publish_status(self) -> None:
+        self.communicator.publish_state("status", self.status())
+
+    # ------------------------------------------------------------------ the frame loop
+
+    def observe(self, frame: Frame) -> list[Observation]:
+        results = self.pipeline.process(frame.image)[: self.config.recognition.max_faces]
+        observations = []
+        for r in results:
+            assert r.embedding is not None
+            top = self.index.search(r.embedding, k=2)
+            best_id, best = (top[0].person_id, top[0].similarity) if top else (None, -1.0)
+            runner_up = top[1].similarity if len(top) > 1 else -1.0
+            observations.append(Observation(
+                box=r.detection.box, person_id=best_id, similarity=best, runner_up=runner_up,
+                quality_ok=not r.failures, frame_ts=frame.ts, frame=frame.name,
+            ))
+        self.stats.tick(len(results))
+        return observations
+
+    def handle(self, decision: Decision) -> None:
+        obs = decision.observation
+        trace = {"frame_ts": iso_ts(obs.frame_ts), "frame": obs.frame, "track_id": decision.track_id}
+        if decision.kind == "unknown":
+            self.emitter.emit("unknown_face", best_similarity=round(decision.similarity, 4),
+                              frames=decision.frames_used, **trace)
+            return
+        person = decision.person_id
+        assert person is not None
+        with self._db_lock:
+            verdict = self.policy.check(person, datetime.now(UTC))
+        name = self._names.get(person)
+        self._last_person = name or person
+        if verdict.allowed:
+            self.door.unlock(reason="face")
+            self.emitter.emit("access_granted", person_id=person, name=name,
+                              similarity=round(decision.similarity, 4), frames_used=decision.frames_used, **trace)
+        else:
+            self.emitter.emit("access_denied", person_id=person, name=name, reason=verdict.reason,
+                              similarity=round(decision.similarity, 4), **trace)
+
+    def run(self) -> int:
+        """Run until the source ends or a stop signal; returns the process exit code."""
+        self.communicator.start()
+        self.emitter.emit("service_started", version=__version__)
+        self._on_door_state("lock", "LOCKED" if self.door.locked else "UNLOCKED")
+        self.publish_status()
+        self.notifier.ready()
+        camera = CameraSupervisor(self.source, self.emitter.emit, self.stop_event,
+                                  self.config.camera.reopen_backoff_max_seconds, heartbeat=self.notifier.watchdog)
+        next_status = time.monotonic() + STATUS_INTERVAL_SECONDS
+        try:
+            for frame in camera.frames():
+                self.notifier.watchdog()
+                try:
+                    observations = self.observe(frame)
+                except Exception:  # a bad frame must never take the door down
+                    log.exception("frame %s failed", frame.name or frame.index)
+                    continue
+                for decision in self.engine.update(observations, frame.ts):
+                    self.handle(decision)
+                if time.monotonic() >= next_status:
+                    self.publish_status()
+                    next_status = time.monotonic() + STATUS_INTERVAL_SECONDS
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        self.door.close()
+        self.emitter.emit("service_stopped")
+        self.publish_status()
+        pending = self.communicator.stop(self.config.outbox.flush_timeout_seconds)
+        if pending:
+            log.warning("%d events not yet delivered; they stay in the outbox for the next start", pending)
+        self.gallery.close()
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %d: stopping", signum)
+            self.door.close()  # release the relay first, whatever happens next
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)

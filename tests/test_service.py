@@ -1,0 +1,435 @@
+"""The door service end to end: replayed frames → decisions → MockFactory relay → events on a real Mosquitto."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from broker import Collector, Mosquitto, wait_until
+from conftest import ROOT
+from facegate.access.policy import AccessPolicy
+from facegate.config import Config, parse_config
+from facegate.events.commands import sign_command
+from facegate.events.outbox import Outbox
+from facegate.gallery.store import Gallery, NewTemplate
+from facegate.service import Service
+from gpiozero.pins.mock import MockFactory
+
+sys.path.insert(0, str(ROOT / "tools"))
+from demo import augment, in_scene, shipped_photos
+
+KEY = bytes(range(32))
+DEVICE = "t1"
+UNLOCK_SECONDS = 0.4
+
+
+# ------------------------------------------------------------------ scene and gallery builders
+
+
+@pytest.fixture(scope="module")
+def photos() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return shipped_photos()
+
+
+def write_frames(folder: Path, photos: tuple[np.ndarray, np.ndarray, np.ndarray], plan: list[tuple[str, int]]) -> Path:
+    """Frames for a plan like [("bg", 3), ("astro", 8)]: a person walks up (growing slightly) and leaves."""
+    astronaut, hopper, background = photos
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for what, count in plan:
+        for i in range(count):
+            if what == "bg":
+                frame = background
+            else:
+                photo = astronaut if what == "astro" else hopper
+                frame = in_scene(augment(photo, 2 - 0.4 * i, 0.9, False), background, 500 + 6 * i, 60, 0)
+            cv2.imwrite(str(folder / f"{n:04d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            n += 1
+    return folder
+
+
+@pytest.fixture(scope="module")
+def astro_templates(pipeline, photos) -> list[NewTemplate]:  # type: ignore[no-untyped-def]
+    astronaut = photos[0]
+    out = []
+    for image in (astronaut, augment(astronaut, 4, 1.1, True, 0.9)):
+        best = pipeline.process(image, largest_only=True)[0]
+        out.append(NewTemplate(best.embedding, best.quality.as_dict(), "astronaut"))
+    return out
+
+
+def make_config(tmp: Path, frames: Path, server: Mosquitto | None, **sections: dict[str, Any]) -> Config:
+    data: dict[str, Any] = {
+        "device_id": DEVICE,
+        "state_dir": str(tmp / "state"),
+        "camera": {"source": f"replay:{frames}", "fps": 30},
+        "door": {"relay_pin": 17, "unlock_seconds": UNLOCK_SECONDS},
+        "mqtt": {"host": server.host, "port": server.port} if server else {"enabled": False},
+        "outbox": {"flush_timeout_seconds": 5},
+        "commands": {"hmac_key": KEY.hex()},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return parse_config(data)
+
+
+def enrol(config: Config, templates: list[NewTemplate], pipeline: Any) -> None:
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with Gallery(config.gallery_path) as g:
+        g.enroll("astro", templates, pipeline.embedder_sha256, name="Eileen Collins")
+
+
+def pulses(pin: Any) -> list[float]:
+    """Durations of the relay's energised periods, from gpiozero's recorded MockPin history.
+
+    MockPin records each change with the time elapsed since the previous change, so the entry that ends a
+    pulse carries the pulse's length.
+    """
+    out, high = [], False
+    for st in pin.states[1:]:
+        if high and not st.state:
+            out.append(st.timestamp)
+        high = bool(st.state)
+    return out
+
+
+def events_of(seen: Collector) -> list[dict[str, Any]]:
+    return [m.json() for m in seen.on(f"facegate/{DEVICE}/events")]
+
+
+def types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+def outbox_rows(config: Config) -> list[dict[str, Any]]:
+    """What is waiting in the outbox, read through the outbox's own code (as the next start would)."""
+    box = Outbox(config.state_dir / "outbox.db", config.outbox.max_events)
+    try:
+        return [event for _, event in box.peek(limit=100_000)]
+    finally:
+        box.close()
+
+
+@pytest.fixture
+def factory() -> Iterator[MockFactory]:
+    f = MockFactory()
+    yield f
+    f.reset()
+
+
+# ------------------------------------------------------------------ decisions and the relay
+
+
+def test_enrolled_person_gets_one_grant_and_one_pulse(tmp_path, broker, photos, astro_templates, pipeline,  # type: ignore[no-untyped-def]
+                                                      factory) -> None:
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 3), ("astro", 12), ("bg", 20)])
+    config = make_config(tmp_path, frames, broker)
+    enrol(config, astro_templates, pipeline)
+    with Collector(broker, f"facegate/{DEVICE}/#") as seen:
+        assert Service(config, pin_factory=factory).run() == 0
+        seen.wait_for(lambda m: "service_stopped" in types(events_of(seen)))
+    events = events_of(seen)
+    granted = [e for e in events if e["type"] == "access_granted"]
+    assert len(granted) == 1, types(events)
+    g = granted[0]
+    assert g["person_id"] == "astro" and g["name"] == "Eileen Collins" and g["frames_used"] >= 3
+    assert g["frame"].endswith(".jpg") and 3 <= int(g["frame"][:4]) < 15 and g["frame_ts"].endswith("Z")
+    assert "unknown_face" not in types(events)
+    assert len({e["event_id"] for e in events}) == len(events)
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    durations = pulses(factory.pin(17))
+    assert len(durations) == 1 and durations[0] == pytest.approx(UNLOCK_SECONDS, abs=0.15)
+    assert [m.text for m in seen.on(f"facegate/{DEVICE}/availability")][-1] == "offline"
+    lock_states = [m.text for m in seen.on(f"facegate/{DEVICE}/lock/state")]
+    assert "UNLOCKED" in lock_states and lock_states[-1] == "LOCKED"
+    status = seen.on(f"facegate/{DEVICE}/status")[-1].json()
+    assert status["gallery"]["persons"] == 1 and status["models"]["embedder"] == pipeline.embedder_sha256
+
+
+def test_stranger_is_unknown_and_door_stays_shut(tmp_path, broker, photos, astro_templates, pipeline,  # type: ignore[no-untyped-def]
+                                                 factory) -> None:
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2), ("hopper", 12), ("bg", 2)])
+    config = make_config(tmp_path, frames, broker)
+    enrol(config, astro_templates, pipeline)
+    with Collector(broker, f"facegate/{DEVICE}/events") as seen:
+        Service(config, pin_factory=factory).run()
+        seen.wait_for(lambda m: "service_stopped" in types(events_of(seen)))
+    events = events_of(seen)
+    assert types(events).count("unknown_face") == 1
+    assert "access_granted" not in types(events)
+    unknown = next(e for e in events if e["type"] == "unknown_face")
+    assert unknown["best_similarity"] < 0.4
+    assert pulses(factory.pin(17)) == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "reason"),
+    [
+        ({"valid_until": datetime.now(UTC) - timedelta(days=1)}, "expired"),
+        ({"valid_from": datetime.now(UTC) + timedelta(days=1)}, "not_yet_valid"),
+        ({"schedule": {d: [["00:00", "00:01"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}},
+         "schedule"),
+        ({"groups": ["staff"]}, "group"),
+        ("lockdown", "lockdown"),
+    ],
+)
+def test_policy_denials_say_why(tmp_path, photos, astro_templates, pipeline, factory, policy, reason) -> None:  # type: ignore[no-untyped-def]
+    if reason == "schedule" and datetime.now().astimezone().strftime("%H:%M") == "00:00":
+        pytest.skip("the test's closed schedule happens to be open right now")
+    frames = write_frames(tmp_path / "frames", photos, [("astro", 10)])
+    config = make_config(tmp_path, frames, None, access={"door_groups": ["staff", "visitors"]} if reason == "group"
+                         else {})
+    enrol(config, astro_templates, pipeline)
+    with AccessPolicy(config.gallery_path, config.access) as pol:
+        if policy == "lockdown":
+            pol.set_lockdown(True)
+        elif reason == "group":
+            pol.set_person("astro", groups=["contractors"])
+        else:
+            pol.set_person("astro", **policy)
+    service = Service(config, pin_factory=factory)
+    seen: list[dict[str, Any]] = []
+    service.emitter.add_listener(seen.append)
+    service.run()
+    denied = [e for e in seen if e["type"] == "access_denied"]
+    assert len(denied) == 1 and denied[0]["reason"] == reason and denied[0]["person_id"] == "astro"
+    assert "access_granted" not in types(seen)
+    assert pulses(factory.pin(17)) == []
+
+
+# ------------------------------------------------------------------ door inputs while running
+
+
+def run_in_thread(service: Service) -> threading.Thread:
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_exit_button_held_and_forced_open(tmp_path, broker, photos, factory) -> None:  # type: ignore[no-untyped-def]
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2)])
+    config = make_config(tmp_path, frames, broker, camera={"loop": True, "fps": 10},
+                         door={"contact_pin": 27, "exit_pin": 22, "held_open_seconds": 0.5})
+    service = Service(config, pin_factory=factory)
+    contact, button = factory.pin(27), factory.pin(22)
+    contact.drive_low()  # NC contact to ground: closed door
+    with Collector(broker, f"facegate/{DEVICE}/#") as seen:
+        thread = run_in_thread(service)
+        time.sleep(0.2)
+        button.drive_low()  # pressed (pull-up)
+        time.sleep(0.1)
+        button.drive_high()
+        seen.wait_for(lambda m: "exit_request" in types(events_of(seen)))
+        contact.drive_high()  # door opens during the unlock: not forced
+        seen.wait_for(lambda m: "door_held_open" in types(events_of(seen)), timeout=5)
+        contact.drive_low()
+        time.sleep(max(UNLOCK_SECONDS, 0.3) + 1.2)  # relocked, past the forced-open grace
+        contact.drive_high()  # opened while locked
+        seen.wait_for(lambda m: "door_forced_open" in types(events_of(seen)), timeout=5)
+        contact.drive_low()
+        door_states = seen.wait_for(lambda m: len(seen.on(f"facegate/{DEVICE}/door/state")) >= 3)
+        service.stop_event.set()
+        thread.join(15)
+    t = types(events_of(seen))
+    assert t.index("exit_request") < t.index("door_opened") < t.index("door_held_open") < t.index("door_forced_open")
+    assert "door_forced_open" not in t[: t.index("door_held_open")]
+    assert [m.text for m in door_states if m.topic.endswith("door/state")][-1] in ("open", "closed")
+    assert len(pulses(factory.pin(17))) == 1
+
+
+# ------------------------------------------------------------------ nothing is lost
+
+
+def test_broker_down_for_whole_replay_then_everything_delivered(tmp_path, broker, photos, astro_templates,  # type: ignore[no-untyped-def]
+                                                                 pipeline, factory) -> None:
+    frames = write_frames(tmp_path / "frames", photos, [("astro", 10), ("bg", 3), ("hopper", 10)])
+    config = make_config(tmp_path, frames, broker, outbox={"flush_timeout_seconds": 20})
+    enrol(config, astro_templates, pipeline)
+    broker.stop()
+    service = Service(config, pin_factory=factory)
+    local: list[dict[str, Any]] = []
+    service.emitter.add_listener(local.append)
+    thread = run_in_thread(service)
+    assert wait_until(lambda: "service_stopped" in types(local), timeout=30)  # replay over, broker still down
+    assert len(service.outbox) >= 4
+    broker.start()
+    with Collector(broker, f"facegate/{DEVICE}/events") as seen:
+        thread.join(30)
+        assert not thread.is_alive()
+        seen.wait_for(lambda m: len(events_of(seen)) >= len(local), timeout=10)
+    delivered = events_of(seen)
+    assert {e["event_id"] for e in delivered} == {e["event_id"] for e in local}
+    assert len(delivered) == len({e["event_id"] for e in delivered})  # no duplicates
+    assert {"access_granted", "unknown_face"} <= set(types(delivered))
+
+
+def test_sigkill_with_unsent_events_delivered_after_restart(tmp_path, broker, photos, astro_templates,  # type: ignore[no-untyped-def]
+                                                            pipeline) -> None:
+    frames = write_frames(tmp_path / "frames", photos, [("astro", 10), ("bg", 2)])
+    config = make_config(tmp_path, frames, broker, camera={"loop": True, "fps": 15},
+                         door={"pin_factory": "mock"})
+    enrol(config, astro_templates, pipeline)
+    toml = tmp_path / "facegate.toml"
+    toml.write_text(_to_toml(config))
+    broker.stop()
+    exe = Path(sys.executable).with_name("facegate")
+    proc = subprocess.Popen([exe, "run", "--config", toml], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: (config.state_dir / "outbox.db").exists()
+                          and "access_granted" in types(outbox_rows(config)), timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    stranded = outbox_rows(config)
+    assert "service_stopped" not in types(stranded)
+    broker.start()
+    empty = tmp_path / "empty"
+    write_frames(empty, photos, [("bg", 1)])
+    toml.write_text(toml.read_text().replace("loop = true", "loop = false"))
+    with Collector(broker, f"facegate/{DEVICE}/events") as seen:
+        code = subprocess.run([exe, "run", "--config", toml, "--source", f"replay:{empty}"],
+                              capture_output=True, timeout=60, check=False).returncode
+        assert code == 0
+        seen.wait_for(lambda m: {e["event_id"] for e in stranded} <= {e["event_id"] for e in events_of(seen)})
+
+
+def _to_toml(config: Config) -> str:
+    """Just enough TOML for the fields these tests set."""
+    c = config
+    mqtt = c.mqtt
+    return (f'device_id = "{c.device_id}"\nstate_dir = "{c.state_dir}"\n'
+            f'[camera]\nsource = "{c.camera.source}"\nfps = {c.camera.fps}\nloop = {str(c.camera.loop).lower()}\n'
+            f'[door]\npin_factory = "mock"\nrelay_pin = 17\nunlock_seconds = {c.door.unlock_seconds}\n'
+            f'[mqtt]\nhost = "{mqtt.host}"\nport = {mqtt.port}\n'
+            f'[outbox]\nflush_timeout_seconds = 5\n[commands]\nhmac_key = "{KEY.hex()}"\n')
+
+
+# ------------------------------------------------------------------ every way out releases the relay
+
+
+def test_relay_released_on_sigterm(tmp_path, photos, factory) -> None:  # type: ignore[no-untyped-def]
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2)])
+    config = make_config(tmp_path, frames, None, camera={"loop": True, "fps": 10}, door={"unlock_seconds": 30})
+    service = Service(config, pin_factory=factory)
+    previous = signal.getsignal(signal.SIGTERM)
+    service.install_signal_handlers()
+    try:
+        thread = run_in_thread(service)
+        service.door.unlock(reason="test")
+        assert wait_until(lambda: factory.pin(17).state)
+        os.kill(os.getpid(), signal.SIGTERM)
+        thread.join(15)
+        assert not thread.is_alive()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert factory.pin(17).state is False or factory.pin(17).state == 0
+
+
+class ExplodingSource:
+    """A real replay whose third read raises an unexpected error, like a driver bug."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.reads = inner, 0
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def read(self) -> Any:
+        self.reads += 1
+        if self.reads == 3:
+            raise RuntimeError("driver exploded")
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_relay_released_after_an_exception(tmp_path, photos, factory) -> None:  # type: ignore[no-untyped-def]
+    from facegate.camera.replay import ReplaySource
+
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 5)])
+    config = make_config(tmp_path, frames, None, door={"unlock_seconds": 30})
+    service = Service(config, pin_factory=factory, source=ExplodingSource(ReplaySource(frames, 30)))
+    service.door.unlock(reason="test")
+    assert factory.pin(17).state
+    with pytest.raises(RuntimeError, match="driver exploded"):
+        service.run()
+    assert not factory.pin(17).state
+
+
+# ------------------------------------------------------------------ remote commands
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_remote_commands_signed_only(tmp_path, broker, photos, factory, protocol) -> None:  # type: ignore[no-untyped-def]
+    import paho.mqtt.publish as publish
+    from paho.mqtt.client import MQTTv5, MQTTv311
+
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2)])
+    config = make_config(tmp_path, frames, broker, camera={"loop": True, "fps": 10}, mqtt={"protocol": protocol})
+    service = Service(config, pin_factory=factory)
+    topic = f"facegate/{DEVICE}/lock/set"
+
+    def send(payload: dict[str, Any] | bytes, retain: bool = False) -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        publish.single(topic, body, qos=1, retain=retain, hostname=broker.host, port=broker.port,
+                       protocol=MQTTv5 if protocol == "5" else MQTTv311)
+
+    # A well-signed command left retained before the door connects is delivered with the retain flag: refused.
+    send(sign_command("unlock", DEVICE, hmac_key=KEY), retain=True)
+    with Collector(broker, f"facegate/{DEVICE}/events") as seen:
+        thread = run_in_thread(service)
+        assert wait_until(lambda: service.communicator.connected, timeout=10)
+        time.sleep(0.3)
+        forged = sign_command("unlock", DEVICE, hmac_key=b"x" * 32)
+        send(forged)
+        expired = sign_command("unlock", DEVICE, hmac_key=KEY, ts=time.time() - 120)
+        send(expired)
+        other_door = sign_command("unlock", "another-door", hmac_key=KEY)
+        send(other_door)
+        if protocol == "5":  # MQTT 5 keeps the retain flag on live delivery too
+            send(sign_command("unlock", DEVICE, hmac_key=KEY), retain=True)
+        send(b"UNLOCK")  # what Home Assistant's lock entity would send: unsigned
+        seen.wait_for(lambda m: types(events_of(seen)).count("command_rejected") >= 5 + (protocol == "5"), timeout=10)
+        assert pulses(factory.pin(17)) == []
+        fresh = sign_command("unlock", DEVICE, hmac_key=KEY)
+        send(fresh)
+        seen.wait_for(lambda m: "command_accepted" in types(events_of(seen)), timeout=10)
+        send(fresh)  # replayed nonce
+        seen.wait_for(lambda m: types(events_of(seen)).count("command_rejected") >= 6 + (protocol == "5"), timeout=10)
+        service.stop_event.set()
+        thread.join(15)
+    reasons = [e["reason"] for e in events_of(seen) if e["type"] == "command_rejected"]
+    assert {"bad_signature", "expired", "retained", "replayed"} <= set(reasons), reasons
+    assert len(pulses(factory.pin(17))) == 1
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def test_bad_config_exits_78_naming_the_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    exe = Path(sys.executable).with_name("facegate")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('device_id = "x"\n[door]\nunlock_seconds = -3\n[camera]\nfsp = 10\n')
+    proc = subprocess.run([exe, "run", "--config", bad], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 78
+    assert "door.unlock_seconds" in proc.stderr and "camera.fsp: unknown key" in proc.stderr
+
+
+def test_example_config_is_valid() -> None:
+    from facegate.config import load_config
+
+    config = load_config(ROOT / "deploy" / "facegate.example.toml")
+    assert config.door.unlock_seconds > 0
