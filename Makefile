@@ -3,7 +3,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: test demo lint bench evaluate models-check clean
+.PHONY: test demo lint bench evaluate models-check clean mosquitto
+
+# The tests start their own Mosquitto (a real broker, never a fake): install it where missing and we are root.
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq mosquitto; \
+	    else echo "mosquitto not installed (and not root): broker tests will be skipped"; fi; }
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -11,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-test: $(STAMP)
+test: $(STAMP) mosquitto
 	$(VENV)/bin/pytest -q
 
 lint: $(STAMP)
@@ -20,6 +26,9 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) tools/demo.py
+
+bench: $(STAMP)
+	$(PY) tools/bench.py
 
 evaluate: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,tools]'

@@ -64,7 +64,7 @@ def build_frames(folder: Path) -> int:
     astronaut, hopper, background = shipped_photos()
     frames: list[np.ndarray] = [background] * 5
     for i in range(12):  # the enrolled astronaut walks up to the door
-        frames.append(in_scene(augment(astronaut, 3 - i * 0.5, 0.85, False), background, 300 + i * 8, 150, 20))
+        frames.append(in_scene(augment(astronaut, 3 - i * 0.5, 0.85, False), background, 480 + i * 8, 80, 0))
     frames += [background] * 8
     for i in range(12):  # a stranger
         frames.append(in_scene(augment(hopper, -2 + i * 0.3, 1.0, False), background, 300 + i * 6, 170, 10))
@@ -107,7 +107,6 @@ fps = 10
 [door]
 pin_factory = "mock"
 relay_pin = 17
-contact_pin = 27
 exit_pin = 22
 unlock_seconds = 3
 

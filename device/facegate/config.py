@@ -127,7 +127,6 @@ class OutboxConfig(Section):
 class AccessConfig(Section):
     door_groups: list[str] = []  # groups allowed at this door; empty = everyone enrolled
     lockdown_groups: list[str] = ["security"]  # who may still enter during lockdown
-    store_face_images: bool = False  # privacy: no face images are kept unless this is set
     # IANA zone key (e.g. "Europe/Berlin") in which person schedules are read; None = the device's local zone.
     timezone: str | None = None
 

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Door-service figures: decision latency (first frame showing the face → relay energised), frames/s, RSS.
+
+Runs the real service in-process on a 30 fps replay (background, then the enrolled astronaut walking up),
+with gpiozero's MockFactory relay and a gallery of N random persons plus the astronaut, MQTT disabled.
+
+    python tools/bench_service.py --persons 10000 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "device"))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from demo import augment, in_scene, shipped_photos  # noqa: E402
+from facegate.camera.replay import ReplaySource  # noqa: E402
+from facegate.camera.source import Frame  # noqa: E402
+from facegate.config import parse_config  # noqa: E402
+from facegate.gallery.store import Gallery, NewTemplate  # noqa: E402
+from facegate.service import Service  # noqa: E402
+from facegate.vision.embedder import l2_normalise  # noqa: E402
+from facegate.vision.pipeline import FacePipeline  # noqa: E402
+from gpiozero.pins.mock import MockFactory  # noqa: E402
+
+BACKGROUND_FRAMES = 10
+
+
+class TimedSource(ReplaySource):
+    """The replay, remembering when each frame was handed to the service."""
+
+    delivered: dict[str, float]
+
+    def read(self) -> Frame | None:
+        frame = super().read()
+        if frame is not None:
+            self.delivered = getattr(self, "delivered", {})
+            self.delivered[frame.name or ""] = time.perf_counter()
+        return frame
+
+
+def build(tmp: Path, persons: int) -> tuple[Path, Path]:
+    import cv2
+
+    astronaut, _hopper, background = shipped_photos()
+    frames = tmp / "frames"
+    frames.mkdir()
+    for i in range(BACKGROUND_FRAMES + 30):
+        k = i - BACKGROUND_FRAMES
+        img = background if k < 0 else in_scene(augment(astronaut, 2 - 0.2 * k, 0.9, False), background,
+                                                 480 + 3 * k, 80, 0)
+        cv2.imwrite(str(frames / f"{i:04d}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    pipeline = FacePipeline.from_models_dir()
+    best = pipeline.process(astronaut, largest_only=True)[0]
+    db = tmp / "gallery.db"
+    rng = np.random.default_rng(0)
+    vectors = l2_normalise(rng.normal(size=(persons, pipeline.embedder.dim)).astype(np.float32))
+    with Gallery(db) as g:
+        g.enroll("astronaut", [NewTemplate(best.embedding, {})], pipeline.embedder_sha256)
+        with g.transaction() as conn:
+            conn.executemany("INSERT INTO persons (id, name, metadata, created_at, updated_at) VALUES (?,?,?,0,0)",
+                             [(f"p{i}", f"Person {i}", "{}") for i in range(persons)])
+            conn.executemany("INSERT INTO templates (person_id, embedding, embedder_sha256, quality, created_at) "
+                             "VALUES (?,?,?,'{}',0)",
+                             [(f"p{i}", v.astype("<f4").tobytes(), pipeline.embedder_sha256)
+                              for i, v in enumerate(vectors)])
+    return frames, db
+
+
+def run_once(tmp: Path, frames: Path, db: Path, fps: float, threads: int) -> dict[str, Any]:
+    config = parse_config({
+        "device_id": "bench", "state_dir": str(tmp / f"state-{time.monotonic_ns()}"),
+        "camera": {"source": f"replay:{frames}", "fps": min(fps, 120)}, "gallery": {"path": str(db)},
+        "models": {"threads": threads}, "door": {"relay_pin": 17, "unlock_seconds": 1},
+        "mqtt": {"enabled": False}, "outbox": {"flush_timeout_seconds": 0},
+    })
+    source = TimedSource(frames, fps)
+    service = Service(config, pin_factory=MockFactory(), source=source)
+    unlocked: list[float] = []
+    service.emitter.add_listener(lambda e: unlocked.append(time.perf_counter()) if e["type"] == "door_unlocked"
+                                 else None)
+    start = time.perf_counter()
+    service.run()
+    wall = time.perf_counter() - start
+    first_face = source.delivered[f"{BACKGROUND_FRAMES:04d}.jpg"]
+    return {"latency_ms": (unlocked[0] - first_face) * 1000 if unlocked else None,
+            "frames_per_second": service.stats.frames / wall}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--persons", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--fps", type=float, default=30)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        frames, db = build(tmp, args.persons)
+        runs = [run_once(tmp, frames, db, args.fps, args.threads) for _ in range(args.runs)]
+        unpaced = run_once(tmp, frames, db, 1000, args.threads)
+    latencies = [r["latency_ms"] for r in runs if r["latency_ms"] is not None]
+    print(json.dumps({
+        "gallery_persons": args.persons + 1, "replay_fps": args.fps, "threads": args.threads,
+        "granted_runs": f"{len(latencies)}/{len(runs)}",
+        "decision_latency_ms": {"median": round(statistics.median(latencies), 1), "max": round(max(latencies), 1),
+                                "all": [round(v, 1) for v in latencies]},
+        "max_frames_per_second_unpaced": round(unpaced["frames_per_second"], 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
