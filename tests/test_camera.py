@@ -108,3 +108,30 @@ def test_supervisor_stops_promptly_while_waiting(tmp_path: Path) -> None:
 
 def test_frame_error_type_is_distinct() -> None:
     assert not issubclass(FrameError, CameraError)
+
+
+def test_opencv_source_reads_a_video_file_to_its_end(tmp_path: Path) -> None:
+    import cv2
+    from facegate.camera.opencv_source import OpenCVSource
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(6):
+        writer.write(np.full((48, 64, 3), 40 * i, dtype=np.uint8))
+    writer.release()
+    src = OpenCVSource(str(path), 640, 480, 10)
+    src.open()
+    frames = []
+    while (frame := src.read()) is not None:
+        frames.append(frame)
+    src.close()
+    assert len(frames) == 6
+    assert frames[0].image.shape == (48, 64, 3) and frames[-1].name == "000006"
+    assert frames[3].image.mean() == pytest.approx(120, abs=6)
+
+
+def test_opencv_source_missing_device_is_a_camera_error() -> None:
+    from facegate.camera.opencv_source import OpenCVSource
+
+    with pytest.raises(CameraError, match="cannot open"):
+        OpenCVSource("/nonexistent/video.mp4", 640, 480, 10).open()
