@@ -92,3 +92,15 @@ def test_reopen_keeps_everything(tmp_path: Path) -> None:
         assert person is not None and person["name"] == "P" and person["metadata"] == {"badge": 7}
         assert g.embedder_sha256 == SHA
         assert g.build_index().search(vectors[1])[0].similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_removed_embeddings_do_not_stay_on_disk(tmp_path: Path) -> None:
+    """secure_delete: the bytes of a removed person's templates are gone from the file, not just unlinked."""
+    secret = _vectors(1, 9)
+    with Gallery(tmp_path / "g.db") as g:
+        g.enroll("p", _templates(secret), SHA)
+        g.enroll("q", _templates(_vectors(1, 10)), SHA)
+        g.remove("p")
+        g._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    needle = np.asarray(secret[0], dtype="<f4").tobytes()[:64]
+    assert needle not in (tmp_path / "g.db").read_bytes()
