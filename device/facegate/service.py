@@ -32,6 +32,7 @@ from facegate.gallery.store import Gallery
 from facegate.models import Manifest
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
 from facegate.sdnotify import SystemdNotifier
+from facegate.sync.receiver import SyncReceiver
 from facegate.thresholds import ThresholdTable
 from facegate.vision.pipeline import FacePipeline, PipelineOptions
 from facegate.vision.quality import QualityGates
@@ -132,6 +133,14 @@ class Service:
         self.door.on_state(self._on_door_state)
         self.source = source or make_source(config.camera)
 
+        # Fleet sync: only signed bundles, only with trusted keys configured (docs/sync.md).
+        self.sync: SyncReceiver | None = None
+        if config.sync.public_keys:
+            self.sync = SyncReceiver(config, self.pipeline.embedder_sha256, self.emitter.emit,
+                                     on_applied=self.swap_index)
+        elif config.sync.topic or config.sync.url:
+            log.warning("sync.topic/sync.url are set but sync.public_keys is empty: fleet sync is off")
+
     # ------------------------------------------------------------------ callbacks (other threads)
 
     def _on_door_state(self, name: str, value: str) -> None:
@@ -153,6 +162,17 @@ class Service:
             if command.action == "lockdown_on":
                 self.door.lock(reason="lockdown")
             self.publish_status()
+
+    def swap_index(self, index: EmbeddingIndex, names: dict[str, str | None]) -> None:
+        """Install a new gallery index (called by the sync receiver's thread after its commit).
+
+        Two reference assignments, no lock: the frame loop reads ``self.index`` once per frame, so each frame
+        is matched entirely against the old or entirely against the new gallery, and recognition never waits.
+        Names first, so a grant against the new index never lacks its name.
+        """
+        self._names = names
+        self.index = index
+        self.publish_status()
 
     # ------------------------------------------------------------------ status
 
@@ -181,10 +201,11 @@ class Service:
 
     def observe(self, frame: Frame) -> list[Observation]:
         results = self.pipeline.process(frame.image)[: self.config.recognition.max_faces]
+        index = self.index  # once per frame: a sync may swap it at any moment
         observations = []
         for r in results:
             assert r.embedding is not None
-            top = self.index.search(r.embedding, k=2)
+            top = index.search(r.embedding, k=2)
             best_id, best = (top[0].person_id, top[0].similarity) if top else (None, -1.0)
             runner_up = top[1].similarity if len(top) > 1 else -1.0
             observations.append(Observation(
@@ -218,6 +239,8 @@ class Service:
     def run(self) -> int:
         """Run until the source ends or a stop signal; returns the process exit code."""
         self.communicator.start()
+        if self.sync is not None:
+            self.sync.start()
         self.emitter.emit("service_started", version=__version__)
         self._on_door_state("lock", "LOCKED" if self.door.locked else "UNLOCKED")
         self.publish_status()
@@ -245,6 +268,8 @@ class Service:
     def shutdown(self) -> None:
         self.notifier.stopping()
         self.door.close()
+        if self.sync is not None:
+            self.sync.stop()
         self.emitter.emit("service_stopped")
         self.publish_status()
         pending = self.communicator.stop(self.config.outbox.flush_timeout_seconds)

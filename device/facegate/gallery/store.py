@@ -43,6 +43,33 @@ CREATE TABLE IF NOT EXISTS templates (
 CREATE INDEX IF NOT EXISTS templates_person ON templates(person_id);
 """
 
+# Fleet sync's change log: which persons changed (or were deleted) at which gallery version, so an admin
+# gallery can export a delta against any earlier version. Triggers rather than code in each write path, so
+# every writer (enroll, remove, access policy, a future one) is covered. One row per person id ever seen
+# (tombstones included); ``version`` is the version the enclosing transaction commits as (current + 1, because
+# every writer bumps the version by one at commit). An upsert, not INSERT OR REPLACE: a trigger's own conflict
+# clause is overridden by the firing statement's. ``deleted`` is recomputed from whether the person still
+# exists, so the order in which SQLite fires the cascade's triggers does not matter.
+_CHANGE_LOG = """
+CREATE TABLE IF NOT EXISTS sync_changes (
+    person_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    deleted INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sync_changes_version ON sync_changes(version);
+""" + "".join(
+    f"""
+CREATE TRIGGER IF NOT EXISTS sync_log_{table}_{op.lower()} AFTER {op} ON {table} BEGIN
+    INSERT INTO sync_changes (person_id, version, deleted) VALUES (
+        {row}.{column},
+        (SELECT CAST(value AS INTEGER) + 1 FROM meta WHERE key = 'version'),
+        NOT EXISTS (SELECT 1 FROM persons WHERE id = {row}.{column}))
+    ON CONFLICT(person_id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted;
+END;"""
+    for table, column in (("persons", "id"), ("templates", "person_id"), ("person_policy", "person_id"))
+    for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))
+)
+
 
 @dataclass(frozen=True)
 class NewTemplate:
@@ -60,9 +87,12 @@ class Gallery:
             self._db.execute("PRAGMA foreign_keys=ON")
             # Privacy: a removed person's embeddings are overwritten on disk, not left in free pages.
             self._db.execute("PRAGMA secure_delete=ON")
+            # Fleet sync applies bundles on its own connection while the service reads: wait, don't fail.
+            self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', '0')")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            self._install_change_log()
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"cannot open gallery {self.path}: {exc}") from None
 
@@ -75,17 +105,59 @@ class Gallery:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _install_change_log(self) -> None:
+        """Create the access-policy tables (so their triggers can exist from the start) and the change log.
+
+        The policy schema is imported from its owner rather than repeated; the import is local because
+        ``facegate.access.policy`` imports this module. ``changes_since`` records the version from which the
+        log is complete (0 for a new gallery), so a delta against an older base is refused, not guessed.
+        """
+        from facegate.access.policy import _SCHEMA as POLICY_SCHEMA
+
+        self._db.executescript(POLICY_SCHEMA)
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sync_changes'").fetchone() is None:
+            try:  # one script, one transaction: all of the log or none of it
+                self._db.executescript(
+                    "BEGIN IMMEDIATE;" + _CHANGE_LOG
+                    + "INSERT OR IGNORE INTO meta SELECT 'changes_since', value FROM meta WHERE key = 'version';"
+                    + "COMMIT;"
+                )
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic change that bumps the gallery version; nothing is visible until it commits."""
+    def transaction(self, *, set_version: int | None = None) -> Iterator[sqlite3.Connection]:
+        """One atomic change that bumps the gallery version; nothing is visible until it commits.
+
+        ``set_version`` commits the gallery as exactly that version instead of bumping it: fleet sync makes a
+        door's version the version of the bundle it applied, so status and events name the fleet's number.
+        """
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
-            self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
+            if set_version is None:
+                self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
+            else:
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (str(int(set_version)),))
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees one committed version (an export must not mix two)."""
+        self._db.execute("BEGIN")
+        try:
+            yield self._db
+        finally:
+            self._db.execute("COMMIT")
+
+    def meta(self, key: str) -> str | None:
+        """A raw ``meta`` value (``version``, ``embedder_sha256``, ``sync_version``, ...) or None."""
+        return self._meta(key)
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

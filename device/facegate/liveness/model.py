@@ -1,0 +1,117 @@
+"""The fitted texture classifier: a logistic regression over ``texture.texture_features``, stored as JSON.
+
+Loaded through the model manifest (role ``antispoof``) like every other model, so the checksum protects the
+thresholds too: a retrained or edited file with stale operating points is refused instead of silently moving
+the door's APCER/BPCER.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facegate.errors import ModelError
+from facegate.liveness import texture
+from facegate.models import ModelEntry
+
+FORMAT = 1
+FEATURES = "colour_lbp_v1"
+OPERATING_POINTS = ("secure", "balanced", "convenient")
+
+
+@dataclass(frozen=True)
+class ActiveParams:
+    """The planar-motion veto (see ``motion.non_planarity``); fixed from nuaa_dev, stored with the model."""
+
+    min_motion: float = 0.05  # eye distances between two frames before a pair says anything
+    min_pairs: int = 3
+    veto_below: float = -4.2
+
+
+@dataclass(frozen=True)
+class TextureClassifier:
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: float
+    thresholds: dict[str, float]
+    crop_size: int = texture.CROP_SIZE
+    crop_scale: float = texture.CROP_SCALE
+    active: ActiveParams = field(default_factory=ActiveParams)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def logit(self, features: np.ndarray) -> float:
+        """log-odds that the face is live (0 = undecided); higher = more live."""
+        z = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        return float(z @ self.weights + self.bias)
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        z = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        return np.asarray(z @ self.weights + self.bias)
+
+    def threshold(self, operating_point: str) -> float:
+        try:
+            return self.thresholds[operating_point]
+        except KeyError:
+            raise ModelError(f"antispoof model has no operating point '{operating_point}'") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "kind": "logistic_regression",
+            "features": FEATURES,
+            "feature_dim": int(self.weights.size),
+            "crop": {"size": self.crop_size, "scale": self.crop_scale},
+            "mean": [round(float(v), 9) for v in self.mean],
+            "scale": [round(float(v), 9) for v in self.scale],
+            "weights": [round(float(v), 9) for v in self.weights],
+            "bias": round(float(self.bias), 9),
+            "operating_points": {k: round(float(v), 6) for k, v in self.thresholds.items()},
+            "active": {"min_motion": self.active.min_motion, "min_pairs": self.active.min_pairs,
+                       "veto_below": self.active.veto_below},
+            "training": self.info,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], origin: str = "antispoof model") -> TextureClassifier:
+        try:
+            if data["format"] != FORMAT or data["features"] != FEATURES:
+                raise ModelError(f"{origin}: unsupported format/features {data['format']}/{data['features']}")
+            dim = int(data["feature_dim"])
+            arrays = [np.asarray(data[k], dtype=np.float64) for k in ("mean", "scale", "weights")]
+            if dim != texture.FEATURE_DIM or any(a.shape != (dim,) for a in arrays):
+                raise ModelError(f"{origin}: feature size {dim} does not match this code ({texture.FEATURE_DIM})")
+            thresholds = {k: float(v) for k, v in data["operating_points"].items()}
+            missing = [k for k in OPERATING_POINTS if k not in thresholds]
+            if missing:
+                raise ModelError(f"{origin}: operating points missing: {', '.join(missing)}")
+            active = data.get("active", {})
+            return cls(
+                mean=arrays[0],
+                scale=np.where(arrays[1] > 0, arrays[1], 1.0),
+                weights=arrays[2],
+                bias=float(data["bias"]),
+                thresholds=thresholds,
+                crop_size=int(data["crop"]["size"]),
+                crop_scale=float(data["crop"]["scale"]),
+                active=ActiveParams(
+                    min_motion=float(active.get("min_motion", ActiveParams.min_motion)),
+                    min_pairs=int(active.get("min_pairs", ActiveParams.min_pairs)),
+                    veto_below=float(active.get("veto_below", ActiveParams.veto_below)),
+                ),
+                info=dict(data.get("training", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{origin} is malformed: {exc!r}") from None
+
+    @classmethod
+    def load(cls, entry: ModelEntry) -> TextureClassifier:
+        """From a manifest entry (already checksum-verified by ``Manifest.get``)."""
+        try:
+            data = json.loads(entry.path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"cannot read antispoof model {entry.path}: {exc}") from None
+        return cls.from_json(data, str(entry.path))

@@ -1,0 +1,118 @@
+"""Door side: apply a verified bundle to the gallery in one SQLite transaction.
+
+Atomicity is SQLite's: every row change and the new version commit together or not at all (WAL journal,
+so a power cut or SIGKILL mid-apply leaves the previous gallery; the SIGKILL test repeats that 50 times).
+The rollback and base checks run inside the write transaction, so two appliers can not both pass them.
+
+What is synced: persons, templates and ``person_policy``. What is not: ``device_local`` (lockdown), which
+this module never names. Deleting a person deletes their templates and policy through the schema's
+``ON DELETE CASCADE``; a person in a delta is replaced as a whole (delete, then insert), which makes
+applying the same person twice harmless.
+
+Meta keys written with each apply: ``version`` (= the bundle's), ``embedder_sha256``, ``sync_version``
+(the last applied bundle version; rollback and base checks compare with it, not with ``version``, which a
+local enrolment may have bumped since), ``sync_bundle_sha256`` and ``sync_applied_at``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from facegate.gallery.store import Gallery
+from facegate.sync.bundle import Bundle, BundleError, verify_bundle
+from facegate.sync.keys import public_keys_by_id
+
+__all__ = ["ApplyResult", "SyncState", "apply_bundle", "apply_file", "sync_state"]
+
+
+@dataclass(frozen=True)
+class SyncState:
+    version: int  # last applied bundle version, 0 when none
+    bundle_sha256: str | None
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    version: int
+    kind: str
+    persons: int  # in the gallery after the apply
+    templates: int
+    upserted: int
+    deleted: int
+    bundle_sha256: str
+
+
+def sync_state(gallery: Gallery) -> SyncState:
+    return SyncState(int(gallery.meta("sync_version") or 0), gallery.meta("sync_bundle_sha256"))
+
+
+def apply_bundle(gallery: Gallery, bundle: Bundle, embedder_sha256: str) -> ApplyResult:
+    """Make the gallery the bundle's version, or raise :class:`BundleError` and leave it untouched.
+
+    ``embedder_sha256`` is the door's loaded embedder: templates from another model are meaningless here.
+    """
+    h = bundle.header
+    if h.embedder_sha256 != embedder_sha256:
+        raise BundleError("embedder_mismatch", f"bundle templates are from embedder {h.embedder_sha256[:12]}…, "
+                          f"this door runs {embedder_sha256[:12]}…", h.version)
+    now = time.time()
+    with gallery.transaction(set_version=h.version) as db:
+        current = int((db.execute("SELECT value FROM meta WHERE key = 'sync_version'").fetchone() or [0])[0])
+        if h.version <= current:
+            raise BundleError("rollback", f"bundle version {h.version} is not newer than the applied {current}",
+                              h.version)
+        if h.kind == "delta" and h.base_version != current:
+            raise BundleError("base_mismatch", f"delta from version {h.base_version}, but this door has {current}; "
+                              "waiting for a full snapshot", h.version)
+        if h.kind == "full":
+            db.execute("DELETE FROM persons")  # cascades to templates and person_policy
+        else:
+            db.executemany("DELETE FROM persons WHERE id = ?",
+                           [(pid,) for pid in bundle.deletes] + [(p.id,) for p in bundle.persons])
+        db.executemany(
+            "INSERT INTO persons (id, name, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            [(p.id, p.name, json.dumps(p.metadata), p.created_at, p.updated_at) for p in bundle.persons],
+        )
+        db.executemany(
+            "INSERT INTO templates (person_id, embedding, embedder_sha256, quality, source, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(p.id, t.embedding, h.embedder_sha256, json.dumps(t.quality), t.source, t.created_at)
+             for p in bundle.persons for t in p.templates],
+        )
+        db.executemany(
+            "INSERT INTO person_policy (person_id, valid_from, valid_until, groups, schedule, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(p.id, p.policy.valid_from, p.policy.valid_until, json.dumps(p.policy.groups),
+              None if p.policy.schedule is None else json.dumps(p.policy.schedule, separators=(",", ":")),
+              p.policy.updated_at)
+             for p in bundle.persons if p.policy is not None],
+        )
+        db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [("embedder_sha256", h.embedder_sha256), ("sync_version", str(h.version)),
+             ("sync_bundle_sha256", bundle.sha256), ("sync_applied_at", repr(now))],
+        )
+        persons = int(db.execute("SELECT COUNT(*) FROM persons").fetchone()[0])
+        templates = int(db.execute("SELECT COUNT(*) FROM templates").fetchone()[0])
+    return ApplyResult(h.version, h.kind, persons, templates, len(bundle.persons), len(bundle.deletes), bundle.sha256)
+
+
+class _Progress(Protocol):
+    def send(self, obj: object) -> None: ...
+
+
+def apply_file(gallery_path: Path | str, bundle_path: Path | str, public_keys: list[str], embedder_sha256: str,
+               max_bytes: int, progress: _Progress | None = None) -> ApplyResult:
+    """Verify and apply a bundle file to a gallery file, outside the service (e.g. provisioning a door from
+    removable media). The same checks as the receiver. ``progress.send("verified")`` is called between the
+    verification and the transaction: the crash tests kill the process after it, during the apply."""
+    data = Path(bundle_path).read_bytes()
+    bundle = verify_bundle(data, public_keys_by_id(public_keys), max_bytes)
+    with Gallery(Path(gallery_path)) as gallery:
+        if progress is not None:
+            progress.send("verified")
+        return apply_bundle(gallery, bundle, embedder_sha256)
