@@ -85,3 +85,46 @@ def test_tracker_keeps_id_while_box_moves_and_drops_after_timeout() -> None:
     assert a.track_id == b.track_id and b.frames == 2
     c = t.update(2.0, [(105.0, 102.0, 80.0, 80.0)])[0]
     assert c.track_id != a.track_id
+
+
+def _live_engine() -> DecisionEngine:
+    from facegate.liveness.track import LivenessTrack, TrackParams
+
+    cfg = RecognitionConfig(window_frames=5, required_frames=3, unknown_after_frames=5, cooldown_seconds=10)
+    return DecisionEngine(cfg, threshold=0.5, liveness=lambda: LivenessTrack(TrackParams(threshold=0.0, min_frames=3)),
+                          liveness_max_wait_frames=8)
+
+
+def _with_liveness(o: Observation, score: float | None, ts: float) -> Observation:
+    from dataclasses import replace
+
+    from facegate.liveness.track import FrameEvidence
+
+    return replace(o, extra={"liveness": FrameEvidence(ts, score)})
+
+
+def test_liveness_gates_a_grant() -> None:
+    e = _live_engine()
+    out = []
+    for i in range(6):
+        out += e.update([_with_liveness(obs("alice", 0.8), 2.0, i * 0.1)], i * 0.1)
+    assert [(d.kind, d.person_id) for d in out] == [("identified", "alice")]
+    assert out[0].liveness_reason == "live" and out[0].liveness_score == 2.0
+
+
+def test_spoofed_face_of_an_enrolled_person_is_a_spoof_decision() -> None:
+    e = _live_engine()
+    out = []
+    for i in range(6):
+        out += e.update([_with_liveness(obs("alice", 0.9), -3.0, i * 0.1)], i * 0.1)
+    assert [(d.kind, d.person_id) for d in out] == [("spoof", "alice")]
+    assert out[0].liveness_reason is not None and out[0].liveness_reason.startswith("spoof")
+
+
+def test_missing_liveness_evidence_never_opens() -> None:
+    """Identity settled but no scored frame (e.g. every frame failed the liveness crop): after the wait, spoof."""
+    e = _live_engine()
+    out = []
+    for i in range(12):
+        out += e.update([_with_liveness(obs("alice", 0.9), None, i * 0.1)], i * 0.1)
+    assert [(d.kind, d.liveness_reason) for d in out] == [("spoof", "not_enough_frames")]

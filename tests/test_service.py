@@ -79,6 +79,9 @@ def make_config(tmp: Path, frames: Path, server: Mosquitto | None, **sections: d
         "mqtt": {"host": server.host, "port": server.port} if server else {"enabled": False},
         "outbox": {"flush_timeout_seconds": 5},
         "commands": {"hmac_key": KEY.hex()},
+        # These scenes are registry photos pasted into frames, i.e. photographs: the liveness gate rightly
+        # refuses them (see test_photo_of_enrolled_person_is_refused_by_liveness), so it is off here.
+        "liveness": {"enabled": False},
     }
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
@@ -209,6 +212,24 @@ def test_policy_denials_say_why(tmp_path, photos, astro_templates, pipeline, fac
     assert pulses(factory.pin(17)) == []
 
 
+def test_photo_of_enrolled_person_is_refused_by_liveness(tmp_path, broker, photos, astro_templates,  # type: ignore[no-untyped-def]
+                                                        pipeline, factory) -> None:
+    """The astronaut scene is a printed-photo-like presentation: with liveness on, no grant, a spoof event."""
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2), ("astro", 14), ("bg", 2)])
+    config = make_config(tmp_path, frames, broker, liveness={"enabled": True})
+    enrol(config, astro_templates, pipeline)
+    with Collector(broker, f"facegate/{DEVICE}/events") as seen:
+        Service(config, pin_factory=factory).run()
+        seen.wait_for(lambda m: "service_stopped" in types(events_of(seen)))
+    events = events_of(seen)
+    assert "access_granted" not in types(events)
+    spoof = next(e for e in events if e["type"] == "spoof_detected")
+    denied = next(e for e in events if e["type"] == "access_denied")
+    assert spoof["person_id"] == denied["person_id"] == "astro" and denied["reason"] == "liveness"
+    assert spoof["liveness_reason"].startswith("spoof") and spoof["frame"].endswith(".jpg")
+    assert pulses(factory.pin(17)) == []
+
+
 # ------------------------------------------------------------------ door inputs while running
 
 
@@ -313,7 +334,8 @@ def _to_toml(config: Config) -> str:
             f'[camera]\nsource = "{c.camera.source}"\nfps = {c.camera.fps}\nloop = {str(c.camera.loop).lower()}\n'
             f'[door]\npin_factory = "mock"\nrelay_pin = 17\nunlock_seconds = {c.door.unlock_seconds}\n'
             f'[mqtt]\nhost = "{mqtt.host}"\nport = {mqtt.port}\n'
-            f'[outbox]\nflush_timeout_seconds = 5\n[commands]\nhmac_key = "{KEY.hex()}"\n')
+            f'[outbox]\nflush_timeout_seconds = 5\n[commands]\nhmac_key = "{KEY.hex()}"\n'
+            '[liveness]\nenabled = false\n')
 
 
 # ------------------------------------------------------------------ every way out releases the relay

@@ -68,6 +68,7 @@ def test_published_bundle_is_applied_live_and_the_person_is_granted(tmp_path, br
         "door": {"relay_pin": 17, "unlock_seconds": 0.3},
         "mqtt": {"host": broker.host, "port": broker.port, "discovery": False},
         "outbox": {"flush_timeout_seconds": 5},
+        "liveness": {"enabled": False},  # the visitor is a pasted photo (liveness has its own tests)
         "sync": {"public_keys": [public], "topic": TOPIC},
     })
     factory = MockFactory()

@@ -85,6 +85,7 @@ def run_once(tmp: Path, frames: Path, db: Path, fps: float, threads: int) -> dic
         "camera": {"source": f"replay:{frames}", "fps": min(fps, 120)}, "gallery": {"path": str(db)},
         "models": {"threads": threads}, "door": {"relay_pin": 17, "unlock_seconds": 1},
         "mqtt": {"enabled": False}, "outbox": {"flush_timeout_seconds": 0},
+        "liveness": {"enabled": False},  # the replayed visitor is a pasted photo; measured separately
     })
     source = TimedSource(frames, fps)
     service = Service(config, pin_factory=MockFactory(), source=source)

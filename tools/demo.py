@@ -117,6 +117,10 @@ port = 1883
 
 [outbox]
 flush_timeout_seconds = 5
+
+# The demo's "visitors" are photographs pasted into frames; the liveness gate would (rightly) refuse them.
+[liveness]
+enabled = false
 """)
 
 

@@ -29,6 +29,7 @@ from facegate.events.mqtt import MqttCommunicator
 from facegate.events.outbox import Outbox
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
+from facegate.liveness.gate import LivenessGate
 from facegate.models import Manifest
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
 from facegate.sdnotify import SystemdNotifier
@@ -116,7 +117,10 @@ class Service:
         self.policy = AccessPolicy(self.gallery, config.access)
         self.index: EmbeddingIndex = self.gallery.build_index()
         self._names = {p["id"]: p["name"] for p in self.gallery.persons()}
-        self.engine = DecisionEngine(config.recognition, self.threshold)
+        self.liveness = LivenessGate.from_config(config.liveness, self.pipeline.manifest,
+                                                 own_mesh=self.pipeline.mesh is None)
+        self.engine = DecisionEngine(config.recognition, self.threshold,
+                                     liveness=self.liveness.new_track if self.liveness else None)
         self._last_person: str | None = None
 
         self.door = Door(config.door, self.emitter.emit, pin_factory=pin_factory)
@@ -208,9 +212,12 @@ class Service:
             top = index.search(r.embedding, k=2)
             best_id, best = (top[0].person_id, top[0].similarity) if top else (None, -1.0)
             runner_up = top[1].similarity if len(top) > 1 else -1.0
+            extra: dict[str, object] = {}
+            if self.liveness is not None:
+                extra["liveness"] = self.liveness.evidence(frame.image, r, frame.ts, mesh=r.mesh)
             observations.append(Observation(
                 box=r.detection.box, person_id=best_id, similarity=best, runner_up=runner_up,
-                quality_ok=not r.failures, frame_ts=frame.ts, frame=frame.name,
+                quality_ok=not r.failures, frame_ts=frame.ts, frame=frame.name, extra=extra,
             ))
         self.stats.tick(len(results))
         return observations
@@ -224,9 +231,16 @@ class Service:
             return
         person = decision.person_id
         assert person is not None
+        name = self._names.get(person)
+        if decision.kind == "spoof":
+            live = {"liveness_score": round(decision.liveness_score or 0.0, 3),
+                    "liveness_reason": decision.liveness_reason}
+            self.emitter.emit("spoof_detected", person_id=person, name=name, **live, **trace)
+            self.emitter.emit("access_denied", person_id=person, name=name, reason="liveness",
+                              similarity=round(decision.similarity, 4), **live, **trace)
+            return
         with self._db_lock:
             verdict = self.policy.check(person, datetime.now(UTC))
-        name = self._names.get(person)
         self._last_person = name or person
         if verdict.allowed:
             self.door.unlock(reason="face")

@@ -8,7 +8,9 @@ false-match rate into a door that does not open for strangers.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from facegate.config import RecognitionConfig
 from facegate.recognition.tracker import IouTracker, Track
@@ -28,20 +30,43 @@ class Observation:
     extra: dict[str, object] = field(default_factory=dict)  # e.g. liveness scores
 
 
+class LivenessTrackLike(Protocol):
+    """What the engine needs of a per-track liveness accumulator (facegate.liveness.track.LivenessTrack)."""
+
+    def add(self, evidence: Any) -> None: ...
+
+    def decision(self) -> Any: ...  # (live: bool | None, score: float, reason: str)
+
+
 @dataclass(frozen=True)
 class Decision:
-    kind: str  # "identified" | "unknown"
+    kind: str  # "identified" | "unknown" | "spoof" (an enrolled face that failed the liveness check)
     track_id: int
     person_id: str | None
     similarity: float
     frames_used: int
     observation: Observation  # the frame that completed the decision
+    liveness_score: float | None = None
+    liveness_reason: str | None = None
 
 
 class DecisionEngine:
-    def __init__(self, config: RecognitionConfig, threshold: float) -> None:
+    def __init__(
+        self,
+        config: RecognitionConfig,
+        threshold: float,
+        liveness: Callable[[], LivenessTrackLike] | None = None,
+        liveness_max_wait_frames: int = 30,
+    ) -> None:
+        """``liveness`` makes a per-track accumulator; with it, a grant also needs the track judged live.
+
+        A track whose identity is settled but whose liveness is still undecided after
+        ``liveness_max_wait_frames`` frames is treated as not live: never open on missing evidence.
+        """
         self.config = config
         self.threshold = threshold
+        self.liveness = liveness
+        self.liveness_max_wait = liveness_max_wait_frames
         self.tracker = IouTracker(config.track_iou, config.track_timeout_seconds)
         self._last_granted: dict[str, float] = {}
 
@@ -65,6 +90,11 @@ class DecisionEngine:
     def _update_track(self, track: Track, obs: Observation, ts: float) -> Decision | None:
         window = track.window
         window.append((self._vote(obs), obs))
+        if self.liveness is not None:
+            if track.liveness is None:
+                track.liveness = self.liveness()
+            if "liveness" in obs.extra:
+                track.liveness.add(obs.extra["liveness"])
         while len(window) > self.config.window_frames:
             window.popleft()
         track.good_frames += 1 if obs.quality_ok else 0
@@ -75,12 +105,22 @@ class DecisionEngine:
         if votes:
             person, count = votes.most_common(1)[0]
             if count >= self.config.required_frames:
+                best = max(o.similarity for v, o in window if v == person)
+                live_score: float | None = None
+                live_reason: str | None = None
+                if track.liveness is not None:
+                    live, live_score, live_reason = track.liveness.decision()
+                    if live is None and track.frames < self.liveness_max_wait:
+                        return None  # identity settled, liveness needs a frame or two more
+                    if not live:
+                        track.decided = True
+                        return Decision("spoof", track.track_id, person, best, count, obs, live_score,
+                                        live_reason if live is not None else "not_enough_frames")
                 track.decided = True
                 if ts - self._last_granted.get(person, float("-inf")) < self.config.cooldown_seconds:
                     return None  # same visit seen again (e.g. the track broke): one visit, one event
                 self._last_granted[person] = ts
-                best = max(o.similarity for v, o in window if v == person)
-                return Decision("identified", track.track_id, person, best, count, obs)
+                return Decision("identified", track.track_id, person, best, count, obs, live_score, live_reason)
         if good >= self.config.unknown_after_frames:
             # Someone gaining votes gets a little longer (the window slides) before being called unknown.
             if votes and good < 3 * self.config.unknown_after_frames:

@@ -32,6 +32,7 @@ class Track:
     decided: bool = False  # a grant, denial or unknown_face was already reported for this track
     good_frames: int = 0  # frames that passed the quality gates
     window: deque[tuple[str | None, Any]] = field(default_factory=deque)  # (vote, observation), newest last
+    liveness: Any = None  # the track's liveness accumulator, when a liveness gate is configured
 
 
 class IouTracker:

@@ -36,6 +36,7 @@ class FaceResult:
     quality: Quality
     failures: list[str]
     embedding: np.ndarray | None = None
+    mesh: np.ndarray | None = None  # (468, 3) face-mesh points when five-point alignment ran (liveness uses them)
 
 
 class FacePipeline:
@@ -64,11 +65,13 @@ class FacePipeline:
         """Align, gate and embed the given faces (landmark refinement only for these, not every detection)."""
         results = []
         for face in faces:
+            mesh = None
             if self.mesh is not None and face.landmarks5 is None:
-                face.landmarks5 = FaceMesh.five_points(self.mesh.landmarks(image, face)[0])
+                mesh = self.mesh.landmarks(image, face)[0]
+                face.landmarks5 = FaceMesh.five_points(mesh)
             aligned = align_face(image, face)
             quality = measure_quality(face, aligned)
-            results.append(FaceResult(face, aligned, quality, self.options.gates.failures(quality)))
+            results.append(FaceResult(face, aligned, quality, self.options.gates.failures(quality), mesh=mesh))
         if embed and results:
             vectors = self.embedder.embed(np.stack([r.aligned for r in results]))
             for result, vector in zip(results, vectors, strict=True):
