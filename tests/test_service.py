@@ -455,3 +455,21 @@ def test_example_config_is_valid() -> None:
 
     config = load_config(ROOT / "deploy" / "facegate.example.toml")
     assert config.door.unlock_seconds > 0
+
+
+def test_person_removed_on_disk_stops_matching_while_running(tmp_path, photos, astro_templates, pipeline,  # type: ignore[no-untyped-def]
+                                                              factory) -> None:
+    """`facegate gallery remove` on a running door: the next frames no longer match the person."""
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2)])
+    config = make_config(tmp_path, frames, None, camera={"loop": True, "fps": 20})
+    enrol(config, astro_templates, pipeline)
+    service = Service(config, pin_factory=factory)
+    assert service.index.persons == 1
+    thread = run_in_thread(service)
+    try:
+        with Gallery(config.gallery_path) as g:
+            g.remove("astro")
+        assert wait_until(lambda: service.index.persons == 0, timeout=10)
+    finally:
+        service.stop_event.set()
+        thread.join(15)

@@ -41,6 +41,9 @@ from facegate.vision.quality import QualityGates
 log = logging.getLogger("facegate.service")
 
 STATUS_INTERVAL_SECONDS = 60.0
+# How often the frame loop looks for gallery changes made outside the service (facegate enroll / gallery
+# remove on the device): a removed person must stop matching within seconds, not at the next restart.
+GALLERY_CHECK_SECONDS = 2.0
 
 
 def iso_ts(ts: float) -> str:
@@ -116,6 +119,7 @@ class Service:
         self.gallery.check_embedder(self.pipeline.embedder_sha256)
         self.policy = AccessPolicy(self.gallery, config.access)
         self.index: EmbeddingIndex = self.gallery.build_index()
+        self._index_version = self.gallery.version
         self._names = {p["id"]: p["name"] for p in self.gallery.persons()}
         self.liveness = LivenessGate.from_config(config.liveness, self.pipeline.manifest,
                                                  own_mesh=self.pipeline.mesh is None)
@@ -176,7 +180,21 @@ class Service:
         """
         self._names = names
         self.index = index
+        with self._db_lock:
+            self._index_version = self.gallery.version  # the sync commit is done: no second rebuild for it
         self.publish_status()
+
+    def reload_gallery_if_changed(self) -> bool:
+        """Rebuild the index when the gallery's version moved (a local enrol or removal); True if it did."""
+        with self._db_lock:
+            version = self.gallery.version
+            if version == self._index_version:
+                return False
+            index = self.gallery.build_index()
+            names = {p["id"]: p["name"] for p in self.gallery.persons()}
+        log.info("gallery changed on disk (version %d): index rebuilt, %d templates", version, index.templates)
+        self.swap_index(index, names)
+        return True
 
     # ------------------------------------------------------------------ status
 
@@ -262,6 +280,7 @@ class Service:
         camera = CameraSupervisor(self.source, self.emitter.emit, self.stop_event,
                                   self.config.camera.reopen_backoff_max_seconds, heartbeat=self.notifier.watchdog)
         next_status = time.monotonic() + STATUS_INTERVAL_SECONDS
+        next_gallery_check = time.monotonic() + GALLERY_CHECK_SECONDS
         try:
             for frame in camera.frames():
                 self.notifier.watchdog()
@@ -272,6 +291,9 @@ class Service:
                     continue
                 for decision in self.engine.update(observations, frame.ts):
                     self.handle(decision)
+                if time.monotonic() >= next_gallery_check:
+                    self.reload_gallery_if_changed()
+                    next_gallery_check = time.monotonic() + GALLERY_CHECK_SECONDS
                 if time.monotonic() >= next_status:
                     self.publish_status()
                     next_status = time.monotonic() + STATUS_INTERVAL_SECONDS
