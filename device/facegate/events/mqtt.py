@@ -24,21 +24,21 @@ import logging
 import queue
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from facegate import __version__
-from facegate.config import ConfigError, MqttConfig
+from facegate.config import MqttConfig
 from facegate.events.commands import CommandRejected, CommandVerifier
 from facegate.events.communicator import Command, CommandHandler
 from facegate.events.discovery import Topics, discovery_payload, topics
 from facegate.events.emitter import EventEmitter, format_ts
+from facegate.mqtt_client import MqttTarget, new_client
 
 __all__ = ["MqttCommunicator"]
 
@@ -125,49 +125,16 @@ class MqttCommunicator:
     def _make_client(self) -> paho.Client:
         """Build and configure the paho client; configuration mistakes raise ConfigError naming the key."""
         cfg = self._config
-        v5 = cfg.protocol == "5"
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id or f"facegate-{self._device_id}",
-            # Clean sessions on purpose: commands queued by the broker while we were away would be stale anyway
-            # (and then refused as expired); events do not need the session because the outbox re-sends them.
-            clean_session=None if v5 else True,
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-        )
+        # Clean sessions on purpose (new_client): commands queued by the broker while we were away would be
+        # stale anyway (and then refused as expired); events do not need the session: the outbox re-sends them.
+        client = new_client(MqttTarget.from_config(cfg), cfg.client_id or f"facegate-{self._device_id}")
         # paho's own messages go to DEBUG: while the broker is away it logs every retry at ERROR, and our
         # callbacks already report connection changes once, at the right level.
         client.on_log = self._on_log
-        password = cfg.password
-        if cfg.password_file is not None:
-            if password is not None:
-                raise ConfigError("mqtt.password and mqtt.password_file are both set; keep one")
-            try:
-                password = Path(cfg.password_file).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc}") from None
-        if password is not None and cfg.username is None:
-            raise ConfigError("mqtt.password is set but mqtt.username is not")
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls:
-            if (cfg.cert_file is None) != (cfg.key_file is None):
-                raise ConfigError("mqtt.cert_file and mqtt.key_file must be given together")
-            try:
-                client.tls_set(
-                    ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                    certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                    keyfile=str(cfg.key_file) if cfg.key_file else None,
-                )
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"mqtt TLS files (ca_file/cert_file/key_file): {exc}") from None
-        elif cfg.ca_file or cfg.cert_file or cfg.key_file:
-            raise ConfigError("mqtt.ca_file/cert_file/key_file are set but mqtt.tls is false")
         client.will_set(self.topics.availability, "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=self._reconnect_delays[0], max_delay=self._reconnect_delays[1])
         # Headroom above the event window for the retained state messages.
         client.max_inflight_messages_set(self._max_inflight + _STATE_HEADROOM)
-        # Backstop: an exception escaping a callback would otherwise end paho's network thread.
-        client.suppress_exceptions = True
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

@@ -11,15 +11,13 @@ import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 
-from facegate.config import ConfigError, MqttConfig
 from facegate.errors import FacegateError
+from facegate.mqtt_client import MqttTarget, new_client
 from facegate.sync.bundle import BundleError, peek_header
 from facegate.sync.chunks import (
     DEFAULT_CHUNK_BYTES,
@@ -35,59 +33,6 @@ __all__ = ["MqttTarget", "PublishError", "new_client", "publish_bundle"]
 
 class PublishError(FacegateError):
     """The bundle could not be published (broker unreachable, refused, or did not acknowledge in time)."""
-
-
-@dataclass(frozen=True)
-class MqttTarget:
-    host: str = "localhost"
-    port: int = 1883
-    protocol: str = "3.1.1"
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    keepalive: int = 30
-
-    @classmethod
-    def from_config(cls, cfg: MqttConfig) -> MqttTarget:
-        """The door's ``[mqtt]`` settings (same broker, same credentials as its events)."""
-        password = cfg.password
-        if cfg.password_file is not None:
-            if password is not None:
-                raise ConfigError("mqtt.password and mqtt.password_file are both set; keep one")
-            try:
-                password = Path(cfg.password_file).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc}") from None
-        return cls(cfg.host, cfg.port, cfg.protocol, cfg.username, password, cfg.tls, cfg.ca_file, cfg.cert_file,
-                   cfg.key_file, cfg.keepalive_seconds)
-
-
-def new_client(target: MqttTarget, client_id: str) -> paho.Client:
-    v5 = target.protocol == "5"
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=None if v5 else True,
-        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-    )
-    if target.password is not None and target.username is None:
-        raise ConfigError("an MQTT password is set but no username")
-    if target.username is not None:
-        client.username_pw_set(target.username, target.password)
-    if target.tls:
-        if (target.cert_file is None) != (target.key_file is None):
-            raise ConfigError("MQTT cert_file and key_file must be given together")
-        try:
-            client.tls_set(ca_certs=str(target.ca_file) if target.ca_file else None,
-                           certfile=str(target.cert_file) if target.cert_file else None,
-                           keyfile=str(target.key_file) if target.key_file else None)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"MQTT TLS files: {exc}") from None
-    elif target.ca_file or target.cert_file or target.key_file:
-        raise ConfigError("MQTT ca_file/cert_file/key_file are set but TLS is off")
-    client.suppress_exceptions = True  # an exception in a callback must not end paho's network thread
-    return client
 
 
 def publish_bundle(
