@@ -473,3 +473,12 @@ def test_person_removed_on_disk_stops_matching_while_running(tmp_path, photos, a
     finally:
         service.stop_event.set()
         thread.join(15)
+
+
+def test_pin_used_twice_stops_start_with_exit_78(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    exe = Path(sys.executable).with_name("facegate")
+    bad = tmp_path / "pins.toml"
+    bad.write_text(f'state_dir = "{tmp_path / "state"}"\n[camera]\nsource = "replay:{tmp_path}"\n'
+                   '[door]\npin_factory = "mock"\nrelay_pin = 17\nexit_pin = 17\n[mqtt]\nenabled = false\n')
+    proc = subprocess.run([exe, "run", "--config", bad], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 78 and "GPIO17 is already in use" in proc.stderr

@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
+from gpiozero.exc import GPIOZeroError
+
 from facegate import __version__
 from facegate.access.door import Door
 from facegate.access.policy import AccessPolicy
 from facegate.camera.source import Frame, FrameSource
 from facegate.camera.supervisor import CameraSupervisor, make_source
-from facegate.config import Config
+from facegate.config import Config, ConfigError
 from facegate.events.commands import CommandVerifier
 from facegate.events.communicator import Command, Communicator, NullCommunicator
 from facegate.events.emitter import EventEmitter
@@ -65,8 +67,6 @@ def match_threshold(config: Config, pipeline: FacePipeline) -> float:
         return config.recognition.threshold
     table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json")
     if table.embedder_sha256 != pipeline.embedder_sha256:
-        from facegate.config import ConfigError
-
         raise ConfigError(
             "recognition.threshold: models/thresholds.json was measured for another embedder; "
             "set recognition.threshold or re-run tools/evaluate.py --write-thresholds"
@@ -127,7 +127,11 @@ class Service:
                                      liveness=self.liveness.new_track if self.liveness else None)
         self._last_person: str | None = None
 
-        self.door = Door(config.door, self.emitter.emit, pin_factory=pin_factory)
+        try:
+            self.door = Door(config.door, self.emitter.emit, pin_factory=pin_factory)
+        except GPIOZeroError as exc:  # no pin library, a pin used twice, an invalid pin name
+            raise ConfigError(f"door: cannot set up the door pins: {exc} (on a machine without GPIO set "
+                              'door.pin_factory = "mock")') from None
         atexit.register(self.door.close)
 
         if communicator is None:
