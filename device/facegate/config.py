@@ -181,16 +181,13 @@ class SyncConfig(Section):
     @classmethod
     def _raw_ed25519_keys(cls, value: list[str]) -> list[str]:
         # Checked at load: a mistyped key would otherwise reject every bundle with "unknown_key" much later.
-        import base64
-        import binascii
+        from facegate.sync.keys import SyncKeyError, parse_public_key
 
         for i, text in enumerate(value):
             try:
-                raw = base64.b64decode(text.strip(), validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError(f"[{i}] is not base64") from None
-            if len(raw) != 32:
-                raise ValueError(f"[{i}] is {len(raw)} bytes; an Ed25519 public key is 32 raw bytes")
+                parse_public_key(text, f"[{i}]")
+            except SyncKeyError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("topic")
