@@ -266,8 +266,10 @@ class Service:
         self._last_person = name or person
         if verdict.allowed:
             self.door.unlock(reason="face")
+            live = {} if decision.liveness_score is None else {"liveness_score": round(decision.liveness_score, 3)}
             self.emitter.emit("access_granted", person_id=person, name=name,
-                              similarity=round(decision.similarity, 4), frames_used=decision.frames_used, **trace)
+                              similarity=round(decision.similarity, 4), frames_used=decision.frames_used,
+                              **live, **trace)
         else:
             self.emitter.emit("access_denied", person_id=person, name=name, reason=verdict.reason,
                               similarity=round(decision.similarity, 4), **trace)

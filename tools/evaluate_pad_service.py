@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Liveness acceptance measurement end to end through the door service: APCER(print) and BPCER on nuaa_dev.
+
+Leave-one-subject-out. For each held-out subject s:
+
+1. the antispoof model is fitted on the other subjects only, by ``tools/evaluate_pad.py``'s own
+   ``write_model`` (the shipped recipe: all screen families, thresholds from a leave-one-subject-out over the
+   training subjects), into a temporary models directory (``models/`` symlinked, the antispoof JSON replaced,
+   its manifest entry's sha256/bytes updated, so the service loads it checksum-verified like the shipped one);
+2. s is enrolled into a fresh gallery from the first ``--enrol-frames`` quality-passing live frames of s's
+   first capture session (through the service's own pipeline and ``Gallery.enroll``);
+3. every presentation of s (``evaluate_pad.presentations``: runs of ``--frames`` consecutive frames of one class
+   and session, the enrolment frames left out) is replayed through a fresh, real ``Service`` (``ReplaySource``
+   over symlinks to the frames, pacing bypassed, MockFactory relay, MQTT off) and its events decide the outcome:
+   granted (access_granted), spoof (spoof_detected + access_denied "liveness"), unknown (unknown_face),
+   denied (any other access_denied) or none (no decision).
+
+BPCER = live presentations not granted (split into lost to recognition: unknown/none, and lost to liveness:
+spoof). APCER(print) = print presentations granted. A presentation shorter than what the service needs
+(max of ``liveness.min_frames`` and ``recognition.required_frames``: the same frames count for both) is padded
+by repeating its frames. As a wiring check, each liveness decision of the service is compared with
+``LivenessTrack`` fed offline (evaluate_pad's per-frame feature cache) with the frames the service had seen.
+
+The stored NUAA frames are ~1.5 s apart. Two service settings are therefore changed for the replay:
+``recognition.cooldown_seconds = 0`` (irrelevant with one Service per presentation) and
+``recognition.track_iou = 0.01`` (``--track-iou``; service default 0.3): a moved print jumps further between two
+stored frames than the tracker accepts, so with 0.3 four in ten print presentations open a new track per frame
+and end without any decision: untested, not rejected. A 15 fps camera would keep one track. The planar-motion
+veto also sees seconds of motion here instead of the ~200 ms a door has before it decides:
+``--no-planar-veto`` gives the texture-only figures.
+
+    python tools/evaluate_pad_service.py [--operating-point balanced] [--out reports/pad_service]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "device"))
+sys.path.insert(0, str(ROOT / "tools"))
+
+import evaluate_pad as pad  # noqa: E402
+from facegate.camera.replay import ReplaySource  # noqa: E402
+from facegate.config import Config, parse_config  # noqa: E402
+from facegate.gallery.store import Gallery, NewTemplate  # noqa: E402
+from facegate.imageio import read_image  # noqa: E402
+from facegate.liveness.gate import ROLE  # noqa: E402
+from facegate.liveness.model import OPERATING_POINTS, ActiveParams, TextureClassifier  # noqa: E402
+from facegate.models import Manifest, default_models_dir, sha256_file  # noqa: E402
+from facegate.service import Service, build_pipeline  # noqa: E402
+from gpiozero.pins.mock import MockFactory  # noqa: E402
+
+OUTCOMES = ("granted", "spoof", "unknown", "denied", "none")
+TRACK_IOU = 0.01
+
+
+class ErrorCounter(logging.Handler):
+    """The frame loop logs and skips a frame whose processing raised: count those (a wiring bug hides there)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        print(f"service error: {record.getMessage()}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- per fold: model, models dir, gallery
+
+
+def subset(frames: pad.Frames, rows: np.ndarray) -> pad.Frames:
+    return pad.Frames(frames.found[rows], frames.quality_ok[rows], frames.features[rows], frames.nuisance[rows],
+                      {k: v[rows] for k, v in frames.screens.items()}, frames.mesh[rows], frames.feature_ms)
+
+
+def fold_models_dir(dest: Path, samples: list[pad.Sample], frames: pad.Frames, held: str, frames_per_pres: int,
+                    data: Path, model_name: str | None) -> Path:
+    """models/ with the antispoof model refitted without subject ``held`` (and its manifest entry updated)."""
+    source = default_models_dir()
+    entry = Manifest.load(source).get(ROLE, model_name)
+    dest.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.name not in ("manifest.json", entry.path.name):
+            (dest / path.name).symlink_to(path.resolve())
+    rows = np.array([s.subject != held for s in samples])
+    train = [s for s, keep in zip(samples, rows, strict=True) if keep]
+    pad._PLANARITY.clear()  # keyed by sample indices, which differ between the training subset and the full list
+    pad.write_model(dest / entry.path.name, train, subset(frames, rows), pad.presentations(train, frames_per_pres),
+                    ActiveParams(), data)
+    pad._PLANARITY.clear()
+    manifest = json.loads((source / "manifest.json").read_text())
+    for item in manifest["models"]:
+        if item["name"] == entry.name:
+            item["sha256"] = sha256_file(dest / entry.path.name)
+            item["bytes"] = (dest / entry.path.name).stat().st_size
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return dest
+
+
+def session_key(sample: pad.Sample) -> tuple[str, str]:
+    parts = sample.group.split("_")  # NUAA: glasses_position_session
+    return (parts[-1], sample.group)
+
+
+def enrol(config: Config, samples: list[pad.Sample], subject: str, count: int) -> list[int]:
+    """Enrol ``subject`` from the first quality-passing live frames of their first session; returns their indices."""
+    live = [i for i, s in enumerate(samples) if s.subject == subject and s.kind == "live"]
+    first = min(session_key(samples[i]) for i in live)[1]
+    pipeline = build_pipeline(config)
+    templates, used = [], []
+    for i in sorted((i for i in live if samples[i].group == first), key=lambda i: samples[i].order):
+        found = pipeline.process(read_image(samples[i].path), largest_only=True)
+        if found and not found[0].failures and found[0].embedding is not None:
+            templates.append(NewTemplate(found[0].embedding, found[0].quality.as_dict(), samples[i].path.name))
+            used.append(i)
+            if len(used) == count:
+                break
+    if not used:
+        raise SystemExit(f"subject {subject}: no quality-passing live frame to enrol in session {first}")
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with Gallery(config.gallery_path) as gallery:
+        gallery.enroll(subject, templates, pipeline.embedder_sha256, name=f"NUAA {subject}")
+    return used
+
+
+# ---------------------------------------------------------------- one presentation through the service
+
+
+def replay(config: Config, paths: list[Path], folder: Path, fps: float) -> tuple[str, list[dict[str, Any]], int]:
+    """Run a fresh Service over these frames (symlinked as ``<k>_<name>`` in order).
+
+    Returns (outcome, decision events, face tracks the service opened).
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for k, path in enumerate(paths):
+        (folder / f"{k:04d}_{path.name}").symlink_to(path.resolve())
+    service = Service(config, source=ReplaySource(folder, fps), pin_factory=MockFactory())
+    events: list[dict[str, Any]] = []
+    service.emitter.add_listener(events.append)
+    service.run()
+    decisions = [e for e in events if e["type"] in ("access_granted", "spoof_detected", "access_denied",
+                                                     "unknown_face")]
+    kinds = {e["type"] for e in decisions}
+    outcome = ("granted" if "access_granted" in kinds else "spoof" if "spoof_detected" in kinds
+               else "denied" if "access_denied" in kinds else "unknown" if "unknown_face" in kinds else "none")
+    return outcome, decisions, len(service.engine.tracker.tracks)  # all still there: a replay takes < 1 s
+
+
+def offline_liveness(model: TextureClassifier, frames: pad.Frames, seen: list[int], config: Config) -> bool:
+    """``LivenessTrack`` fed offline (evaluate_pad's cached per-frame features) with these frames."""
+    scored = pad.score_presentation(model, frames, seen, model.active)
+    veto = model.active if config.liveness.active else None
+    return pad.decide(scored, model.threshold(config.liveness.operating_point), config.liveness.min_frames, veto)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """BPCER / APCER(print) and where each presentation ended.
+
+    "none" (no decision) is split by cause: ``track_broken``: the service opened several face tracks (stored NUAA
+    frames are ~1.5 s apart, so a moved print can jump further than the tracker's IoU allows; a 15 fps camera
+    would keep one track) and none collected enough matching frames.
+    """
+
+    def outcomes(kind: str) -> tuple[int, Counter[str]]:
+        chosen = [r for r in rows if r["kind"] == kind]
+        counts = Counter(r["outcome"] for r in chosen)
+        counts["track_broken"] = sum(1 for r in chosen if r["outcome"] == "none" and r["tracks"] > 1)
+        return len(chosen), counts
+
+    n_live, live = outcomes("live")
+    n_print, prints = outcomes("spoof_print")
+    reached = prints["granted"] + prints["spoof"]
+    return {
+        "BPCER": round((n_live - live["granted"]) / n_live, 4) if n_live else None,
+        "APCER_spoof_print": round(prints["granted"] / n_print, 4) if n_print else None,
+        # The gate's own APCER: of the print attacks that recognition took for the enrolled person, how many got in.
+        "APCER_spoof_print_recognised": round(prints["granted"] / reached, 4) if reached else None,
+        "live": {"presentations": n_live, "granted": live["granted"],
+                 "lost_to_recognition": live["unknown"] + live["none"], "lost_to_liveness": live["spoof"],
+                 "denied_by_policy": live["denied"], "outcomes": {k: live[k] for k in (*OUTCOMES, "track_broken")}},
+        "spoof_print": {"presentations": n_print, "granted": prints["granted"], "stopped_by_liveness": prints["spoof"],
+                        "unknown_or_undecided": prints["unknown"] + prints["none"],
+                        "outcomes": {k: prints[k] for k in (*OUTCOMES, "track_broken")}},
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def run_fold(held: str, samples: list[pad.Sample], frames: pad.Frames, settings: dict[str, Any], tmp: Path,
+             args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One held-out subject: refit, enrol, replay each of their presentations; (rows, fold summary)."""
+    started = time.time()
+    model_name = parse_config(settings).liveness.model
+    models = fold_models_dir(tmp / "models", samples, frames, held, args.frames, args.data, model_name)
+    config = parse_config({**settings, "state_dir": str(tmp / "state"), "models": {"dir": str(models)}})
+    model = TextureClassifier.load(Manifest.load(models).get(ROLE, model_name))
+    need = args.min_replay_frames or max(config.liveness.min_frames, config.recognition.required_frames)
+    enrolled = enrol(config, samples, held, args.enrol_frames)
+    kept = [i for i, s in enumerate(samples) if s.subject == held and i not in enrolled]
+    rows = []
+    for run in pad.presentations([samples[i] for i in kept], args.frames):
+        idx = [kept[j] for j in run]
+        order = [idx[k % len(idx)] for k in range(max(need, len(idx)))]
+        outcome, decisions, tracks = replay(config, [samples[i].path for i in order], tmp / "replay", args.replay_fps)
+        first = samples[idx[0]]
+        row: dict[str, Any] = {
+            "subject": held, "kind": first.kind, "session": first.group,
+            "frames": [samples[i].path.name for i in idx], "replayed": len(order), "outcome": outcome,
+            "events": [e["type"] for e in decisions], "tracks": tracks,
+        }
+        spoof = next((e for e in decisions if e["type"] == "spoof_detected"), None)
+        if spoof is not None:
+            row["liveness_reason"] = spoof["liveness_reason"]
+            row["liveness_score"] = spoof["liveness_score"]
+        asked = next((e for e in decisions if e["type"] in ("access_granted", "spoof_detected")), None)
+        if asked is not None:  # the frames the service had seen when it asked the track's liveness
+            seen = order[: int(asked["frame"][:4]) + 1]
+            row["decided_after_frames"] = len(seen)
+            row["offline_live_same_frames"] = offline_liveness(model, frames, seen, config)
+            row["agrees_with_offline"] = row["offline_live_same_frames"] == (outcome == "granted")
+        row["offline_live_whole_presentation"] = offline_liveness(model, frames, idx, config)
+        rows.append(row)
+    summary = summarise(rows)
+    print(f"subject {held}: live {summary['live']['granted']}/{summary['live']['presentations']} granted, print "
+          f"{summary['spoof_print']['granted']}/{summary['spoof_print']['presentations']} granted "
+          f"({time.time() - started:.0f} s)", file=sys.stderr)
+    fold = {"enrolled": [samples[i].path.name for i in enrolled],
+            "thresholds": {op: round(model.thresholds[op], 4) for op in OPERATING_POINTS},
+            **summary, "seconds": round(time.time() - started, 1)}
+    return rows, fold
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=pad.default_data_dir())
+    parser.add_argument("--operating-point", choices=OPERATING_POINTS, default="balanced")
+    parser.add_argument("--frames", type=int, default=5, help="frames per presentation (as evaluate_pad)")
+    parser.add_argument("--enrol-frames", type=int, default=2, help="live frames of the first session to enrol")
+    parser.add_argument("--min-replay-frames", type=int, default=0,
+                        help="pad shorter presentations by repeating frames (default: what the service needs)")
+    parser.add_argument("--replay-fps", type=float, default=1000.0,
+                        help="ReplaySource pacing; the default is faster than the service, i.e. no pacing")
+    parser.add_argument("--track-iou", type=float, default=TRACK_IOU,
+                        help="recognition.track_iou for the replay (the service's default is 0.3): the stored frames "
+                        "are ~1.5 s apart, so a moved print jumps further than a 15 fps camera would ever see and the "
+                        "track breaks before any decision; one face per frame, so a low value only keeps its track")
+    parser.add_argument("--no-planar-veto", action="store_true",
+                        help="liveness.active = false: texture only (the veto sees ~1.5 s of motion between stored "
+                        "frames here, far more than the 200 ms a door has before deciding)")
+    parser.add_argument("--subjects", nargs="*", help="held-out subjects to run (default: all)")
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "facegate-pad-cache",
+                        help="evaluate_pad's per-frame feature cache (never inside the repo)")
+    parser.add_argument("--out", type=Path, help="also write report.json (with every presentation) here")
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"no data at {args.data} (set FACEGATE_SHARED or --data)", file=sys.stderr)
+        return 2
+    started = time.time()
+    errors = ErrorCounter()
+    facegate_log = logging.getLogger("facegate")
+    facegate_log.addHandler(errors)
+    facegate_log.setLevel(logging.ERROR)  # not the per-event INFO lines nor "events stay in the outbox"
+    settings: dict[str, Any] = {
+        "device_id": "pad-eval", "door": {"relay_pin": 17, "unlock_seconds": 0.05}, "mqtt": {"enabled": False},
+        "outbox": {"flush_timeout_seconds": 0}, "liveness": {"operating_point": args.operating_point},
+        "recognition": {"cooldown_seconds": 0, "track_iou": args.track_iou},
+    }
+    if args.no_planar_veto:
+        settings["liveness"]["active"] = False
+    defaults = parse_config(settings)
+
+    samples = pad.list_samples(args.data)
+    frames = pad.cached_extract(samples, args.data, args.cache, augment=True)
+    rows: list[dict[str, Any]] = []
+    folds: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="facegate-pad-service-") as tmp:
+        for held in args.subjects or sorted({s.subject for s in samples}):
+            fold_rows, folds[held] = run_fold(held, samples, frames, settings, Path(tmp) / held, args)
+            rows.extend(fold_rows)
+
+    checked = [r for r in rows if "agrees_with_offline" in r]
+    live = [r["offline_live_whole_presentation"] for r in rows if r["kind"] == "live"]
+    prints = [r["offline_live_whole_presentation"] for r in rows if r["kind"] == "spoof_print"]
+    report: dict[str, Any] = {
+        "data": str(args.data),
+        "protocol": f"leave-one-subject-out; antispoof model refitted without the held-out subject "
+        f"(evaluate_pad.write_model on the others); held-out subject enrolled from {args.enrol_frames} live frames "
+        f"of their first session; presentations = runs of {args.frames} consecutive frames of one session "
+        f"(enrolment frames excluded), each replayed through a fresh Service",
+        "operating_point": args.operating_point,
+        "recognition": {k: getattr(defaults.recognition, k) for k in ("far", "required_frames", "window_frames",
+                                                                       "track_iou")},
+        "liveness": {k: getattr(defaults.liveness, k) for k in ("min_frames", "window_frames", "active")},
+        "overall": summarise(rows),
+        "per_subject": folds,
+        # The liveness decision alone, offline over each whole presentation (not only up to the service's decision).
+        "liveness_only_offline_whole_presentations": {
+            "BPCER": round(1 - float(np.mean(live)), 4) if live else None,
+            "APCER_spoof_print": round(float(np.mean(prints)), 4) if prints else None,
+        },
+        "wiring_check": {
+            "service_liveness_decisions_matching_offline_LivenessTrack":
+                f"{sum(r['agrees_with_offline'] for r in checked)}/{len(checked)}",
+            "frames_failed_in_service": errors.count,
+        },
+        "seconds": round(time.time() - started, 1),
+    }
+    print(json.dumps(report, indent=1))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "report.json").write_text(json.dumps({**report, "presentations": rows}, indent=1) + "\n")
+        print(f"report: {args.out / 'report.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
