@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -137,23 +138,12 @@ class Outbox:
         if not ids:
             return 0
         with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    before = self._db.total_changes
-                    self._db.executemany("DELETE FROM outbox WHERE id = ?", ids)
-                    removed = self._db.total_changes - before
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise OutboxError(f"{self._path}: cannot acknowledge events: {exc}") from exc
-            finally:
-                self._db.execute("PRAGMA synchronous=FULL")
-            self._count -= removed
-            return removed
+            with self._unsynced_transaction("cannot acknowledge events"):
+                before = self._db.total_changes
+                self._db.executemany("DELETE FROM outbox WHERE id = ?", ids)
+                removed = self._db.total_changes - before
+            self._count -= removed  # after COMMIT: a failed ack leaves the count as it was
+        return removed
 
     def next_seq(self) -> int:
         """Consume and return the next value of the persistent counter (1, 2, 3, ... across restarts).
@@ -162,23 +152,31 @@ class Outbox:
         as at least one event appended after the earlier call was made durable (see the module docstring). A gap
         in ``seq`` seen by a consumer means an event was refused (outbox full) or never appended.
         """
-        with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                # Not UPDATE ... RETURNING: that needs SQLite 3.35, older than some Pi OS images ship.
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
-                    row = self._db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise OutboxError(f"{self._path}: cannot advance the sequence counter: {exc}") from exc
-            finally:
-                self._db.execute("PRAGMA synchronous=FULL")
+        # Not UPDATE ... RETURNING: that needs SQLite 3.35, older than some Pi OS images ship.
+        with self._lock, self._unsynced_transaction("cannot advance the sequence counter"):
+            self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
+            row = self._db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
         return int(row[0])
+
+    @contextmanager
+    def _unsynced_transaction(self, what: str) -> Iterator[None]:
+        """One IMMEDIATE transaction committed without its own fsync (see the module docstring for why that is safe).
+
+        The caller holds ``self._lock``; any SQLite failure becomes an :class:`OutboxError` saying ``what`` failed.
+        """
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self._path}: {what}: {exc}") from exc
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
 
     def close(self) -> None:
         with self._lock:
