@@ -268,7 +268,6 @@ def test_keygen_writes_a_private_key_only_its_owner_can_read(tmp_path, capsys) -
 @pytest.mark.parametrize(("sync", "message"), [
     ({"public_keys": ["bm90IGEga2V5"], "topic": "t"}, "sync.public_keys"),
     ({"public_keys": ["A" * 43 + "="], "topic": "a/+/b"}, "sync.topic"),
-    ({"public_keys": ["A" * 43 + "="]}, "neither sync.topic nor sync.url"),
     ({"url": "ftp://x/bundle"}, "sync.url"),
     ({"max_bundle_bytes": 10}, "sync.max_bundle_bytes"),
 ])

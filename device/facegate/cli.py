@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", type=Path, required=True)
     p.add_argument("id")
     p.set_defaults(func=cmd_gallery_remove)
-    add_gallery_sync_commands(gallery)  # keygen, export, publish, export-templates, import-templates
+    add_gallery_sync_commands(gallery)  # keygen, export, publish, apply, export-templates, import-templates
     return parser
 
 

@@ -171,6 +171,7 @@ class SyncConfig(Section):
     """Fleet gallery sync (docs/sync.md): signed bundles pulled from an MQTT topic and/or an HTTP(S) URL."""
 
     # base64 raw 32-byte Ed25519 public keys; a bundle signed by any of them is accepted. Empty: sync is off.
+    # Keys without topic/url: bundles arrive only through `facegate gallery apply` (an offline door).
     public_keys: list[str] = []
     topic: str | None = None  # bundles under <topic>/manifest and <topic>/chunk/<i> (retained); uses [mqtt]
     url: str | None = None  # http(s) URL of a bundle file, polled with If-None-Match
@@ -204,12 +205,6 @@ class SyncConfig(Section):
         if value is not None and not value.lower().startswith(("http://", "https://")):
             raise ValueError(f"{value!r} must be an http:// or https:// URL")
         return value
-
-    @model_validator(mode="after")
-    def _keys_need_a_source(self) -> SyncConfig:
-        if self.public_keys and self.topic is None and self.url is None:
-            raise ValueError("sync.public_keys is set but neither sync.topic nor sync.url says where bundles come from")
-        return self
 
 
 class Config(Section):

@@ -147,10 +147,13 @@ class Service:
 
         # Fleet sync: only signed bundles, only with trusted keys configured (docs/sync.md).
         self.sync: SyncReceiver | None = None
-        if config.sync.public_keys:
+        has_source = config.sync.topic is not None or config.sync.url is not None
+        if config.sync.public_keys and has_source:
             self.sync = SyncReceiver(config, self.pipeline.embedder_sha256, self.emitter.emit,
                                      on_applied=self.swap_index)
-        elif config.sync.topic or config.sync.url:
+        elif config.sync.public_keys:
+            log.info("sync.public_keys without sync.topic or sync.url: bundles come only by 'facegate gallery apply'")
+        elif has_source:
             log.warning("sync.topic/sync.url are set but sync.public_keys is empty: fleet sync is off")
 
     # ------------------------------------------------------------------ callbacks (other threads)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from facegate.errors import FacegateError
 from facegate.gallery.store import Gallery
 from facegate.sync.bundle import Bundle, BundleError, verify_bundle
 from facegate.sync.keys import public_keys_by_id
@@ -110,7 +111,14 @@ def apply_file(gallery_path: Path | str, bundle_path: Path | str, public_keys: l
     """Verify and apply a bundle file to a gallery file, outside the service (e.g. provisioning a door from
     removable media). The same checks as the receiver. ``progress.send("verified")`` is called between the
     verification and the transaction: the crash tests kill the process after it, during the apply."""
-    data = Path(bundle_path).read_bytes()
+    path = Path(bundle_path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:  # before reading: a stray disk image on the stick must not fill the memory
+            raise BundleError("too_large", f"{path}: {size} bytes, more than sync.max_bundle_bytes = {max_bytes}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FacegateError(f"{path}: cannot read: {exc.strerror}") from None
     bundle = verify_bundle(data, public_keys_by_id(public_keys), max_bytes)
     with Gallery(Path(gallery_path)) as gallery:
         if progress is not None:

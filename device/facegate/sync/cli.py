@@ -1,4 +1,6 @@
-"""``facegate gallery keygen|export|publish|export-templates|import-templates``: the admin side of fleet sync.
+"""``facegate gallery keygen|export|publish|apply|export-templates|import-templates``: fleet sync on the command line.
+
+All but ``apply`` are the admin side; ``apply`` is a door taking a bundle from removable media or a script.
 
 Kept here rather than in :mod:`facegate.cli` so the sync contract lives in one package; ``facegate.cli``
 only attaches these subcommands to its ``gallery`` parser. Same conventions: JSON results on stdout,
@@ -8,6 +10,7 @@ messages on stderr, exit 0 ok, 2 bad input, 1 when the broker could not be reach
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -16,7 +19,7 @@ from typing import Any, Protocol
 
 __all__ = ["add_gallery_sync_commands"]
 
-EXIT_OK, EXIT_ERROR = 0, 1
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class Output(Protocol):
@@ -93,6 +96,36 @@ def cmd_publish(args: argparse.Namespace, io: Output) -> int:
     return EXIT_OK
 
 
+def cmd_apply(args: argparse.Namespace, io: Output) -> int:
+    """The receiver's checks and transaction, without the service: provisioning a door offline (a USB stick)
+    or from a script. A running service on the same gallery picks the change up within seconds."""
+    from facegate.config import load_config
+    from facegate.errors import FacegateError
+    from facegate.models import Manifest
+    from facegate.sync.apply import apply_file
+    from facegate.sync.bundle import BundleError
+    from facegate.sync.keys import load_public_key_file, public_key_b64
+
+    config = load_config(args.config)
+    keys = list(config.sync.public_keys) + [public_key_b64(load_public_key_file(p)) for p in args.public_key]
+    if not keys:
+        raise FacegateError(f"{args.config}: no trusted key: set [sync] public_keys or pass --public-key FILE")
+    embedder = Manifest.load(config.models.dir).get("embedder", config.models.embedder)
+    gallery_path = config.gallery_path
+    gallery_path.parent.mkdir(parents=True, exist_ok=True)  # a new door: the service would make state_dir too
+    started = time.perf_counter()
+    try:
+        result = apply_file(gallery_path, args.bundle, keys, embedder.sha256, config.sync.max_bundle_bytes)
+    except BundleError as exc:
+        io.result({"bundle": str(args.bundle), "gallery": str(gallery_path), "rejected": exc.reason,
+                   "detail": exc.detail})
+        io.message(f"{args.bundle}: bundle refused, gallery unchanged: {exc}")
+        return EXIT_BAD_INPUT
+    io.result({"bundle": str(args.bundle), "gallery": str(gallery_path), **dataclasses.asdict(result),
+               "seconds": round(time.perf_counter() - started, 3)})
+    return EXIT_OK
+
+
 def cmd_export_templates(args: argparse.Namespace, io: Output) -> int:
     from facegate.sync.export import export_person_templates
 
@@ -155,6 +188,14 @@ def add_gallery_sync_commands(gallery: Any) -> None:
     p.add_argument("--chunk-bytes", type=int, default=256 * 1024, help="chunk size (default 262144)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the broker's PUBACKs")
     p.set_defaults(func=cmd_publish)
+
+    p = gallery.add_parser("apply", help="verify a signed bundle and apply it to this door's gallery (offline)")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--config", type=Path, required=True,
+                   help="the door's TOML config: gallery path, [sync] public_keys and max_bundle_bytes, embedder")
+    p.add_argument("--public-key", type=Path, action="append", default=[],
+                   help="also trust this public key file (from 'gallery keygen'); repeatable")
+    p.set_defaults(func=cmd_apply)
 
     p = gallery.add_parser("export-templates", help="one person's templates as unsigned JSON (door enrolment)")
     p.add_argument("--gallery", type=Path, required=True)
