@@ -246,6 +246,22 @@ def test_led_follows_the_lock_and_buzzer_beeps(factory: MockFactory, events: Rec
         assert 0.1 <= beep < 0.1 + TOLERANCE + 0.1
 
 
+def test_a_failing_led_cannot_keep_the_door_open(factory: MockFactory, events: Recorder,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    with make(factory, events, led_pin=LED_PIN, unlock_seconds=SHORT) as door:
+        def broken(value: bool) -> None:
+            raise OSError("LED pin write failed")
+
+        monkeypatch.setattr(factory.pin(LED_PIN), "_set_state", broken)  # a fault on this pin only
+        states: list[tuple[str, str]] = []
+        door.on_state(lambda name, value: states.append((name, value)))
+        door.unlock("face")
+        assert not door.locked and factory.pin(RELAY).state is True
+        wait_for(lambda: door.locked)
+        assert factory.pin(RELAY).state is False
+        assert states[-1] == ("lock", "LOCKED") and events.types()[-1] == "door_locked"
+
+
 def test_on_state_reports_current_then_every_change(factory: MockFactory, events: Recorder) -> None:
     seen: list[tuple[str, str]] = []
     with make(factory, events, contact_pin=CONTACT, unlock_seconds=SHORT) as door:

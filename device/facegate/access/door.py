@@ -326,9 +326,12 @@ class Door:
         self._relay.value = self._locked_value if locked else not self._locked_value
         self._locked = locked
         self._lock_changed_at = time.time()
-        if self._led is not None:
-            self._led.value = not locked
         self._queue_state("lock", "LOCKED" if locked else "UNLOCKED")
+        if self._led is not None:
+            try:
+                self._led.value = not locked
+            except Exception:  # the LED is cosmetic: its fault must not skip the relock deadline or the state
+                log.exception("indicator LED failed")
 
     def _relock(self, now: float, reason: str) -> None:
         self._set_locked(True, now)
