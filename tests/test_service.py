@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -157,8 +158,9 @@ def test_enrolled_person_gets_one_grant_and_one_pulse(tmp_path, broker, photos, 
     assert [m.text for m in seen.on(f"facegate/{DEVICE}/availability")][-1] == "offline"
     lock_states = [m.text for m in seen.on(f"facegate/{DEVICE}/lock/state")]
     assert "UNLOCKED" in lock_states and lock_states[-1] == "LOCKED"
-    status = seen.on(f"facegate/{DEVICE}/status")[-1].json()
+    status = seen.on(f"facegate/{DEVICE}/status")[-1].json()  # the one published at shutdown
     assert status["gallery"]["persons"] == 1 and status["models"]["embedder"] == pipeline.embedder_sha256
+    assert status["last_person"] == "Eileen Collins" and status["frames"] > 0
 
 
 def test_stranger_is_unknown_and_door_stays_shut(tmp_path, broker, photos, astro_templates, pipeline,  # type: ignore[no-untyped-def]
@@ -175,6 +177,16 @@ def test_stranger_is_unknown_and_door_stays_shut(tmp_path, broker, photos, astro
     unknown = next(e for e in events if e["type"] == "unknown_face")
     assert unknown["best_similarity"] < 0.4
     assert pulses(factory.pin(17)) == []
+
+
+def test_face_with_an_empty_gallery_is_unknown_with_no_score(tmp_path, photos, factory) -> None:  # type: ignore[no-untyped-def]
+    frames = write_frames(tmp_path / "frames", photos, [("hopper", 8)])
+    service = Service(make_config(tmp_path, frames, None), pin_factory=factory)
+    seen: list[dict[str, Any]] = []
+    service.emitter.add_listener(seen.append)
+    service.run()
+    unknown = [e for e in seen if e["type"] == "unknown_face"]
+    assert len(unknown) == 1 and unknown[0]["best_similarity"] is None
 
 
 @pytest.mark.parametrize(
@@ -210,6 +222,7 @@ def test_policy_denials_say_why(tmp_path, photos, astro_templates, pipeline, fac
     assert len(denied) == 1 and denied[0]["reason"] == reason and denied[0]["person_id"] == "astro"
     assert "access_granted" not in types(seen)
     assert pulses(factory.pin(17)) == []
+    assert service.last_person is None  # the status sensor names people let in, not those refused
 
 
 def test_photo_of_enrolled_person_is_refused_by_liveness(tmp_path, broker, photos, astro_templates,  # type: ignore[no-untyped-def]
@@ -389,6 +402,27 @@ def test_relay_released_after_an_exception(tmp_path, photos, factory) -> None:  
     with pytest.raises(RuntimeError, match="driver exploded"):
         service.run()
     assert not factory.pin(17).state
+
+
+def test_a_failing_decision_denies_and_the_loop_goes_on(tmp_path, photos, astro_templates, pipeline,  # type: ignore[no-untyped-def]
+                                                       factory) -> None:
+    """A corrupt policy row makes the policy check raise: no access, logged, and the service keeps running
+    (fail-safe here, where a dead service would mean a released maglock)."""
+    frames = write_frames(tmp_path / "frames", photos, [("astro", 8), ("bg", 4)])
+    config = make_config(tmp_path, frames, None, door={"fail_safe": True})
+    enrol(config, astro_templates, pipeline)
+    db = sqlite3.connect(config.gallery_path)
+    db.execute("INSERT INTO person_policy (person_id, valid_from, valid_until, groups, schedule, updated_at) "
+               "VALUES ('astro', NULL, NULL, '[\"staff\"', NULL, 0)")  # truncated JSON
+    db.commit()
+    db.close()
+    service = Service(config, pin_factory=factory)
+    seen: list[dict[str, Any]] = []
+    service.emitter.add_listener(seen.append)
+    assert factory.pin(17).state is True  # fail-safe: energised = locked
+    assert service.run() == 0
+    assert "access_granted" not in types(seen) and types(seen)[-1] == "service_stopped"
+    assert service.stats.frames == 12  # every frame after the failing decision was still processed
 
 
 # ------------------------------------------------------------------ remote commands

@@ -34,8 +34,11 @@ def check_models(config: Config) -> Check:
     try:
         manifest = Manifest.load(config.models.dir)
         names = []
-        for role, name in (("detector", config.models.detector), ("embedder", config.models.embedder),
-                           ("landmarks", None)):
+        roles: list[tuple[str, str | None]] = [("detector", config.models.detector),
+                                               ("embedder", config.models.embedder), ("landmarks", None)]
+        if config.liveness.enabled:  # the service refuses to start without it
+            roles.append(("antispoof", config.liveness.model))
+        for role, name in roles:
             names.append(manifest.get(role, name).name)
     except FacegateError as exc:
         return Check("models", False, str(exc), "restore models/ from the release or run tools/build_models.py")

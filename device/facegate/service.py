@@ -205,6 +205,11 @@ class Service:
 
     # ------------------------------------------------------------------ status
 
+    @property
+    def last_person(self) -> str | None:
+        """Name (or id) of the last person let in; the status topic's ``last_person``."""
+        return self._last_person
+
     def status(self) -> dict[str, Any]:
         with self._db_lock:
             persons, templates = self.gallery.counts()
@@ -251,7 +256,9 @@ class Service:
         obs = decision.observation
         trace = {"frame_ts": iso_ts(obs.frame_ts), "frame": obs.frame, "track_id": decision.track_id}
         if decision.kind == "unknown":
-            self.emitter.emit("unknown_face", best_similarity=round(decision.similarity, 4),
+            # observe() gives -1.0 when there was no one to compare with (empty gallery): say null, not a score
+            best = round(decision.similarity, 4) if decision.similarity > -1.0 else None
+            self.emitter.emit("unknown_face", best_similarity=best,
                               frames=decision.frames_used, **trace)
             return
         person = decision.person_id
@@ -266,8 +273,8 @@ class Service:
             return
         with self._db_lock:
             verdict = self.policy.check(person, datetime.now(UTC))
-        self._last_person = name or person
         if verdict.allowed:
+            self._last_person = name or person
             self.door.unlock(reason="face")
             live = {} if decision.liveness_score is None else {"liveness_score": round(decision.liveness_score, 3)}
             self.emitter.emit("access_granted", person_id=person, name=name,
@@ -293,19 +300,30 @@ class Service:
         try:
             for frame in camera.frames():
                 self.notifier.watchdog()
+                # Nothing inside one step may end the loop: a dead service is a door that no one can open, or,
+                # fail-safe (maglock), one that anyone can. Each failure is logged and the next frame goes on.
                 try:
-                    observations = self.observe(frame)
-                except Exception:  # a bad frame must never take the door down
+                    decisions = self.engine.update(self.observe(frame), frame.ts)
+                except Exception:
                     log.exception("frame %s failed", frame.name or frame.index)
                     continue
-                for decision in self.engine.update(observations, frame.ts):
-                    self.handle(decision)
+                for decision in decisions:
+                    try:
+                        self.handle(decision)
+                    except Exception:  # raised before the unlock: access is simply not given
+                        log.exception("decision for track %d failed; no access given", decision.track_id)
                 if time.monotonic() >= next_gallery_check:
-                    self.reload_gallery_if_changed()
                     next_gallery_check = time.monotonic() + GALLERY_CHECK_SECONDS
+                    try:
+                        self.reload_gallery_if_changed()
+                    except Exception:
+                        log.exception("could not reload the gallery; keeping the one in memory")
                 if time.monotonic() >= next_status:
-                    self.publish_status()
                     next_status = time.monotonic() + STATUS_INTERVAL_SECONDS
+                    try:
+                        self.publish_status()
+                    except Exception:
+                        log.exception("could not build the status")
         finally:
             self.shutdown()
         return 0

@@ -191,6 +191,9 @@ class MqttCommunicator:
         self._emitter.remove_listener(self._on_event)
         if self._connected:
             try:
+                # The pump has ended: states set during shutdown (the final status, lock state) go out here, on
+                # the same connection and so before "offline", whose acknowledgement we wait for.
+                self._publish_states()
                 info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
                 info.wait_for_publish(timeout=2.0)
             except (RuntimeError, ValueError) as exc:
