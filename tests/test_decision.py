@@ -48,6 +48,12 @@ def test_margin_over_runner_up_is_required() -> None:
     assert [d.kind for d in decisions] == ["unknown"]
 
 
+def test_non_finite_similarities_never_vote() -> None:
+    nan = float("nan")
+    for seq in ([obs("alice", nan)] * 8, [obs("alice", 0.9, runner=nan)] * 8):
+        assert all(d.kind != "identified" for d in feed(engine(), seq))
+
+
 def test_quality_failures_do_not_vote() -> None:
     e = engine()
     assert feed(e, [obs("alice", 0.9, ok=False)] * 10) == []

@@ -72,6 +72,15 @@ def test_other_embedder_is_refused(tmp_path: Path) -> None:
         assert g.counts() == (1, 1)
 
 
+def test_non_finite_templates_are_refused(tmp_path: Path) -> None:
+    bad = _vectors(2, 8)
+    bad[1, 3] = np.nan
+    with Gallery(tmp_path / "g.db") as g:
+        with pytest.raises(GalleryError, match="non-finite"):
+            g.enroll("p", _templates(bad), SHA)
+        assert g.counts() == (0, 0)  # the good template of the same call is not kept either
+
+
 def test_failed_change_leaves_gallery_and_version_unchanged(tmp_path: Path) -> None:
     with Gallery(tmp_path / "g.db") as g:
         g.enroll("p", _templates(_vectors(1, 7)), SHA)

@@ -193,6 +193,10 @@ class Gallery:
             raise GalleryError("person id must not be empty")
         self.check_embedder(embedder_sha256)
         items = list(templates)
+        vectors = [np.asarray(t.embedding, dtype="<f4") for t in items]
+        for t, v in zip(items, vectors, strict=True):
+            if not np.all(np.isfinite(v)):  # NaN would poison every comparison with this person
+                raise GalleryError(f"{person_id}: the template from {t.source or 'input'} has non-finite values")
         now = time.time()
         with self.transaction() as db:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('embedder_sha256', ?)", (embedder_sha256,))
@@ -207,9 +211,8 @@ class Gallery:
                 "INSERT INTO templates (person_id, embedding, embedder_sha256, quality, source, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (person_id, np.asarray(t.embedding, dtype="<f4").tobytes(), embedder_sha256,
-                     json.dumps(t.quality), t.source, now)
-                    for t in items
+                    (person_id, v.tobytes(), embedder_sha256, json.dumps(t.quality), t.source, now)
+                    for t, v in zip(items, vectors, strict=True)
                 ],
             )
         return len(items)

@@ -74,9 +74,10 @@ class DecisionEngine:
         """The identity this frame supports, or None."""
         if not obs.quality_ok or obs.person_id is None:
             return None
-        if obs.similarity < self.threshold or obs.similarity - obs.runner_up < self.config.min_margin:
-            return None
-        return obs.person_id
+        # Stated as what must hold, not what must fail: a NaN similarity or runner-up then never votes (fail closed).
+        if obs.similarity >= self.threshold and obs.similarity - obs.runner_up >= self.config.min_margin:
+            return obs.person_id
+        return None
 
     def update(self, observations: list[Observation], ts: float) -> list[Decision]:
         tracks = self.tracker.update(ts, [o.box for o in observations])
