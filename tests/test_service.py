@@ -509,6 +509,41 @@ def test_person_removed_on_disk_stops_matching_while_running(tmp_path, photos, a
         thread.join(15)
 
 
+def test_bundle_applied_on_disk_at_the_same_version_is_picked_up(tmp_path, photos, astro_templates, pipeline,  # type: ignore[no-untyped-def]
+                                                                  factory) -> None:
+    """`facegate gallery apply` while the door runs, with a bundle whose version the door's local enrolments had
+    already reached: the version number does not move, the content does, and the door must notice."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from facegate.sync.apply import apply_file
+    from facegate.sync.export import export_bundle
+    from facegate.sync.keys import public_key_b64
+
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2)])
+    config = make_config(tmp_path, frames, None, camera={"loop": True, "fps": 20})
+    config.state_dir.mkdir(parents=True)
+    with Gallery(config.gallery_path) as door:
+        door.enroll("local", astro_templates[:1], pipeline.embedder_sha256)
+        door.enroll("local2", astro_templates[:1], pipeline.embedder_sha256)
+        door_version = door.version
+    with Gallery(tmp_path / "admin.db") as admin:
+        admin.enroll("astro", astro_templates, pipeline.embedder_sha256)
+        admin.enroll("grace", astro_templates[:1], pipeline.embedder_sha256)
+        key = Ed25519PrivateKey.generate()
+        bundle = export_bundle(admin, key, version=door_version)
+    (tmp_path / "b.bundle").write_bytes(bundle.data)
+    service = Service(config, pin_factory=factory)
+    assert service.index.persons == 2
+    thread = run_in_thread(service)
+    try:
+        result = apply_file(config.gallery_path, tmp_path / "b.bundle", [public_key_b64(key.public_key())],
+                            pipeline.embedder_sha256, 1 << 24)
+        assert result.version == door_version and result.persons == 2
+        assert wait_until(lambda: set(service._names) == {"astro", "grace"}, timeout=10)
+    finally:
+        service.stop_event.set()
+        thread.join(15)
+
+
 def test_pin_used_twice_stops_start_with_exit_78(tmp_path) -> None:  # type: ignore[no-untyped-def]
     exe = Path(sys.executable).with_name("facegate")
     bad = tmp_path / "pins.toml"

@@ -118,8 +118,8 @@ class Service:
         self.gallery = Gallery(config.gallery_path)
         self.gallery.check_embedder(self.pipeline.embedder_sha256)
         self.policy = AccessPolicy(self.gallery, config.access)
+        self._index_revision = self.gallery.revision  # read before the build: never newer than the index
         self.index: EmbeddingIndex = self.gallery.build_index()
-        self._index_version = self.gallery.version
         self._names = {p["id"]: p["name"] for p in self.gallery.persons()}
         self.liveness = LivenessGate.from_config(config.liveness, self.pipeline.manifest,
                                                  own_mesh=self.pipeline.mesh is None)
@@ -178,29 +178,34 @@ class Service:
                 self.door.lock(reason="lockdown")
             self.publish_status()
 
-    def swap_index(self, index: EmbeddingIndex, names: dict[str, str | None]) -> None:
-        """Install a new gallery index (called by the sync receiver's thread after its commit).
+    def swap_index(self, index: EmbeddingIndex, names: dict[str, str | None], revision: int | None = None) -> None:
+        """Install a new gallery index (the sync receiver's thread after its commit, or the frame loop).
 
-        Two reference assignments, no lock: the frame loop reads ``self.index`` once per frame, so each frame
-        is matched entirely against the old or entirely against the new gallery, and recognition never waits.
+        ``revision`` is the gallery revision read before ``index`` was built (None: unknown, so the next check
+        rebuilds to be sure). An index older than the one installed is dropped, so two swaps racing can never
+        leave a stale gallery in place. Reference assignments only: the frame loop reads ``self.index`` once per
+        frame, so each frame is matched entirely against the old or the new gallery and never waits for a build.
         Names first, so a grant against the new index never lacks its name.
         """
-        self._names = names
-        self.index = index
         with self._db_lock:
-            self._index_version = self.gallery.version  # the sync commit is done: no second rebuild for it
+            if revision is not None and revision < self._index_revision:
+                return
+            self._names = names
+            self.index = index
+            self._index_revision = -1 if revision is None else revision
         self.publish_status()
 
     def reload_gallery_if_changed(self) -> bool:
-        """Rebuild the index when the gallery's version moved (a local enrol or removal); True if it did."""
+        """Rebuild the index when the gallery changed outside this process's swaps (a local enrol or removal,
+        ``facegate gallery apply``); True if it did."""
         with self._db_lock:
-            version = self.gallery.version
-            if version == self._index_version:
+            revision = self.gallery.revision
+            if revision == self._index_revision:
                 return False
             index = self.gallery.build_index()
             names = {p["id"]: p["name"] for p in self.gallery.persons()}
-        log.info("gallery changed on disk (version %d): index rebuilt, %d templates", version, index.templates)
-        self.swap_index(index, names)
+        log.info("gallery changed on disk (revision %d): index rebuilt, %d templates", revision, index.templates)
+        self.swap_index(index, names, revision)
         return True
 
     # ------------------------------------------------------------------ status

@@ -91,6 +91,7 @@ class Gallery:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', '0')")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('revision', '0')")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self._install_change_log()
         except sqlite3.DatabaseError as exc:
@@ -141,6 +142,7 @@ class Gallery:
                 self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
             else:
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (str(int(set_version)),))
+            self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -166,6 +168,16 @@ class Gallery:
     @property
     def version(self) -> int:
         return int(self._meta("version") or 0)
+
+    @property
+    def revision(self) -> int:
+        """A local counter that every committed change moves up by one.
+
+        ``version`` can stay the same across a change (a synced bundle sets it to the bundle's number, which a
+        local enrolment may already have reached), so whoever caches the gallery (the service's index) compares
+        this instead.
+        """
+        return int(self._meta("revision") or 0)
 
     @property
     def embedder_sha256(self) -> str | None:
