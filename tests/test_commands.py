@@ -327,13 +327,13 @@ def test_verify_only_ever_raises_command_rejected(
 class Door:
     """A communicator on a private broker, with a collector on the device's topics."""
 
-    def __init__(self, server: Mosquitto, tmp: Path, commands: CommandsConfig, clock: Clock) -> None:
+    def __init__(self, server: Mosquitto, tmp: Path, commands: CommandsConfig, clock: Clock, **mqtt: Any) -> None:
         self.server = server
         self.clock = clock
         self.outbox = Outbox(tmp / "outbox.db", max_events=1000)
         self.emitter = EventEmitter(DEVICE, self.outbox)
         self.verifier = CommandVerifier(commands, DEVICE, tmp / "nonces.db", clock=clock)
-        self.comm = MqttCommunicator(mqtt_config(server, discovery=False), DEVICE, self.emitter, self.verifier)
+        self.comm = MqttCommunicator(mqtt_config(server, discovery=False, **mqtt), DEVICE, self.emitter, self.verifier)
         self.handled: list[Command] = []
         self.comm.on_command(self.handled.append)
         self.collector = Collector(server, f"facegate/{DEVICE}/events").start()
@@ -421,6 +421,21 @@ def test_mqtt_retained_command_is_refused(broker: Mosquitto, tmp_path: Path) -> 
         event = unit.command_events()[0]
         assert (event["reason"], event["action"]) == ("retained", "unlock")
         assert unit.handled == []
+    finally:
+        unit.close()
+
+
+def test_mqtt5_broker_drops_oversized_commands_before_they_reach_the_door(broker: Mosquitto, tmp_path: Path) -> None:
+    """paho reads a whole packet before any size check of ours: with MQTT 5 the broker is told not to send one."""
+    unit = Door(broker, tmp_path, CommandsConfig(hmac_key=KEY.hex()), Clock(), protocol="5")
+    try:
+        unit.comm.start()
+        assert wait_until(lambda: unit.comm.connected, timeout=5)
+        unit.send(b"x" * (1 << 20))
+        event = unit.send_and_wait(encode(signed("unlock", nonce="after-big")))
+        assert event["type"] == "command_accepted"
+        assert unit.command_events() == [event]  # the 1 MiB message never reached the door (no rejection either)
+        assert unit.comm.connected
     finally:
         unit.close()
 

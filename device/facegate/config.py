@@ -120,7 +120,9 @@ class MqttConfig(Section):
     enabled: bool = True
     host: str = "localhost"
     port: int = Field(1883, ge=1, le=65535)
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    # 5 by default: only MQTT 5 tells a subscriber that a live message was published retained, and lets the
+    # door cap the packet size it receives (docs/mqtt.md, "Security"). "3.1.1" for brokers without MQTT 5.
+    protocol: Literal["3.1.1", "5"] = "5"
     client_id: str | None = None
     username: str | None = None
     password: str | None = None

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from facegate.config import ConfigError, MqttConfig
 
-__all__ = ["MqttTarget", "new_client"]
+__all__ = ["MqttTarget", "connect_properties", "new_client"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,17 @@ def new_client(target: MqttTarget, client_id: str) -> paho.Client:
         raise ConfigError("mqtt.ca_file/cert_file/key_file are set but mqtt.tls is false")
     client.suppress_exceptions = True  # an exception in a callback must not end paho's network thread
     return client
+
+
+def connect_properties(target: MqttTarget, max_packet_bytes: int) -> Properties | None:
+    """MQTT 5 CONNECT properties that make the broker drop, not deliver, any packet over ``max_packet_bytes``.
+
+    paho reads a whole packet into memory before any callback can look at its size, so without this one huge
+    publish to a subscribed topic can exhaust a Pi's memory. MQTT 3.1.1 has no such property: there, set the
+    broker's ``max_packet_size`` (docs/mqtt.md).
+    """
+    if target.protocol != "5":
+        return None
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.MaximumPacketSize = max_packet_bytes
+    return props

@@ -38,7 +38,7 @@ from facegate.events.commands import CommandRejected, CommandVerifier
 from facegate.events.communicator import Command, CommandHandler
 from facegate.events.discovery import Topics, discovery_payload, topics
 from facegate.events.emitter import EventEmitter, format_ts
-from facegate.mqtt_client import MqttTarget, new_client
+from facegate.mqtt_client import MqttTarget, connect_properties, new_client
 
 __all__ = ["MqttCommunicator"]
 
@@ -47,6 +47,8 @@ _paho_log = logging.getLogger("facegate.events.paho")
 
 #: QoS 1 slots kept free for availability, discovery and state messages next to the event window.
 _STATE_HEADROOM = 8
+#: Largest packet the broker may send us (MQTT 5): commands are at most 4 KiB, Home Assistant's status a word.
+MAX_INBOUND_PACKET_BYTES = 64 * 1024
 
 
 def _dumps(value: Any) -> str:
@@ -166,7 +168,9 @@ class MqttCommunicator:
         self._emitter.add_listener(self._on_event)
         cfg = self._config
         if cfg.protocol == "5":
-            self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_seconds, clean_start=True)
+            self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_seconds, clean_start=True,
+                                       properties=connect_properties(MqttTarget.from_config(cfg),
+                                                                     MAX_INBOUND_PACKET_BYTES))
         else:
             self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_seconds)
         self._client.loop_start()
