@@ -23,6 +23,7 @@ from facegate.sync.bundle import (
     PREFIX_BYTES,
     BundleError,
     PersonRecord,
+    PolicyRecord,
     TemplateRecord,
     build_bundle,
     verify_bundle,
@@ -308,6 +309,25 @@ def signed() -> tuple[bytes, Any, Ed25519PrivateKey]:
     return data, keys, key
 
 
+HUGE = 10**400  # valid JSON, but beyond the float range: math.isfinite() raises OverflowError on it
+
+
+@pytest.mark.parametrize("where", ["created_at", "updated_at", "template.created_at", "quality", "policy.updated_at"])
+def test_huge_json_numbers_are_malformed_not_a_crash(signed, where) -> None:  # type: ignore[no-untyped-def]
+    """A number no float can hold is a refusal (``malformed``); an escaping OverflowError used to be reported as
+    ``apply_failed``, which is not remembered, so HTTP downloaded the same bundle again at every poll."""
+    _, keys, key = signed
+    template = TemplateRecord(unit_vectors(1, 0, 8)[0].tobytes(), {"q": HUGE if where == "quality" else 1.0}, None,
+                              HUGE if where == "template.created_at" else 1.0)
+    policy = PolicyRecord(None, None, [], None, HUGE) if where == "policy.updated_at" else None
+    person = PersonRecord("p1", "x", {}, HUGE if where == "created_at" else 1.0,
+                          HUGE if where == "updated_at" else 1.0, policy, [template])
+    data = build_bundle(key, kind="full", version=5, base_version=None, embedder_sha256=EMB, persons=[person])
+    with pytest.raises(BundleError) as refused:
+        verify(data, keys)
+    assert refused.value.reason == "malformed" and refused.value.version == 5
+
+
 def _check(data: bytes, keys: Any) -> None:
     try:
         verify_bundle(data, keys, 1 << 20)
@@ -343,7 +363,8 @@ def test_fuzz_mutated_valid_bundles(signed, data) -> None:  # type: ignore[no-un
     _check(bytes(mutated), keys)
 
 
-_json = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+_json = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.just(HUGE) | st.floats()
+                     | st.text(max_size=8),
                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
                                                                                  max_size=3), max_leaves=12)
 

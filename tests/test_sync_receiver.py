@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import random
 import threading
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from facegate.sync.bundle import PREFIX_BYTES
 from facegate.sync.chunks import ChunkStore, chunk_topic, make_chunks, make_manifest, manifest_topic, parse_chunk
 from facegate.sync.export import export_bundle
 from facegate.sync.mqtt import MqttTarget, publish_bundle
-from facegate.sync.receiver import SyncReceiver
+from facegate.sync.receiver import REMEMBERED, SyncReceiver
 from test_sync_helpers import EMB, add_random_persons, content, keypair, synced_part
 
 TOPIC = "fleet/gallery"
@@ -32,7 +33,7 @@ class Door:
     """A SyncReceiver as a service would run it, recording events and index swaps."""
 
     def __init__(self, tmp: Path, public: str, *, server: Mosquitto | None = None, url: str | None = None,
-                 max_bytes: int = 64 << 20, resubscribe_seconds: float = 30.0) -> None:
+                 max_bytes: int = 64 << 20, resubscribe_seconds: float = 30.0, retry_seconds: float = 5.0) -> None:
         sync: dict[str, Any] = {"public_keys": [public], "max_bundle_bytes": max_bytes}
         if server is not None:
             sync["topic"] = TOPIC
@@ -44,14 +45,18 @@ class Door:
         })
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.indexes: list[EmbeddingIndex] = []
-        self.receiver = SyncReceiver(self.config, EMB, self._emit, self._swap, resubscribe_seconds=resubscribe_seconds)
+        self.revisions: list[int] = []
+        self.receiver = SyncReceiver(self.config, EMB, self._emit, self._swap, resubscribe_seconds=resubscribe_seconds,
+                                     retry_seconds=retry_seconds)
 
     def _emit(self, type: str, **fields: Any) -> None:
         self.events.append((type, fields))
 
-    def _swap(self, index: EmbeddingIndex, names: dict[str, str | None]) -> None:
+    def _swap(self, index: EmbeddingIndex, names: dict[str, str | None], revision: int) -> None:
         assert index.persons == len(names)
+        assert revision > (self.revisions[-1] if self.revisions else 0)  # every apply is a newer local revision
         self.indexes.append(index)
+        self.revisions.append(revision)
 
     def of(self, type: str) -> list[dict[str, Any]]:
         return [f for t, f in self.events if t == type]
@@ -218,6 +223,82 @@ def test_rollback_over_mqtt(tmp_path, broker, admin) -> None:  # type: ignore[no
         rejected = door.wait_for("gallery_rejected")[0]
     assert rejected["reason"] == "rollback" and rejected["version"] == old.version
     assert content(door.gallery)["version"] == str(new.version)
+
+
+def _forged_chunk(data: bytes, index: int) -> bytes:
+    """What anyone allowed to publish on the topic can retain: a self-consistent chunk of the real bundle id, of
+    the right size, with other bytes (chunks carry no signature of their own)."""
+    manifest = make_manifest(data, {}, CHUNK)
+    junk = b"\0" * len(parse_chunk(make_chunks(data, manifest)[index]).data)
+    head = {"bundle": manifest.bundle, "index": index, "count": manifest.chunks, "size": manifest.size,
+            "offset": index * CHUNK, "sha256": hashlib.sha256(junk).hexdigest()}
+    return json.dumps(head).encode() + b"\n" + junk
+
+
+def test_a_forged_chunk_does_not_hold_back_the_real_bundle(tmp_path, broker, admin) -> None:  # type: ignore[no-untyped-def]
+    key, _, public = keypair()
+    full = export_bundle(admin, key)
+    publish_bundle(full.data, target(broker), TOPIC, chunk_bytes=CHUNK)
+    _retain(broker, [(chunk_topic(TOPIC, 0), _forged_chunk(full.data, 0))])
+    with Door(tmp_path, public, server=broker, retry_seconds=0.2) as door:
+        mqtt = door.receiver.mqtt
+        assert mqtt is not None
+        rejected = door.wait_for("gallery_rejected")[0]
+        assert rejected["reason"] == "corrupt" and rejected["bundle"] == full.sha256 and "version" not in rejected
+        # Not remembered as refused: the door keeps fetching it (with a back-off) while the forged chunk stays...
+        assert door.receiver.wants(full.sha256)
+        assert wait_until(lambda: mqtt._failures >= 3, timeout=10)
+        assert len(door.of("gallery_rejected")) == 1  # ...and does not report every attempt
+        # ...so once the admin (or the broker operator) puts the real chunk back, the bundle is applied.
+        _retain(broker, [(chunk_topic(TOPIC, 0), make_chunks(full.data, make_manifest(full.data, {}, CHUNK))[0])])
+        assert door.wait_for("gallery_updated", timeout=15)[0]["bundle"] == full.sha256
+        assert mqtt._failures == 0
+    assert len(door.of("gallery_rejected")) == 1
+    assert synced_part(content(door.gallery)) == synced_part(content(admin.path))
+    assert not any((door.config.state_dir / "sync" / "chunks").iterdir())
+
+
+def test_republishing_after_a_forged_chunk_applies_at_once(tmp_path, broker, admin) -> None:  # type: ignore[no-untyped-def]
+    """The review's reproduction: the admin publishes the bundle again; a new copy of the manifest ends the
+    back-off (a minute here, so only the re-publication can be what fetches it again)."""
+    key, _, public = keypair()
+    full = export_bundle(admin, key)
+    publish_bundle(full.data, target(broker), TOPIC, chunk_bytes=CHUNK)
+    _retain(broker, [(chunk_topic(TOPIC, 0), _forged_chunk(full.data, 0))])
+    with Door(tmp_path, public, server=broker, retry_seconds=60) as door:
+        assert door.wait_for("gallery_rejected")[0]["reason"] == "corrupt"
+        publish_bundle(full.data, target(broker), TOPIC, chunk_bytes=CHUNK)
+        assert door.wait_for("gallery_updated")[0]["version"] == full.version
+    assert [e["reason"] for e in door.of("gallery_rejected")] == ["corrupt"]
+
+
+def test_a_manifest_announcing_too_many_chunks_is_refused(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
+    _, _, public = keypair()
+    flood = {"format": "facegate-sync-manifest", "format_version": 1, "bundle": "ab" * 32, "size": 64 << 20,
+             "chunks": 65536, "chunk_bytes": 1024}
+    with Door(tmp_path, public, server=broker) as door:
+        _retain(broker, [(manifest_topic(TOPIC), json.dumps(flood).encode())])
+        rejected = door.wait_for("gallery_rejected")[0]
+        assert door.receiver.mqtt._store.manifest is None  # type: ignore[union-attr]  # nothing subscribed or stored
+    assert rejected["reason"] == "malformed" and "65536 chunks" in rejected["detail"]
+    assert "at most 4096 chunks" in rejected["detail"]
+
+
+def test_refused_bundles_and_bad_manifests_are_remembered_in_bounded_tables(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
+    _, _, public = keypair()
+    door = Door(tmp_path, public, server=broker)  # not started: only the bookkeeping is exercised
+    mqtt = door.receiver.mqtt
+    assert mqtt is not None
+    bogus = [f'{{"format": "bogus {i}"}}'.encode() for i in range(3 * REMEMBERED)]
+    for payload in bogus:
+        mqtt._on_manifest(payload)
+    assert len(mqtt._bad_manifests) == REMEMBERED and len(door.receiver._decided) == REMEMBERED
+    assert len(door.of("gallery_rejected")) == len(bogus)
+    mqtt._on_manifest(bogus[-1])  # a recent one is still known: not reported again
+    assert len(door.of("gallery_rejected")) == len(bogus)
+    mqtt._on_manifest(bogus[0])  # the oldest was forgotten: reported again, the table stays bounded
+    assert len(door.of("gallery_rejected")) == len(bogus) + 1
+    assert len(mqtt._bad_manifests) == REMEMBERED and len(door.receiver._decided) == REMEMBERED
 
 
 # ------------------------------------------------------------------ HTTP

@@ -34,7 +34,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeGuard, get_args
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature
@@ -270,6 +270,8 @@ def verify_bundle(data: bytes, keys: Mapping[bytes, Ed25519PublicKey], max_bytes
     except BundleError as exc:
         exc.version = header.version
         raise
+    except OverflowError as exc:  # belt and braces for the numeric readers above (a huge JSON integer)
+        raise BundleError("malformed", f"a number is out of range: {exc}", header.version) from None
     return Bundle(header=header, sha256=bundle_sha256(data), persons=persons, deletes=deletes)
 
 
@@ -313,9 +315,20 @@ def _int(obj: Mapping[str, Any], key: str, where: str, lo: int = 0, hi: int = 2*
     return value
 
 
+def _finite(value: Any) -> TypeGuard[int | float]:
+    """A JSON number usable as a float. ``math.isfinite`` raises OverflowError (not False) for an integer
+    beyond the float range such as ``10**400``, which JSON allows; that must be a refusal, not a crash."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _num(obj: Mapping[str, Any], key: str, where: str) -> float:
     value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not _finite(value):
         raise _bad(f"{where}.{key}", f"must be a finite number, got {value!r:.60}")
     return float(value)
 
@@ -422,7 +435,7 @@ def _quality(value: Any, where: str) -> dict[str, float]:
     q = _obj(value, where)
     out: dict[str, float] = {}
     for k, v in q.items():
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        if not _finite(v):
             raise _bad(f"{where}.{k}", "must be a finite number")
         out[k] = float(v)
     return out

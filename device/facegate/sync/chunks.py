@@ -32,10 +32,13 @@ from facegate.sync.bundle import BundleError
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
+    "MAX_CHUNKS",
+    "MIN_CHUNK_BYTES",
     "Chunk",
     "ChunkStore",
     "Manifest",
     "chunk_topic",
+    "chunking_problem",
     "make_chunks",
     "make_manifest",
     "manifest_topic",
@@ -49,7 +52,16 @@ DEFAULT_CHUNK_BYTES = 256 * 1024
 MANIFEST_FORMAT = "facegate-sync-manifest"
 MAX_MANIFEST_BYTES = 4096
 MAX_CHUNK_HEADER_BYTES = 1024
-MAX_CHUNKS = 100_000
+#: A door does work per chunk (a topic to subscribe, a file to write and fsync, a message to handle), and the
+#: manifest that sets the chunk count is unsigned. These bounds keep that work proportional to the bundle's
+#: size: at most MAX_CHUNKS chunks (4096 x the default 256 KiB = 1 GiB), and chunks below MIN_CHUNK_BYTES only
+#: for a small bundle of at most MAX_SMALL_CHUNKS of them (tests and tiny deltas). 4096 x 16 KiB = 64 MiB, the
+#: default ``sync.max_bundle_bytes``.
+MAX_CHUNKS = 4096
+MIN_CHUNK_BYTES = 16 * 1024
+MAX_SMALL_CHUNKS = 64
+ABSOLUTE_MIN_CHUNK_BYTES = 1024
+MAX_CHUNK_BYTES = 2**28
 
 
 def manifest_topic(topic: str) -> str:
@@ -84,10 +96,28 @@ class Manifest:
                           separators=(",", ":")).encode()
 
 
+def chunking_problem(size: int, count: int, chunk_bytes: int) -> str | None:
+    """Why a door refuses ``count`` chunks of ``chunk_bytes`` for a ``size``-byte bundle, or None if it is fine.
+
+    Shared by the publisher (which refuses to publish what doors would refuse) and the door's manifest parser.
+    """
+    if not ABSOLUTE_MIN_CHUNK_BYTES <= chunk_bytes <= MAX_CHUNK_BYTES:
+        return f"chunk size {chunk_bytes} is not between {ABSOLUTE_MIN_CHUNK_BYTES} and {MAX_CHUNK_BYTES} bytes"
+    if count > MAX_CHUNKS:
+        return (f"{count} chunks of {chunk_bytes} bytes for {size} bytes: at most {MAX_CHUNKS} chunks are "
+                f"accepted (use chunks of at least {max(MIN_CHUNK_BYTES, -(-size // MAX_CHUNKS))} bytes)")
+    if chunk_bytes < MIN_CHUNK_BYTES and count > MAX_SMALL_CHUNKS:
+        return (f"{count} chunks of {chunk_bytes} bytes: chunks under {MIN_CHUNK_BYTES} bytes are accepted only "
+                f"for bundles of at most {MAX_SMALL_CHUNKS} chunks")
+    return None
+
+
 def make_manifest(data: bytes, header: dict[str, Any], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Manifest:
-    if chunk_bytes < 1024:
-        raise ValueError("chunk size must be at least 1024 bytes")
-    count = max(1, -(-len(data) // chunk_bytes))
+    """Raises ValueError for a chunk size that doors would refuse for this bundle (see :func:`chunking_problem`)."""
+    count = max(1, -(-len(data) // max(chunk_bytes, 1)))
+    problem = chunking_problem(len(data), count, chunk_bytes)
+    if problem is not None:
+        raise ValueError(problem)
     version, base = header.get("version"), header.get("base_version")
     return Manifest(hashlib.sha256(data).hexdigest(), len(data), count, chunk_bytes,
                     version if isinstance(version, int) else None, str(header.get("kind")),
@@ -106,12 +136,15 @@ def parse_manifest(payload: bytes) -> Manifest:
     if doc.get("format_version") != 1:
         raise BundleError("unknown_format", f"manifest format_version {doc.get('format_version')!r:.20}")
     size, count, chunk_bytes = doc.get("size"), doc.get("chunks"), doc.get("chunk_bytes")
-    if not (_is_sha(doc.get("bundle")) and _is_int(size, 1, 2**40) and _is_int(count, 1, MAX_CHUNKS)
-            and _is_int(chunk_bytes, 1024, 2**28)):
+    if not (_is_sha(doc.get("bundle")) and _is_int(size, 1, 2**40) and _is_int(count, 1, 2**40)
+            and _is_int(chunk_bytes, 1, MAX_CHUNK_BYTES)):
         raise BundleError("malformed", "manifest fields bundle/size/chunks/chunk_bytes are missing or invalid")
     assert isinstance(size, int) and isinstance(count, int) and isinstance(chunk_bytes, int)
     if count != -(-size // chunk_bytes):
         raise BundleError("malformed", f"{count} chunks of {chunk_bytes} bytes can not hold {size} bytes")
+    problem = chunking_problem(size, count, chunk_bytes)
+    if problem is not None:
+        raise BundleError("malformed", problem)
     version, base = doc.get("version"), doc.get("base_version")
     return Manifest(str(doc["bundle"]), size, count, chunk_bytes,
                     version if _is_int(version, 0, 2**62) else None,
@@ -241,24 +274,43 @@ class ChunkStore:
                 or len(chunk.data) != expected):
             log.warning("chunk %d of %s does not fit its manifest; ignored", chunk.index, m.bundle[:12])
             return False
-        self._write(self._dir(m.bundle) / f"{chunk.index}.chunk", chunk.data)
+        # No directory fsync: a chunk whose rename a power cut loses is simply fetched again.
+        self._write(self._dir(m.bundle) / f"{chunk.index}.chunk", chunk.data, durable_rename=False)
         self._have.add(chunk.index)
         return True
 
     def missing(self) -> list[int]:
+        """The indices still to fetch: O(chunks), so only for (re)subscribing, not for every chunk message."""
         m = self.manifest
         return [] if m is None else [i for i in range(m.chunks) if i not in self._have]
 
     @property
+    def missing_count(self) -> int:
+        """O(1): ``_have`` only ever holds valid indices of the current manifest."""
+        return 0 if self.manifest is None else self.manifest.chunks - len(self._have)
+
+    @property
     def complete(self) -> bool:
-        return self.manifest is not None and not self.missing()
+        return self.manifest is not None and self.missing_count == 0
 
     def assemble(self) -> bytes:
         m = self.manifest
-        if m is None or self.missing():
+        if m is None or not self.complete:
             raise BundleError("truncated", "bundle is incomplete")
         folder = self._dir(m.bundle)
         return b"".join((folder / f"{i}.chunk").read_bytes() for i in range(m.chunks))
+
+    def restart(self) -> None:
+        """Delete the current bundle's chunks but keep its manifest, to fetch every chunk again.
+
+        For assembled bytes that do not hash to the bundle id: some stored chunk is forged or damaged, and
+        chunks carry no signature of their own, so there is no telling which one.
+        """
+        m = self.manifest
+        if m is not None:
+            for part in self._dir(m.bundle).glob("*.chunk"):
+                part.unlink(missing_ok=True)
+        self._have = set()
 
     def discard(self) -> None:
         """Forget the current bundle and its chunks (after it was applied or rejected)."""
@@ -268,13 +320,15 @@ class ChunkStore:
         self._have = set()
 
     @staticmethod
-    def _write(path: Path, data: bytes) -> None:
+    def _write(path: Path, data: bytes, *, durable_rename: bool = True) -> None:
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if not durable_rename:
+            return
         with contextlib.suppress(OSError):  # make the rename durable too; not possible on every filesystem
             fd = os.open(path.parent, os.O_RDONLY)
             try:

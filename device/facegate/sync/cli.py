@@ -73,6 +73,7 @@ def cmd_export(args: argparse.Namespace, io: Output) -> int:
 
 def cmd_publish(args: argparse.Namespace, io: Output) -> int:
     from facegate.errors import FacegateError
+    from facegate.sync.chunks import make_manifest
     from facegate.sync.mqtt import MqttTarget, PublishError, publish_bundle
 
     password = args.password
@@ -82,6 +83,10 @@ def cmd_publish(args: argparse.Namespace, io: Output) -> int:
         data = Path(args.bundle).read_bytes()
     except OSError as exc:
         raise FacegateError(f"{exc.filename}: {exc.strerror}") from None
+    try:  # bad input, before any network: a chunk size doors would refuse for this bundle
+        make_manifest(data, {}, args.chunk_bytes)
+    except ValueError as exc:
+        raise FacegateError(f"--chunk-bytes {args.chunk_bytes}: {exc}") from None
     target = MqttTarget(host=args.host, port=args.port, protocol=args.protocol, username=args.username,
                         password=password, tls=args.tls or bool(args.ca_file), ca_file=args.ca_file,
                         cert_file=args.cert_file, key_file=args.key_file)

@@ -14,7 +14,10 @@ service (``on_applied``, a reference swap), then emit ``gallery_updated``. Any f
 ``gallery_rejected`` with a reason and leaves gallery and index as they were; nothing raises out of here.
 
 A bundle that was already applied, or already refused while the door was at the same version, is skipped
-silently, because retained messages are delivered again on every reconnection.
+silently, because retained messages are delivered again on every reconnection. Only a bundle whose bytes are
+known (they hash to its id) is remembered as refused: MQTT chunks that do not add up to the announced bundle
+say nothing about the bundle itself (one forged retained chunk would otherwise hold back the admin's real
+bundle), so they are dropped and fetched again after a back-off.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
 
@@ -39,9 +43,18 @@ from facegate import __version__
 from facegate.config import Config, SyncConfig
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
+from facegate.mqtt_client import connect_properties
 from facegate.sync.apply import ApplyResult, SyncState, apply_bundle, sync_state
 from facegate.sync.bundle import BundleError, Reason, verify_bundle
-from facegate.sync.chunks import ChunkStore, chunk_topic, manifest_topic, parse_chunk, parse_manifest
+from facegate.sync.chunks import (
+    MAX_CHUNK_HEADER_BYTES,
+    ChunkStore,
+    Manifest,
+    chunk_topic,
+    manifest_topic,
+    parse_chunk,
+    parse_manifest,
+)
 from facegate.sync.keys import public_keys_by_id
 from facegate.sync.mqtt import MqttTarget, new_client
 
@@ -49,11 +62,31 @@ __all__ = ["AppliedCallback", "SyncReceiver"]
 
 log = logging.getLogger(__name__)
 
-#: ``on_applied(index, names)``: the new index and person id -> name map, right after the commit.
-AppliedCallback = Callable[[EmbeddingIndex, dict[str, str | None]], None]
+#: ``on_applied(index, names, revision)``: the new index, person id -> name map and the gallery revision they
+#: were read at, right after the commit.
+AppliedCallback = Callable[[EmbeddingIndex, dict[str, str | None], int], None]
 Emit = Callable[..., object]
 
+_V = TypeVar("_V")
+
 HTTP_TIMEOUT_SECONDS = 30.0
+#: How many refused bundles / bad manifests are remembered (not to re-report them on every re-delivery).
+#: Bounded because anyone who can publish on the topic can send endless distinct ones; forgetting the oldest
+#: only means it would be fetched and reported again if it came back.
+REMEMBERED = 64
+#: Back-off after chunks that do not hash to the manifest's bundle: first retry after ``retry_seconds``,
+#: doubling up to this. A new copy of the manifest (the admin publishing again) retries at once.
+RETRY_MAX_SECONDS = 600.0
+#: Such a corrupt transfer is reported when it starts and then at most this often while it keeps failing.
+CORRUPT_REPORT_SECONDS = 600.0
+
+
+def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> None:
+    """Insert or refresh ``key``, dropping the oldest entries beyond :data:`REMEMBERED`."""
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > REMEMBERED:
+        table.popitem(last=False)
 
 
 class SyncReceiver:
@@ -65,6 +98,7 @@ class SyncReceiver:
         on_applied: AppliedCallback | None = None,
         *,
         resubscribe_seconds: float = 30.0,
+        retry_seconds: float = 5.0,
     ) -> None:
         self.config: SyncConfig = config.sync
         self._device_id = config.device_id
@@ -78,7 +112,7 @@ class SyncReceiver:
         self._lock = threading.Lock()  # one bundle at a time; guards _gallery, _state, _decided
         self._gallery: Gallery | None = None
         self._state = SyncState(0, None)
-        self._decided: dict[str, int] = {}  # bundle sha -> sync version when it was refused
+        self._decided: OrderedDict[str, int] = OrderedDict()  # bundle sha -> sync version when it was refused
         self._busy: set[str] = set()  # handed to the worker, not yet decided
         self._jobs: queue.SimpleQueue[tuple[bytes, str, Callable[[], None]] | None] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -88,7 +122,7 @@ class SyncReceiver:
         if self.config.topic is not None:
             self.mqtt = MqttSource(self, MqttTarget.from_config(config.mqtt), f"facegate-{config.device_id}-sync",
                                    self.config.topic, ChunkStore(self._dir / "chunks"), self.config.max_bundle_bytes,
-                                   resubscribe_seconds)
+                                   resubscribe_seconds, retry_seconds)
         if self.config.url is not None:
             self.http = HttpSource(self, self.config.url, self.config.poll_seconds, self._dir / "http.json")
 
@@ -177,11 +211,12 @@ class SyncReceiver:
                 return failure
             self._state = sync_state(gallery)
             try:
-                index = gallery.build_index()
-                with gallery.snapshot() as db:
+                with gallery.snapshot() as db:  # index, names and revision of one committed state
+                    revision = gallery.revision
+                    index = gallery.build_index()
                     names = {str(r[0]): r[1] for r in db.execute("SELECT id, name FROM persons")}
                 if self._on_applied is not None:
-                    self._on_applied(index, names)
+                    self._on_applied(index, names, revision)
             except Exception:
                 log.exception("bundle %s applied but the new index could not be loaded", sha[:12])
         seconds = round(time.perf_counter() - started, 3)
@@ -191,16 +226,19 @@ class SyncReceiver:
                    seconds=seconds, kind=result.kind, bundle=sha, source=source)
         return result
 
-    def reject(self, reason: Reason, detail: str, bundle_sha256: str, source: str) -> None:
-        """Refuse a bundle before it could be verified (too large per its manifest, malformed manifest, ...)."""
-        with self._lock:
-            self._reject_locked(BundleError(reason, detail), bundle_sha256, source)
+    def reject(self, reason: Reason, detail: str, bundle_sha256: str, source: str, *, remember: bool = True) -> None:
+        """Refuse a bundle before it could be verified (too large per its manifest, malformed manifest, ...).
 
-    def _reject_locked(self, exc: BundleError, sha: str, source: str) -> None:
+        ``remember=False`` only reports: the bundle stays wanted (a corrupt transfer is not a verdict on it).
+        """
+        with self._lock:
+            self._reject_locked(BundleError(reason, detail), bundle_sha256, source, remember=remember)
+
+    def _reject_locked(self, exc: BundleError, sha: str, source: str, *, remember: bool = True) -> None:
         if self._decided.get(sha) == self._state.version:
             return
-        if exc.reason != "apply_failed":  # a local failure (disk full, ...) is worth another try later
-            self._decided[sha] = self._state.version
+        if remember and exc.reason != "apply_failed":  # a local failure (disk full, ...) is worth another try
+            _remember(self._decided, sha, self._state.version)
         log.warning("gallery bundle %s from %s rejected: %s", sha[:12], source, exc)
         fields: dict[str, Any] = {"reason": exc.reason, "bundle": sha, "source": source, "detail": exc.detail[:300]}
         if exc.version is not None:
@@ -238,10 +276,12 @@ class MqttSource:
     unsubscribed once the bundle is complete, so a reconnection does not download the whole gallery again.
     If no chunk arrives for ``resubscribe_seconds`` the missing ones are subscribed again (which makes the
     broker re-send retained messages): that covers a publisher that was still uploading and a broker restart.
+    Chunks that do not hash to the announced bundle are all dropped and fetched again after a back-off of
+    ``retry_seconds``, doubling up to :data:`RETRY_MAX_SECONDS`, or at once when the manifest comes again.
     """
 
     def __init__(self, receiver: SyncReceiver, target: MqttTarget, client_id: str, topic: str, store: ChunkStore,
-                 max_bytes: int, resubscribe_seconds: float) -> None:
+                 max_bytes: int, resubscribe_seconds: float, retry_seconds: float = 5.0) -> None:
         self._receiver = receiver
         self._target = target
         self._topic = topic
@@ -254,7 +294,11 @@ class MqttSource:
         self._last_progress = time.monotonic()
         self._handed_over: str | None = None
         self._connected = False
-        self._bad_manifests: set[str] = set()
+        self._bad_manifests: OrderedDict[str, None] = OrderedDict()
+        self._retry = retry_seconds
+        self._retry_at: float | None = None  # set while backing off after a corrupt transfer
+        self._failures = 0  # corrupt transfers of the current bundle in a row
+        self._reported_at: float | None = None  # when the last of them was reported
         self.client = new_client(target, client_id)
         self.client.reconnect_delay_set(1, 30)
         self.client.on_connect = self._on_connect
@@ -274,7 +318,10 @@ class MqttSource:
             elif self._store.complete:  # every chunk arrived before the last stop: apply it now
                 self._hand_over()
         if self._target.protocol == "5":
-            self.client.connect_async(self._target.host, self._target.port, self._target.keepalive, clean_start=True)
+            # No chunk (or manifest) can be larger than the largest bundle we accept: the broker drops bigger ones.
+            limit = self._max_bytes + MAX_CHUNK_HEADER_BYTES + 4096  # + topic and MQTT framing
+            self.client.connect_async(self._target.host, self._target.port, self._target.keepalive, clean_start=True,
+                                      properties=connect_properties(self._target, limit))
         else:
             self.client.connect_async(self._target.host, self._target.port, self._target.keepalive)
         self.client.loop_start()
@@ -322,7 +369,7 @@ class MqttSource:
         except BundleError as exc:
             digest = hashlib.sha256(payload).hexdigest()
             if digest not in self._bad_manifests:
-                self._bad_manifests.add(digest)
+                _remember(self._bad_manifests, digest, None)
                 self._receiver.reject(exc.reason, f"manifest: {exc.detail}", digest, "mqtt")
             return
         with self._lock:
@@ -337,11 +384,13 @@ class MqttSource:
                                       f"sync.max_bundle_bytes = {self._max_bytes}", manifest.bundle, "mqtt")
                 return
             new_bundle = self._store.manifest != manifest
+            if new_bundle:
+                self._failures, self._reported_at = 0, None
             self._store.begin(manifest)
             self._last_progress = time.monotonic()
             log.info("sync: bundle %s (version %s, %d bytes, %d chunks) announced; %d chunk(s) to fetch",
                      manifest.bundle[:12], manifest.version, manifest.size, manifest.chunks,
-                     len(self._store.missing()))
+                     self._store.missing_count)
             if self._store.complete:
                 self._unsubscribe_all()
                 self._hand_over()
@@ -381,6 +430,7 @@ class MqttSource:
         if ask:
             self.client.subscribe([(t, 1) for t in ask])
         self._subscribed = wanted
+        self._retry_at = None
 
     def _unsubscribe_all(self) -> None:
         if self._subscribed:
@@ -397,12 +447,31 @@ class MqttSource:
             self._store.discard()
             return
         if hashlib.sha256(data).hexdigest() != m.bundle:
-            self._store.discard()
-            self._receiver.reject("corrupt", "assembled chunks do not hash to the manifest's bundle id", m.bundle,
-                                  "mqtt")
+            self._corrupt_transfer(m)
             return
+        self._failures, self._reported_at = 0, None
         self._handed_over = m.bundle
         self._receiver.submit(data, "mqtt", lambda: self._done(m.bundle))
+
+    def _corrupt_transfer(self, m: Manifest) -> None:
+        """The chunks do not add up to the announced bundle: one of them is forged (anyone who can publish on
+        the topic can overwrite a retained chunk) or damaged. That says nothing about the bundle itself, so it
+        is not remembered as refused: every chunk is dropped (which one is bad is unknowable) and fetched again
+        after a back-off, or at once when the manifest is published again, so a corrected chunk is picked up.
+        """
+        now = time.monotonic()
+        self._store.restart()
+        self._unsubscribe_all()
+        self._failures += 1
+        delay = min(self._retry * 2 ** min(self._failures - 1, 20), RETRY_MAX_SECONDS)
+        self._retry_at = now + delay
+        detail = (f"assembled chunks do not hash to the manifest's bundle id (a forged or damaged chunk; attempt "
+                  f"{self._failures}); fetching every chunk again in {delay:.0f} s")
+        if self._reported_at is None or now - self._reported_at >= CORRUPT_REPORT_SECONDS:
+            self._reported_at = now
+            self._receiver.reject("corrupt", detail, m.bundle, "mqtt", remember=False)
+        else:
+            log.warning("sync: bundle %s: %s", m.bundle[:12], detail)
 
     def _done(self, bundle: str) -> None:
         with self._lock:
@@ -412,12 +481,20 @@ class MqttSource:
                 self._store.discard()
 
     def tick(self, now: float) -> None:
-        """Called about once a second by the worker: ask again for chunks that are overdue."""
+        """Called about once a second by the worker: ask again for chunks that are overdue, or, after a corrupt
+        transfer, for all of them once the back-off is over."""
         with self._lock:
-            if (self._connected and self._store.manifest is not None and not self._store.complete
-                    and now - self._last_progress >= self._resubscribe):
+            if not (self._connected and self._store.manifest is not None and not self._store.complete):
+                return
+            if self._retry_at is not None:
+                if now >= self._retry_at:
+                    log.info("sync: fetching bundle %s again (attempt %d)", self._store.manifest.bundle[:12],
+                             self._failures + 1)
+                    self._last_progress = now
+                    self._request_missing()
+            elif now - self._last_progress >= self._resubscribe:
                 log.info("sync: no chunk for %.0f s; asking for %d missing chunk(s) again", now - self._last_progress,
-                         len(self._store.missing()))
+                         self._store.missing_count)
                 self._last_progress = now
                 self._request_missing()
 
