@@ -178,21 +178,20 @@ class Service:
                 self.door.lock(reason="lockdown")
             self.publish_status()
 
-    def swap_index(self, index: EmbeddingIndex, names: dict[str, str | None], revision: int | None = None) -> None:
+    def swap_index(self, index: EmbeddingIndex, names: dict[str, str | None], revision: int) -> None:
         """Install a new gallery index (the sync receiver's thread after its commit, or the frame loop).
 
-        ``revision`` is the gallery revision read before ``index`` was built (None: unknown, so the next check
-        rebuilds to be sure). An index older than the one installed is dropped, so two swaps racing can never
-        leave a stale gallery in place. Reference assignments only: the frame loop reads ``self.index`` once per
-        frame, so each frame is matched entirely against the old or the new gallery and never waits for a build.
-        Names first, so a grant against the new index never lacks its name.
+        ``revision`` is the gallery revision ``index`` was built at. An index older than the one installed is
+        dropped, so two swaps racing can never leave a stale gallery in place. Reference assignments only: the
+        frame loop reads ``self.index`` once per frame, so each frame is matched entirely against the old or the
+        new gallery. Names first, so a grant against the new index never lacks its name.
         """
         with self._db_lock:
-            if revision is not None and revision < self._index_revision:
+            if revision < self._index_revision:
                 return
             self._names = names
             self.index = index
-            self._index_revision = -1 if revision is None else revision
+            self._index_revision = revision
         self.publish_status()
 
     def reload_gallery_if_changed(self) -> bool:
