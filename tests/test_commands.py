@@ -440,6 +440,23 @@ def test_mqtt5_broker_drops_oversized_commands_before_they_reach_the_door(broker
         unit.close()
 
 
+def test_mqtt_a_flood_of_bad_commands_is_reported_at_a_bounded_rate(broker: Mosquitto, tmp_path: Path) -> None:
+    unit = Door(broker, tmp_path, CommandsConfig(hmac_key=KEY.hex()), Clock())
+    try:
+        unit.comm.start()
+        assert wait_until(lambda: unit.comm.connected, timeout=5)
+        for _ in range(60):
+            unit.send(b"UNLOCK")
+        unit.send(encode(signed("unlock", nonce="after-flood")))
+        # Events leave in order, so once the acceptance is seen every refusal report is in too.
+        assert wait_until(lambda: any(e["type"] == "command_accepted" for e in unit.command_events()), timeout=10)
+        assert [c.nonce for c in unit.handled] == ["after-flood"]  # the door still obeys a good command
+        rejected = [e for e in unit.command_events() if e["type"] == "command_rejected"]
+        assert 20 <= len(rejected) <= 22  # the burst, plus what refilled while the flood was sent
+    finally:
+        unit.close()
+
+
 def test_mqtt_no_key_configured(broker: Mosquitto, tmp_path: Path) -> None:
     unit = Door(broker, tmp_path, CommandsConfig(), Clock())
     try:

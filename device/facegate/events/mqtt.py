@@ -38,6 +38,7 @@ from facegate.events.commands import CommandRejected, CommandVerifier
 from facegate.events.communicator import Command, CommandHandler
 from facegate.events.discovery import Topics, discovery_payload, topics
 from facegate.events.emitter import EventEmitter, format_ts
+from facegate.events.ratelimit import ReportLimiter
 from facegate.mqtt_client import MqttTarget, connect_properties, new_client
 
 __all__ = ["MqttCommunicator"]
@@ -85,6 +86,7 @@ class MqttCommunicator:
         self._emitter = emitter
         self._outbox = emitter.outbox
         self._verifier = verifier
+        self._rejections = ReportLimiter()
         self._status_interval = float(status_interval_seconds)
         self._max_inflight = max_inflight
         self._window = max_inflight
@@ -314,8 +316,12 @@ class MqttCommunicator:
         try:
             command = self._verifier.verify(payload, retained=retained)
         except CommandRejected as exc:
+            held_back = self._rejections.admit()
+            if held_back is None:
+                log.debug("%s (not reported: too many refusals)", exc)
+                return
             log.warning("%s", exc)
-            self._emitter.emit("command_rejected", reason=exc.reason, action=exc.action)
+            self._emitter.emit("command_rejected", reason=exc.reason, action=exc.action, suppressed=held_back)
             return
         handler = self._handler
         if handler is None:
