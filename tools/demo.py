@@ -65,7 +65,9 @@ def build_frames(folder: Path) -> int:
     frames: list[np.ndarray] = [background] * 5
     for i in range(12):  # the enrolled astronaut walks up to the door
         frames.append(in_scene(augment(astronaut, 3 - i * 0.5, 0.85, False), background, 480 + i * 8, 80, 0))
-    frames += [background] * 8
+    # Longer than recognition.track_timeout_seconds (1 s) at the demo's 10 fps: the stranger must start a new
+    # track, not inherit the astronaut's (already decided) one where she stood.
+    frames += [background] * 15
     for i in range(12):  # a stranger
         frames.append(in_scene(augment(hopper, -2 + i * 0.3, 1.0, False), background, 300 + i * 6, 170, 10))
     frames += [background] * 5
