@@ -134,3 +134,49 @@ def test_missing_liveness_evidence_never_opens() -> None:
     for i in range(12):
         out += e.update([_with_liveness(obs("alice", 0.9), None, i * 0.1)], i * 0.1)
     assert [(d.kind, d.liveness_reason) for d in out] == [("spoof", "not_enough_frames")]
+
+
+# ------------------------------------------------------------------ a queue at the door: one spot, several people
+
+
+def queue_engine() -> DecisionEngine:
+    cfg = RecognitionConfig(window_frames=5, required_frames=3, unknown_after_frames=5, cooldown_seconds=10,
+                            min_margin=0.05)
+    return DecisionEngine(cfg, threshold=0.5, new_person_below=0.35)
+
+
+def test_the_next_person_in_the_same_spot_gets_a_decision_of_their_own() -> None:
+    e = queue_engine()
+    first = feed(e, [obs("alice", 0.8)] * 6)
+    then = feed(e, [obs("bob", 0.75)] * 6, t0=0.6)  # bob steps in where alice stood, within the track timeout
+    assert [(d.kind, d.person_id) for d in first + then] == [("identified", "alice"), ("identified", "bob")]
+    assert first[0].track_id != then[0].track_id  # a new arrival, not alice's visit
+
+
+def test_a_stranger_after_a_grant_is_reported_unknown() -> None:
+    e = queue_engine()
+    out = feed(e, [obs("alice", 0.8)] * 6) + feed(e, [obs("alice", 0.18)] * 8, t0=0.6)  # only alice enrolled
+    assert [(d.kind, d.person_id) for d in out] == [("identified", "alice"), ("unknown", None)]
+
+
+def test_the_granted_person_keeps_the_track_through_poor_frames() -> None:
+    """Frames of alice just under the match threshold (a turned head) are hers, not someone new."""
+    e = queue_engine()
+    seq = [obs("alice", 0.8)] * 5 + [obs("alice", 0.42)] * 10 + [obs("alice", 0.3, ok=False)] * 5
+    assert [(d.kind, d.person_id) for d in feed(e, seq)] == [("identified", "alice")]
+
+
+def test_an_unknown_track_that_becomes_recognisable_is_decided_again() -> None:
+    e = queue_engine()
+    out = feed(e, [obs("bob", 0.2)] * 6) + feed(e, [obs("bob", 0.8)] * 5, t0=0.6)
+    assert [(d.kind, d.person_id) for d in out] == [("unknown", None), ("identified", "bob")]
+
+
+def test_a_photo_held_up_after_a_live_grant_does_not_inherit_the_liveness() -> None:
+    e = _live_engine()
+    out = []
+    for i in range(6):
+        out += e.update([_with_liveness(obs("alice", 0.8), 2.0, i * 0.1)], i * 0.1)
+    for i in range(6, 16):  # a print of bob in the same spot: recognisable, but every frame scores as a spoof
+        out += e.update([_with_liveness(obs("bob", 0.8), -3.0, i * 0.1)], i * 0.1)
+    assert [(d.kind, d.person_id) for d in out] == [("identified", "alice"), ("spoof", "bob")]

@@ -179,6 +179,23 @@ def test_stranger_is_unknown_and_door_stays_shut(tmp_path, broker, photos, astro
     assert pulses(factory.pin(17)) == []
 
 
+def test_a_stranger_right_behind_a_granted_person_is_still_reported(tmp_path, photos, astro_templates, pipeline,  # type: ignore[no-untyped-def]
+                                                                   factory) -> None:
+    """A queue at the door: the stranger steps into the spot the astronaut just left, with no gap in between."""
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2), ("astro", 8), ("hopper", 12), ("bg", 2)])
+    config = make_config(tmp_path, frames, None)
+    enrol(config, astro_templates, pipeline)
+    service = Service(config, pin_factory=factory)
+    seen: list[dict[str, Any]] = []
+    service.emitter.add_listener(seen.append)
+    service.run()
+    decisions = [e for e in seen if e["type"] in ("access_granted", "unknown_face", "access_denied")]
+    assert [e["type"] for e in decisions] == ["access_granted", "unknown_face"]
+    assert decisions[0]["track_id"] != decisions[1]["track_id"]
+    assert int(decisions[1]["frame"][:4]) >= 10 + 5 - 1  # decided on the stranger's own frames
+    assert len(pulses(factory.pin(17))) == 1
+
+
 def test_face_with_an_empty_gallery_is_unknown_with_no_score(tmp_path, photos, factory) -> None:  # type: ignore[no-untyped-def]
     frames = write_frames(tmp_path / "frames", photos, [("hopper", 8)])
     service = Service(make_config(tmp_path, frames, None), pin_factory=factory)

@@ -64,6 +64,10 @@ class RecognitionConfig(Section):
     cooldown_seconds: float = Field(10.0, ge=0)  # one visit gives one event
     track_iou: float = Field(0.3, gt=0, lt=1)
     track_timeout_seconds: float = Field(1.0, gt=0)
+    # A decided track passes to a new person (who then gets a decision of their own) when a whole window of
+    # good frames is all below the similarity with this FAR to the decided person, or matches someone else:
+    # the next person in a queue steps into the same spot before the track could time out.
+    new_person_far: float = Field(0.01, gt=0, lt=1)
     max_faces: int = Field(3, ge=1, le=20)
     quality: QualityConfig = QualityConfig()
 

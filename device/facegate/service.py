@@ -24,6 +24,7 @@ from facegate.access.policy import AccessPolicy
 from facegate.camera.source import Frame, FrameSource
 from facegate.camera.supervisor import CameraSupervisor, make_source
 from facegate.config import Config, ConfigError
+from facegate.errors import ModelError
 from facegate.events.commands import CommandVerifier
 from facegate.events.communicator import Command, Communicator, NullCommunicator
 from facegate.events.emitter import EventEmitter
@@ -72,6 +73,21 @@ def match_threshold(config: Config, pipeline: FacePipeline) -> float:
             "set recognition.threshold or re-run tools/evaluate.py --write-thresholds"
         )
     return table.for_far(config.recognition.far)
+
+
+def new_person_threshold(config: Config, pipeline: FacePipeline, threshold: float) -> float:
+    """Similarity below which a frame shows someone other than the decided person (``new_person_far``).
+
+    Falls back to the match threshold when the table is not for this embedder (a hand-set threshold): then a
+    decided track is handed over more readily, which costs at most an extra event, never a wrong grant.
+    """
+    try:
+        table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json")
+    except ModelError:
+        return threshold
+    if table.embedder_sha256 != pipeline.embedder_sha256:
+        return threshold
+    return min(threshold, table.for_far(config.recognition.new_person_far))
 
 
 @dataclass
@@ -124,6 +140,7 @@ class Service:
         self.liveness = LivenessGate.from_config(config.liveness, self.pipeline.manifest,
                                                  own_mesh=self.pipeline.mesh is None)
         self.engine = DecisionEngine(config.recognition, self.threshold,
+                                     new_person_below=new_person_threshold(config, self.pipeline, self.threshold),
                                      liveness=self.liveness.new_track if self.liveness else None)
         self._last_person: str | None = None
 

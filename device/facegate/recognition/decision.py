@@ -57,14 +57,18 @@ class DecisionEngine:
         threshold: float,
         liveness: Callable[[], LivenessTrackLike] | None = None,
         liveness_max_wait_frames: int = 30,
+        new_person_below: float | None = None,
     ) -> None:
         """``liveness`` makes a per-track accumulator; with it, a grant also needs the track judged live.
 
         A track whose identity is settled but whose liveness is still undecided after
         ``liveness_max_wait_frames`` frames is treated as not live: never open on missing evidence.
+        ``new_person_below``: similarity to the decided person under which a good frame shows somebody else
+        (``recognition.new_person_far`` looked up in the thresholds table; default: ``threshold``).
         """
         self.config = config
         self.threshold = threshold
+        self.new_person_below = threshold if new_person_below is None else min(new_person_below, threshold)
         self.liveness = liveness
         self.liveness_max_wait = liveness_max_wait_frames
         self.tracker = IouTracker(config.track_iou, config.track_timeout_seconds)
@@ -99,6 +103,8 @@ class DecisionEngine:
         while len(window) > self.config.window_frames:
             window.popleft()
         track.good_frames += 1 if obs.quality_ok else 0
+        if track.decided and self._someone_else(track):
+            self._hand_over(track)
         good = track.good_frames
         if track.decided:
             return None
@@ -114,10 +120,10 @@ class DecisionEngine:
                     if live is None and track.frames < self.liveness_max_wait:
                         return None  # identity settled, liveness needs a frame or two more
                     if not live:
-                        track.decided = True
+                        track.decided, track.decided_person = True, person
                         return Decision("spoof", track.track_id, person, best, count, obs, live_score,
                                         live_reason if live is not None else "not_enough_frames")
-                track.decided = True
+                track.decided, track.decided_person = True, person
                 if ts - self._last_granted.get(person, float("-inf")) < self.config.cooldown_seconds:
                     return None  # same visit seen again (e.g. the track broke): one visit, one event
                 self._last_granted[person] = ts
@@ -126,7 +132,38 @@ class DecisionEngine:
             # Someone gaining votes gets a little longer (the window slides) before being called unknown.
             if votes and good < 3 * self.config.unknown_after_frames:
                 return None
-            track.decided = True
+            track.decided, track.decided_person = True, None
             best = max(o.similarity for _, o in window)
             return Decision("unknown", track.track_id, None, best, len(window), obs)
         return None
+
+    def _someone_else(self, track: Track) -> bool:
+        """Whether a decided track now shows another person than the one it was decided on.
+
+        After a grant or denial: a whole window of good frames none of which supports that person (each matches
+        someone else, or is below ``new_person_below`` to them; a genuine user's good frame is below that about
+        1 time in 70, so five in a row do not happen by chance). After unknown_face: one identity now wins k of
+        the window, the same evidence a fresh track needs.
+        """
+        window = track.window
+        if len(window) < self.config.window_frames:
+            return False
+        if track.decided_person is None:
+            votes = Counter(v for v, _ in window if v is not None)
+            return bool(votes) and votes.most_common(1)[0][1] >= self.config.required_frames
+        person = track.decided_person
+        return all(
+            o.quality_ok and v != person and (o.person_id != person or o.similarity < self.new_person_below)
+            for v, o in window
+        )
+
+    def _hand_over(self, track: Track) -> None:
+        """Treat the track as a new arrival whose frames so far are the window (liveness evidence included)."""
+        self.tracker.renew(track)
+        track.decided, track.decided_person = False, None
+        track.good_frames = sum(1 for _, o in track.window if o.quality_ok)
+        if self.liveness is not None:
+            track.liveness = self.liveness()
+            for _, o in track.window:
+                if "liveness" in o.extra:
+                    track.liveness.add(o.extra["liveness"])

@@ -30,6 +30,7 @@ class Track:
     last_ts: float
     frames: int = 0
     decided: bool = False  # a grant, denial or unknown_face was already reported for this track
+    decided_person: str | None = None  # whom that decision was about (None: unknown_face)
     good_frames: int = 0  # frames that passed the quality gates
     window: deque[tuple[str | None, Any]] = field(default_factory=deque)  # (vote, observation), newest last
     liveness: Any = None  # the track's liveness accumulator, when a liveness gate is configured
@@ -65,3 +66,11 @@ class IouTracker:
             track.frames += 1
             result.append(track)
         return result
+
+    def renew(self, track: Track) -> None:
+        """Give ``track`` a new id, as for a new arrival: another person took the place of the one it followed."""
+        del self.tracks[track.track_id]
+        track.track_id = next(self._ids)
+        track.first_ts = track.last_ts
+        track.frames = len(track.window)
+        self.tracks[track.track_id] = track
