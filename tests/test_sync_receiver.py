@@ -15,6 +15,7 @@ import paho.mqtt.publish as mqtt_publish
 import pytest
 from broker import Collector, Mosquitto, wait_until
 from facegate.config import Config, parse_config
+from facegate.events.ratelimit import ReportLimiter
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
 from facegate.sync import receiver as receiver_module
@@ -287,6 +288,7 @@ def test_a_manifest_announcing_too_many_chunks_is_refused(tmp_path, broker) -> N
 def test_refused_bundles_and_bad_manifests_are_remembered_in_bounded_tables(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
     _, _, public = keypair()
     door = Door(tmp_path, public, server=broker)  # not started: only the bookkeeping is exercised
+    door.receiver._reports = ReportLimiter(burst=10**6)  # this test counts every report; the next one the limit
     mqtt = door.receiver.mqtt
     assert mqtt is not None
     bogus = [f'{{"format": "bogus {i}"}}'.encode() for i in range(3 * REMEMBERED)]
@@ -299,6 +301,22 @@ def test_refused_bundles_and_bad_manifests_are_remembered_in_bounded_tables(tmp_
     mqtt._on_manifest(bogus[0])  # the oldest was forgotten: reported again, the table stays bounded
     assert len(door.of("gallery_rejected")) == len(bogus) + 1
     assert len(mqtt._bad_manifests) == REMEMBERED and len(door.receiver._decided) == REMEMBERED
+
+
+def test_a_flood_of_bogus_manifests_is_reported_at_a_bounded_rate(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
+    _, _, public = keypair()
+    door = Door(tmp_path, public, server=broker)
+    now = [0.0]
+    door.receiver._reports = ReportLimiter(clock=lambda: now[0])  # the shipped rates: burst 20, 20 a minute
+    mqtt = door.receiver.mqtt
+    assert mqtt is not None
+    for i in range(60):
+        mqtt._on_manifest(f'{{"format": "flood {i}"}}'.encode())
+    assert len(door.of("gallery_rejected")) == 20
+    now[0] = 3.0  # one report's worth of refill
+    mqtt._on_manifest(b'{"format": "after the flood"}')
+    last = door.of("gallery_rejected")[-1]
+    assert len(door.of("gallery_rejected")) == 21 and last["suppressed"] == 40
 
 
 # ------------------------------------------------------------------ HTTP

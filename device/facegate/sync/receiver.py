@@ -41,6 +41,7 @@ import paho.mqtt.client as paho
 
 from facegate import __version__
 from facegate.config import Config, SyncConfig
+from facegate.events.ratelimit import ReportLimiter
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
 from facegate.mqtt_client import connect_properties
@@ -114,6 +115,7 @@ class SyncReceiver:
         self._state = SyncState(0, None)
         self._decided: OrderedDict[str, int] = OrderedDict()  # bundle sha -> sync version when it was refused
         self._busy: set[str] = set()  # handed to the worker, not yet decided
+        self._reports = ReportLimiter()
         self._jobs: queue.SimpleQueue[tuple[bytes, str, Callable[[], None]] | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -239,8 +241,14 @@ class SyncReceiver:
             return
         if remember and exc.reason != "apply_failed":  # a local failure (disk full, ...) is worth another try
             _remember(self._decided, sha, self._state.version)
+        held_back = self._reports.admit()  # distinct bogus manifests are cheap to send: report at a bounded rate
+        if held_back is None:
+            log.debug("gallery bundle %s from %s rejected (not reported: too many refusals): %s", sha[:12], source,
+                      exc)
+            return
         log.warning("gallery bundle %s from %s rejected: %s", sha[:12], source, exc)
-        fields: dict[str, Any] = {"reason": exc.reason, "bundle": sha, "source": source, "detail": exc.detail[:300]}
+        fields: dict[str, Any] = {"reason": exc.reason, "bundle": sha, "source": source, "detail": exc.detail[:300],
+                                  "suppressed": held_back}
         if exc.version is not None:
             fields["version"] = exc.version
         self._emit("gallery_rejected", **fields)
