@@ -16,7 +16,7 @@ from paho.mqtt.properties import Properties
 
 from facegate.config import ConfigError, MqttConfig
 
-__all__ = ["MqttTarget", "connect_properties", "new_client"]
+__all__ = ["MqttTarget", "connect_async", "new_client"]
 
 
 @dataclass(frozen=True)
@@ -72,15 +72,17 @@ def new_client(target: MqttTarget, client_id: str) -> paho.Client:
     return client
 
 
-def connect_properties(target: MqttTarget, max_packet_bytes: int) -> Properties | None:
-    """MQTT 5 CONNECT properties that make the broker drop, not deliver, any packet over ``max_packet_bytes``.
+def connect_async(client: paho.Client, target: MqttTarget, max_packet_bytes: int) -> None:
+    """Start connecting in the background; with MQTT 5, a clean start that asks the broker to drop, not deliver,
+    any packet over ``max_packet_bytes``.
 
-    paho reads a whole packet into memory before any callback can look at its size, so without this one huge
-    publish to a subscribed topic can exhaust a Pi's memory. MQTT 3.1.1 has no such property: there, set the
+    paho reads a whole packet into memory before any callback can look at its size, so without the limit one
+    huge publish to a subscribed topic can exhaust a Pi's memory. MQTT 3.1.1 has no such property: there, set the
     broker's ``max_packet_size`` (docs/mqtt.md).
     """
     if target.protocol != "5":
-        return None
+        client.connect_async(target.host, target.port, keepalive=target.keepalive)
+        return
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.MaximumPacketSize = max_packet_bytes
-    return props
+    client.connect_async(target.host, target.port, keepalive=target.keepalive, clean_start=True, properties=props)

@@ -75,19 +75,19 @@ def match_threshold(config: Config, pipeline: FacePipeline) -> float:
     return table.for_far(config.recognition.far)
 
 
-def new_person_threshold(config: Config, pipeline: FacePipeline, threshold: float) -> float:
+def new_person_threshold(config: Config, pipeline: FacePipeline) -> float | None:
     """Similarity below which a frame shows someone other than the decided person (``new_person_far``).
 
-    Falls back to the match threshold when the table is not for this embedder (a hand-set threshold): then a
-    decided track is handed over more readily, which costs at most an extra event, never a wrong grant.
+    None when the table is not for this embedder (a hand-set threshold): the engine then uses the match
+    threshold, so a decided track is handed over more readily, which costs at most an extra event, never a grant.
     """
     try:
         table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json")
     except ModelError:
-        return threshold
+        return None
     if table.embedder_sha256 != pipeline.embedder_sha256:
-        return threshold
-    return min(threshold, table.for_far(config.recognition.new_person_far))
+        return None
+    return table.for_far(config.recognition.new_person_far)
 
 
 @dataclass
@@ -140,7 +140,7 @@ class Service:
         self.liveness = LivenessGate.from_config(config.liveness, self.pipeline.manifest,
                                                  own_mesh=self.pipeline.mesh is None)
         self.engine = DecisionEngine(config.recognition, self.threshold,
-                                     new_person_below=new_person_threshold(config, self.pipeline, self.threshold),
+                                     new_person_below=new_person_threshold(config, self.pipeline),
                                      liveness=self.liveness.new_track if self.liveness else None)
         self._last_person: str | None = None
 

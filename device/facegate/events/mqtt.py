@@ -39,7 +39,7 @@ from facegate.events.communicator import Command, CommandHandler
 from facegate.events.discovery import Topics, discovery_payload, topics
 from facegate.events.emitter import EventEmitter, format_ts
 from facegate.events.ratelimit import ReportLimiter
-from facegate.mqtt_client import MqttTarget, connect_properties, new_client
+from facegate.mqtt_client import MqttTarget, connect_async, new_client
 
 __all__ = ["MqttCommunicator"]
 
@@ -122,6 +122,7 @@ class MqttCommunicator:
         self._generation_started = 0.0
         self._next_status = 0.0
 
+        self._target = MqttTarget.from_config(config)  # ConfigError naming the key, before anything starts
         self._client = self._make_client()
 
     # ------------------------------------------------------------------ construction
@@ -131,7 +132,7 @@ class MqttCommunicator:
         cfg = self._config
         # Clean sessions on purpose (new_client): commands queued by the broker while we were away would be
         # stale anyway (and then refused as expired); events do not need the session: the outbox re-sends them.
-        client = new_client(MqttTarget.from_config(cfg), cfg.client_id or f"facegate-{self._device_id}")
+        client = new_client(self._target, cfg.client_id or f"facegate-{self._device_id}")
         # paho's own messages go to DEBUG: while the broker is away it logs every retry at ERROR, and our
         # callbacks already report connection changes once, at the right level.
         client.on_log = self._on_log
@@ -168,13 +169,7 @@ class MqttCommunicator:
             raise RuntimeError("MqttCommunicator.start() called twice")
         self._started = True
         self._emitter.add_listener(self._on_event)
-        cfg = self._config
-        if cfg.protocol == "5":
-            self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_seconds, clean_start=True,
-                                       properties=connect_properties(MqttTarget.from_config(cfg),
-                                                                     MAX_INBOUND_PACKET_BYTES))
-        else:
-            self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_seconds)
+        connect_async(self._client, self._target, MAX_INBOUND_PACKET_BYTES)
         self._client.loop_start()
         self._pump = threading.Thread(target=self._run_pump, name="facegate-mqtt-pump", daemon=True)
         self._pump.start()

@@ -44,7 +44,7 @@ from facegate.config import Config, SyncConfig
 from facegate.events.ratelimit import ReportLimiter
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
-from facegate.mqtt_client import connect_properties
+from facegate.mqtt_client import connect_async
 from facegate.sync.apply import ApplyResult, SyncState, apply_bundle, sync_state
 from facegate.sync.bundle import BundleError, Reason, verify_bundle
 from facegate.sync.chunks import (
@@ -325,13 +325,8 @@ class MqttSource:
                 self._store.discard()
             elif self._store.complete:  # every chunk arrived before the last stop: apply it now
                 self._hand_over()
-        if self._target.protocol == "5":
-            # No chunk (or manifest) can be larger than the largest bundle we accept: the broker drops bigger ones.
-            limit = self._max_bytes + MAX_CHUNK_HEADER_BYTES + 4096  # + topic and MQTT framing
-            self.client.connect_async(self._target.host, self._target.port, self._target.keepalive, clean_start=True,
-                                      properties=connect_properties(self._target, limit))
-        else:
-            self.client.connect_async(self._target.host, self._target.port, self._target.keepalive)
+        # No chunk (or manifest) can be larger than the largest bundle we accept: the broker drops bigger ones.
+        connect_async(self.client, self._target, self._max_bytes + MAX_CHUNK_HEADER_BYTES + 4096)  # + framing
         self.client.loop_start()
 
     def stop(self) -> None:
