@@ -69,6 +69,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from facegate.config import AccessConfig
 from facegate.errors import GalleryError
+from facegate.gallery.schema import POLICY_SCHEMA as _SCHEMA
 from facegate.gallery.store import Gallery
 
 log = logging.getLogger(__name__)
@@ -79,17 +80,6 @@ Reason = Literal["unknown_person", "lockdown", "expired", "not_yet_valid", "grou
 
 Schedule = dict[str, list[list[str]]]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS person_policy (
-    person_id TEXT PRIMARY KEY REFERENCES persons(id) ON DELETE CASCADE,
-    valid_from TEXT,
-    valid_until TEXT,
-    groups TEXT NOT NULL DEFAULT '[]',
-    schedule TEXT,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS device_local (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
-"""
 
 _TIME = re.compile(r"(\d{2}):(\d{2})")
 _DAY_SECONDS = 86_400

@@ -19,6 +19,7 @@ import numpy as np
 
 from facegate.errors import GalleryError
 from facegate.gallery.index import EmbeddingIndex
+from facegate.gallery.schema import POLICY_SCHEMA
 
 SCHEMA_VERSION = 1
 
@@ -109,12 +110,10 @@ class Gallery:
     def _install_change_log(self) -> None:
         """Create the access-policy tables (so their triggers can exist from the start) and the change log.
 
-        The policy schema is imported from its owner rather than repeated; the import is local because
-        ``facegate.access.policy`` imports this module. ``changes_since`` records the version from which the
-        log is complete (0 for a new gallery), so a delta against an older base is refused, not guessed.
+        The policy schema lives in ``facegate.gallery.schema``, shared with the access policy.
+        ``changes_since`` records the version from which the log is complete (0 for a new gallery), so a delta
+        against an older base is refused, not guessed.
         """
-        from facegate.access.policy import _SCHEMA as POLICY_SCHEMA
-
         self._db.executescript(POLICY_SCHEMA)
         if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sync_changes'").fetchone() is None:
             try:  # one script, one transaction: all of the log or none of it
