@@ -432,8 +432,10 @@ def test_write_csv_quotes_formulas_only_in_text() -> None:
     assert row["name"] == "'-1" and row["similarity"] == "-0.5" and row["person_id"] == "'@p"
 
 
-def test_sqlite_file_is_wal(tmp_path: Path) -> None:
-    Journal(tmp_path / "j.db").close()
+def test_sqlite_file_is_wal_and_owner_only(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as j:
+        j.record(ev(1, time.time()))
+        assert all((tmp_path / f"j.db{s}").stat().st_mode & 0o077 == 0 for s in ("", "-wal", "-shm"))
     db = sqlite3.connect(tmp_path / "j.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
