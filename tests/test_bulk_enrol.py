@@ -127,6 +127,20 @@ def test_bad_folder_or_csv_stops_before_anything_is_enrolled(staff, tmp_path) ->
     assert code == 2 and "needs --id" in err
 
 
+def test_symlinked_person_folders_and_loops(staff, tmp_path, pipeline) -> None:  # type: ignore[no-untyped-def]
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "astro").symlink_to(staff / "astro", target_is_directory=True)
+    (site / "hopper").mkdir()
+    (site / "hopper" / "portrait.jpg").symlink_to(staff / "hopper" / "portrait.jpg")
+    (site / "hopper" / "again").symlink_to(site / "hopper", target_is_directory=True)  # a loop
+    source = FolderPhotos(site)
+    assert sorted(source.person_ids()) == ["astro", "hopper"] and source.total == 5
+    with Gallery(tmp_path / "g.db") as g:
+        result = enrol_photos(pipeline, g, source, total=source.total)
+    assert [p["person_id"] for p in result.enrolled] == ["astro", "hopper"] and result.accepted == 3
+
+
 def test_people_csv_forms() -> None:
     people = parse_people_csv("# staff list\nalice,Alice A.,day;night\nbob\n\ncarol,,\n")
     assert people["alice"].name == "Alice A." and people["alice"].groups == ("day", "night")
