@@ -213,6 +213,15 @@ class SyncConfig(Section):
         return value
 
 
+class JournalConfig(Section):
+    """The access journal (facegate/journal): local history of every event, apart from the outbox."""
+
+    enabled: bool = True
+    path: Path = Path("journal.db")  # relative paths are under state_dir
+    max_events: int = Field(1_000_000, ge=1)  # the oldest go first beyond this
+    retention_days: float = Field(365.0, gt=0)  # and anything older than this
+
+
 class Config(Section):
     device_id: str = Field("door", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     state_dir: Path = Path("/var/lib/facegate")
@@ -228,6 +237,7 @@ class Config(Section):
     outbox: OutboxConfig = OutboxConfig()
     access: AccessConfig = AccessConfig()
     sync: SyncConfig = SyncConfig()
+    journal: JournalConfig = JournalConfig()
 
     @model_validator(mode="after")
     def _sync_topic_needs_mqtt(self) -> Config:
@@ -238,6 +248,10 @@ class Config(Section):
     @property
     def gallery_path(self) -> Path:
         return self.gallery.path if self.gallery.path.is_absolute() else self.state_dir / self.gallery.path
+
+    @property
+    def journal_path(self) -> Path:
+        return self.journal.path if self.journal.path.is_absolute() else self.state_dir / self.journal.path
 
 
 def _describe(exc: ValidationError) -> str:
