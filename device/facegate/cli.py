@@ -18,6 +18,7 @@ import numpy as np
 from facegate import __version__
 from facegate.config import EXIT_CONFIG, Config, ConfigError, load_config
 from facegate.errors import FacegateError, GalleryError, ImageError
+from facegate.events.ha_cli import add_code_commands
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.imageio import read_image
 from facegate.models import Manifest
@@ -299,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.set_defaults(func=cmd_gallery_remove)
     add_gallery_sync_commands(gallery)  # keygen, export, publish, apply, export-templates, import-templates
+    add_code_commands(sub)  # code hash: Home Assistant unlock codes
     return parser
 
 
