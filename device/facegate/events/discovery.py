@@ -144,7 +144,8 @@ def _event_template(attributes: dict[str, tuple[str, ...]]) -> str:
     table = "{" + ", ".join(f"'{t}': [{', '.join(repr(k) for k in (*keys, *_ENVELOPE))}]"
                             for t, keys in attributes.items()) + "}"
     return (
-        f"{{% set t = value_json.get('type') %}}{{% set keys = {table}.get(t) %}}"
+        "{% set t = value_json.get('type') if value_json is defined and value_json is mapping else none %}"
+        f"{{% set keys = {table}.get(t) %}}"
         "{% if keys is none %}{}{% else %}"
         '{"event_type": {{ t | tojson }}'
         "{% for k in keys %}{% if value_json.get(k) is not none %}"

@@ -36,7 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from facegate import __version__
 from facegate.config import MqttConfig
 from facegate.events.commands import CommandRejected, CommandVerifier
-from facegate.events.communicator import Command, CommandHandler
+from facegate.events.communicator import Command, CommandHandler, status_seq
 from facegate.events.discovery import Topics, discovery_payload, topics
 from facegate.events.emitter import EventEmitter, format_ts
 from facegate.events.ratelimit import ReportLimiter
@@ -53,11 +53,6 @@ _STATE_HEADROOM = 8
 COUNTERS_REFRESH_SECONDS = 1.0
 #: Largest packet the broker may send us (MQTT 5): commands are at most 4 KiB, Home Assistant's status a word.
 MAX_INBOUND_PACKET_BYTES = 64 * 1024
-
-
-def _status_seq(payload: object) -> int:
-    seq = payload.get("status_seq") if isinstance(payload, dict) else None
-    return seq if isinstance(seq, int) else -1
 
 
 def _dumps(value: Any) -> str:
@@ -232,7 +227,7 @@ class MqttCommunicator:
         if not name or name.startswith("/") or name.endswith("/") or "+" in name or "#" in name:
             raise ValueError(f"invalid state name {name!r}")
         with self._state_lock:
-            if name == "status" and _status_seq(payload) < _status_seq(self._states.get(name)):
+            if name == "status" and status_seq(payload) < status_seq(self._states.get(name)):
                 return  # last writer wins: an older status never replaces a newer one
             self._states[name] = payload
             self._dirty.add(name)
