@@ -153,6 +153,8 @@ class Service:
                               'door.pin_factory = "mock")') from None
         atexit.register(self.door.close)
 
+        # The door's web console URL for Home Assistant's device page; set it before run() when a console runs.
+        self.configuration_url: str | None = None
         # Status: built by status(), published on change (coalesced) and every minute (facegate.events.status).
         self.facts = EventFacts()
         self.emitter.add_listener(self._on_event_for_status)
@@ -171,7 +173,8 @@ class Service:
                 communicator = MqttCommunicator(
                     config.mqtt, config.device_id, self.emitter, verifier, status_interval_seconds=None,
                     discovery=lambda: discovery_payload(config.mqtt, config.device_id, features=features,
-                                                        hw_version=hw_version))
+                                                        hw_version=hw_version,
+                                                        configuration_url=self.configuration_url))
             else:
                 communicator = NullCommunicator(self.emitter)
         self.communicator = communicator
