@@ -8,7 +8,8 @@ exactly as for signed commands (the same nonce store). What this trusts is weake
 say so: anyone who can read ``lock/set`` sees the code, so the broker must use TLS and ACLs.
 
 Why scrypt: a stolen config file (or SD card) must not give the codes away; a 6-digit code has only 10^6
-values, so the hash is slow on purpose (n=2^14, r=8: ~16 MiB and tens of ms per check). Why the brake: anyone
+values, so the hash is slow on purpose (n=2^14, r=8: 16 MiB, ~0.1 s per hash on the shared 2-core x86
+development VM, median of 10; slower on a Pi). Why the brake: anyone
 allowed to publish on ``lock/set`` could otherwise try codes as fast as the door hashes them. After
 :data:`GUESS_BURST` wrong codes, one more guess is allowed per :data:`GUESS_REFILL_SECONDS`; while braked, a
 code is not even checked (``too_many_attempts``), so guessing a 6-digit code takes on average about a year.
