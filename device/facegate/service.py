@@ -337,7 +337,10 @@ class Service:
         """Run until the source ends or a stop signal; returns the process exit code."""
         self.emitter.emit("service_started", version=__version__)
         self._on_door_state("lock", "LOCKED" if self.door.locked else "UNLOCKED")
-        self._status.publish_now()  # before connecting: the first status on the broker is a complete one
+        try:
+            self._status.publish_now()  # before connecting: the first status on the broker is a complete one
+        except Exception:  # the publisher's heartbeat tries again; the door must run regardless
+            log.exception("could not build the first status")
         self.communicator.start()
         self._status.start()
         if self.sync is not None:
