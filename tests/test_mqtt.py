@@ -289,17 +289,16 @@ def test_home_assistant_discovery(broker: Mosquitto, tmp_path: Path, devices: li
         assert payload["dev"]["identifiers"] == [f"facegate_{DEVICE}"]
         assert payload["dev"]["manufacturer"] == "facegate" and payload["o"]["name"] == "facegate"
         assert payload["availability_topic"] == f"{BASE}/availability"
-        platforms = {c["p"] for c in payload["cmps"].values()}
-        assert platforms == {"lock", "event", "binary_sensor", "sensor"}
-        lock = payload["cmps"]["lock"]
-        assert (lock["state_topic"], lock["command_topic"], lock["optimistic"]) == (
-            f"{BASE}/lock/state",
-            f"{BASE}/lock/set",
-            False,
-        )
-        assert payload["cmps"]["access"]["event_types"] == ["access_granted", "access_denied", "unknown_face"]
-        assert payload["cmps"]["door"]["device_class"] == "door"
-        assert all(c["unique_id"].startswith(f"facegate_{DEVICE}_") for c in payload["cmps"].values())
+        live = {cid: c for cid, c in payload["cmps"].items() if len(c) > 1}  # {"p": ...} alone removes one
+        assert {c["p"] for c in live.values()} == {"event", "binary_sensor", "sensor"}
+        assert not any("command_topic" in c for c in live.values())  # no HA unlock mode: nothing to press
+        lock = live["lock_state"]
+        assert (lock["state_topic"], lock["device_class"], lock["payload_on"]) == (f"{BASE}/lock/state", "lock",
+                                                                                   "UNLOCKED")
+        assert live["access"]["event_types"][:3] == ["access_granted", "access_denied", "unknown_face"]
+        assert "door" not in live  # no contact wired
+        assert all(c["qos"] == 1 for c in live.values())
+        assert all(c["unique_id"].startswith(f"facegate_{DEVICE}_") for c in live.values())
         # Home Assistant restarted: it announces itself and the device re-sends discovery.
         publish.single("homeassistant/status", "online", hostname=broker.host, port=broker.port)
         seen.wait_for(lambda m: len(m) == 2)
@@ -339,11 +338,47 @@ def test_outbox_full_is_counted_and_reported(broker: Mosquitto, tmp_path: Path, 
     device.emit(10)
     assert device.emitter.emit("access_granted", person_id="p") is None  # no exception for the frame loop
     assert device.emitter.dropped == 1
+    device.comm.publish_state("status", {"gallery_persons": 0, "status_seq": 1})
     broker.start()
     with Collector(broker, f"{BASE}/status") as seen:
         device.start()
         status = seen.wait_for(lambda m: len(m) >= 1)[0].json()
-        assert status["events_dropped"] == 1
+        assert status["events_dropped"] == 1 and status["gallery_persons"] == 0
+    device.stop()
+
+
+def test_no_status_until_the_service_supplies_one(broker: Mosquitto, tmp_path: Path, devices: list[Device]) -> None:
+    """A status with only the transport's counters would blank every dashboard sensor: it is never sent."""
+    with Collector(broker, f"{BASE}/#") as seen:
+        device = Device(broker, tmp_path, status_interval_seconds=0.2)
+        devices.append(device)
+        device.start()
+        seen.wait_for(lambda m: any(x.topic == f"{BASE}/availability" for x in m))
+        device.emit(3)
+        time.sleep(0.8)  # several intervals and counter changes
+        assert seen.on(f"{BASE}/status") == []
+        device.comm.publish_state("status", {"gallery_persons": 2, "status_seq": 5})
+        seen.wait_for(lambda m: any(x.topic == f"{BASE}/status" for x in m))
+        device.comm.publish_state("status", {"gallery_persons": 1, "status_seq": 4})  # older: dropped
+        time.sleep(0.5)
+        assert {x.json()["status_seq"] for x in seen.on(f"{BASE}/status")} == {5}
+        device.stop()
+
+
+def test_status_follows_the_outbox_counters(broker: Mosquitto, tmp_path: Path, devices: list[Device]) -> None:
+    """'Undelivered events' must read 0 once the broker has everything, not a minute later."""
+    broker.stop()
+    device = Device(broker, tmp_path, status_interval_seconds=None)
+    devices.append(device)
+    device.emit(4)
+    device.comm.publish_state("status", {"gallery_persons": 0, "outbox": {"pending": 4, "dropped": 0},
+                                         "status_seq": 1})
+    broker.start()
+    with Collector(broker, f"{BASE}/status") as seen:
+        device.start()
+        seen.wait_for(lambda m: len(m) >= 1 and m[-1].json()["outbox_pending"] == 0, timeout=5)
+        last = seen.on(f"{BASE}/status")[-1].json()
+        assert last["outbox"] == {"pending": 0, "dropped": 0} and last["status_seq"] == 1
     device.stop()
 
 

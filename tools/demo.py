@@ -5,15 +5,22 @@ Builds a replay of frames from registry-shipped photos (scikit-image's astronaut
 matplotlib's Grace Hopper as a stranger; empty scenes between visits), runs ``facegate run`` on it with
 gpiozero's mock pins, publishes to a local Mosquitto when one answers on localhost:1883 (else the events
 stay in the outbox), and prints each event as it happens.
+
+The replay loops, so the door stays online (for Home Assistant, mosquitto_sub, a dashboard) until Ctrl-C, which
+stops it cleanly (relay released, outbox flushed, ``offline`` published). ``--once`` plays the scenes once and
+exits, ``--duration SECONDS`` stops by itself after that long: bounded runs for scripts and CI.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -98,13 +105,15 @@ def broker_up(host: str = "127.0.0.1", port: int = 1883) -> bool:
         return False
 
 
-def write_config(path: Path, frames: Path, state: Path, mqtt: bool) -> None:
+def write_config(path: Path, frames: Path, state: Path, mqtt: bool, *, loop: bool = True,
+                 host: str = "127.0.0.1", port: int = 1883) -> None:
     path.write_text(f"""device_id = "demo-door"
 state_dir = "{state}"
 
 [camera]
 source = "replay:{frames}"
 fps = 10
+loop = {"true" if loop else "false"}
 
 [door]
 pin_factory = "mock"
@@ -114,8 +123,8 @@ unlock_seconds = 3
 
 [mqtt]
 enabled = {"true" if mqtt else "false"}
-host = "127.0.0.1"
-port = 1883
+host = "{host}"
+port = {port}
 
 [outbox]
 flush_timeout_seconds = 5
@@ -141,23 +150,60 @@ def show(line: str) -> None:
     print(f"{event['ts'][11:23]}  {event['type']:<18} {json.dumps(detail)}")
 
 
-def main() -> int:
-    shutil.rmtree(DEMO, ignore_errors=True)
-    frames, state = DEMO / "frames", DEMO / "state"
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="facegate's door service on a built-in demo (make demo)")
+    parser.add_argument("--once", action="store_true", help="play the scenes once, then stop (default: loop)")
+    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                        help="stop by itself after this long (as Ctrl-C would)")
+    parser.add_argument("--host", default="127.0.0.1", help="MQTT broker (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=1883, help="MQTT port (default 1883)")
+    parser.add_argument("--dir", type=Path, default=DEMO, help=f"working folder, wiped first (default {DEMO})")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    demo = args.dir
+    shutil.rmtree(demo, ignore_errors=True)
+    frames, state = demo / "frames", demo / "state"
     state.mkdir(parents=True)
     count = build_frames(frames)
     enrol(state / "gallery.db")
-    mqtt = broker_up()
-    write_config(DEMO / "facegate.toml", frames, state, mqtt)
+    mqtt = broker_up(args.host, args.port)
+    write_config(demo / "facegate.toml", frames, state, mqtt, loop=not args.once, host=args.host, port=args.port)
     print(f"demo: {count} frames in {frames}; 'astronaut' enrolled; MQTT "
-          + ("on 127.0.0.1:1883 (watch: mosquitto_sub -v -t 'facegate/demo-door/#')" if mqtt else
-             "broker not found: events stay in the outbox"))
+          + (f"on {args.host}:{args.port} (watch: mosquitto_sub -v -t 'facegate/demo-door/#')" if mqtt else
+             "broker not found: events stay in the outbox"), flush=True)
+    if args.once:
+        print("demo: playing the scenes once", flush=True)
+    else:
+        limit = f" for {args.duration:g} s" if args.duration is not None else ""
+        print(f"demo: the replay loops and the door stays online{limit}; press Ctrl-C to stop", flush=True)
     proc = subprocess.Popen([str(Path(sys.executable).with_name("facegate")), "run", "--config",
-                             str(DEMO / "facegate.toml")], stdout=subprocess.PIPE, text=True)
+                             str(demo / "facegate.toml")], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    for line in proc.stdout:
-        show(line)
-    return proc.wait()
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # the service's own clean stop
+
+    timer = threading.Timer(args.duration, stop) if args.duration is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    while True:
+        try:
+            for line in proc.stdout:
+                show(line)
+            break
+        except KeyboardInterrupt:  # a terminal Ctrl-C reaches the service too; a SIGINT to us alone is forwarded
+            print("demo: stopping (relay released, outbox flushed, offline announced)", flush=True)
+            stop()
+    if timer is not None:
+        timer.cancel()
+    code = proc.wait()
+    print(f"demo: stopped (exit {code})", flush=True)
+    return code
 
 
 if __name__ == "__main__":

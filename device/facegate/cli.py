@@ -19,6 +19,7 @@ from facegate import __version__
 from facegate.config import EXIT_CONFIG, Config, ConfigError, load_config
 from facegate.enrolment.photo import assess
 from facegate.errors import FacegateError, GalleryError, ImageError
+from facegate.events.ha_cli import add_code_commands
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.imageio import read_image
 from facegate.journal.cli import add_events_command, add_purge_options, purge_events, purge_target
@@ -317,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gallery_remove)
     add_gallery_sync_commands(gallery)  # keygen, export, publish, apply, export-templates, import-templates
     add_events_command(sub)  # facegate events: the access journal
+    add_code_commands(sub)  # code hash: Home Assistant unlock codes
     return parser
 
 

@@ -146,6 +146,36 @@ class CommandsConfig(Section):
     hmac_key_file: Path | None = None
     ed25519_public_keys: list[str] = []  # base64 raw 32-byte public keys
     max_age_seconds: float = Field(30.0, gt=0, le=3600)
+    # Home Assistant unlock mode (docs/mqtt.md, "Home Assistant"): opt-in, off while no code hash is configured.
+    # Hashes come from `facegate code hash`; the codes themselves are never stored on the door.
+    home_assistant_codes: list[str] = []
+    home_assistant_code_hashes_file: Path | None = None  # one hash per line; '#' starts a comment
+    home_assistant_code_format: str = r"^\d{6,12}$"  # what HA's keypad accepts (its lock's code_format)
+    home_assistant_lockdown: bool = True  # offer the lockdown switch in that mode (trusts the broker ACL)
+
+    @field_validator("home_assistant_codes")
+    @classmethod
+    def _code_hashes(cls, value: list[str]) -> list[str]:
+        # Checked at load: a pasted half-hash would otherwise refuse every code at the door.
+        from facegate.events.ha_codes import CodeHashError, parse_code_hash
+
+        for i, text in enumerate(value):
+            try:
+                parse_code_hash(text)
+            except CodeHashError as exc:
+                raise ValueError(f"[{i}]: {exc}") from None
+        return value
+
+    @field_validator("home_assistant_code_format")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
 
 class OutboxConfig(Section):

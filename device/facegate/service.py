@@ -27,9 +27,11 @@ from facegate.config import Config, ConfigError
 from facegate.errors import ModelError
 from facegate.events.commands import CommandVerifier
 from facegate.events.communicator import Command, Communicator, NullCommunicator
+from facegate.events.discovery import DoorFeatures, discovery_payload, pi_model
 from facegate.events.emitter import EventEmitter
 from facegate.events.mqtt import MqttCommunicator
 from facegate.events.outbox import Outbox
+from facegate.events.status import CHANGE_EVENTS, EventFacts, StatusPublisher
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
 from facegate.journal import JournalError, JournalWriter, open_journal
@@ -165,10 +167,28 @@ class Service:
                               'door.pin_factory = "mock")') from None
         atexit.register(self.door.close)
 
+        # The door's web console URL for Home Assistant's device page; set it before run() when a console runs.
+        self.configuration_url: str | None = None
+        # Status: built by status(), published on change (coalesced) and every minute (facegate.events.status).
+        self.facts = EventFacts()
+        self.emitter.add_listener(self._on_event_for_status)
+        self._status = StatusPublisher(self.status, lambda status: self.communicator.publish_state("status", status),
+                                       interval_seconds=STATUS_INTERVAL_SECONDS)
+
         if communicator is None:
             if config.mqtt.enabled:
                 verifier = CommandVerifier(config.commands, config.device_id, config.state_dir / "command_nonces.db")
-                communicator = MqttCommunicator(config.mqtt, config.device_id, self.emitter, verifier)
+                # Home Assistant discovery declares what this door has and which unlock mode it runs.
+                features = DoorFeatures(
+                    contact=config.door.contact_pin is not None, exit_button=config.door.exit_pin is not None,
+                    ha_unlock=verifier.home_assistant_mode, ha_lockdown=verifier.home_assistant_lockdown,
+                    code_format=config.commands.home_assistant_code_format)
+                hw_version = pi_model()
+                communicator = MqttCommunicator(
+                    config.mqtt, config.device_id, self.emitter, verifier, status_interval_seconds=None,
+                    discovery=lambda: discovery_payload(config.mqtt, config.device_id, features=features,
+                                                        hw_version=hw_version,
+                                                        configuration_url=self.configuration_url))
             else:
                 communicator = NullCommunicator(self.emitter)
         self.communicator = communicator
@@ -191,6 +211,12 @@ class Service:
 
     def _on_door_state(self, name: str, value: str) -> None:
         self.communicator.publish_state(f"{name}/state", value)
+        self.publish_status()
+
+    def _on_event_for_status(self, event: dict[str, Any]) -> None:
+        self.facts.on_event(event)
+        if event.get("type") in CHANGE_EVENTS:
+            self.publish_status()
 
     def _on_command(self, command: Command) -> None:
         """Called from the MQTT thread with a command whose signature, age and nonce were verified.
@@ -259,15 +285,17 @@ class Service:
             "gallery": {"version": version, "persons": persons, "templates": templates},
             "gallery_persons": persons, "last_person": self._last_person,
             "models": models, "threshold": round(self.threshold, 4), "far": self.config.recognition.far,
-            "lockdown": lockdown, "door": self.door.state(),
+            "lockdown": lockdown, "door": {**self.door.state(), "forced_open": self.facts.forced_open},
             "outbox": {"pending": len(self.outbox), "dropped": self.emitter.dropped},
             "journal": self.journal.status() if self.journal is not None else {
                 "enabled": self.config.journal.enabled, "events": 0, "errors": 1 if self._journal_open_error else 0,
                 "pending": 0, "last_error": self._journal_open_error},
+            "last_access": self.facts.last_access, "camera": self.facts.camera,
         }
 
     def publish_status(self) -> None:
-        self.communicator.publish_state("status", self.status())
+        """Ask for a fresh status: published within a fraction of a second, bursts folded into one."""
+        self._status.request()
 
     # ------------------------------------------------------------------ the frame loop
 
@@ -324,18 +352,21 @@ class Service:
 
     def run(self) -> int:
         """Run until the source ends or a stop signal; returns the process exit code."""
-        self.communicator.start()
         if self.journal is not None:
             self.journal.start()
-        if self.sync is not None:
-            self.sync.start()
         self.emitter.emit("service_started", version=__version__)
         self._on_door_state("lock", "LOCKED" if self.door.locked else "UNLOCKED")
-        self.publish_status()
+        try:
+            self._status.publish_now()  # before connecting: the first status on the broker is a complete one
+        except Exception:  # the publisher's heartbeat tries again; the door must run regardless
+            log.exception("could not build the first status")
+        self.communicator.start()
+        self._status.start()
+        if self.sync is not None:
+            self.sync.start()
         self.notifier.ready()
         camera = CameraSupervisor(self.source, self.emitter.emit, self.stop_event,
                                   self.config.camera.reopen_backoff_max_seconds, heartbeat=self.notifier.watchdog)
-        next_status = time.monotonic() + STATUS_INTERVAL_SECONDS
         next_gallery_check = time.monotonic() + GALLERY_CHECK_SECONDS
         try:
             for frame in camera.frames():
@@ -358,12 +389,6 @@ class Service:
                         self.reload_gallery_if_changed()
                     except Exception:
                         log.exception("could not reload the gallery; keeping the one in memory")
-                if time.monotonic() >= next_status:
-                    next_status = time.monotonic() + STATUS_INTERVAL_SECONDS
-                    try:
-                        self.publish_status()
-                    except Exception:
-                        log.exception("could not build the status")
         finally:
             self.shutdown()
         return 0
@@ -374,7 +399,11 @@ class Service:
         if self.sync is not None:
             self.sync.stop()
         self.emitter.emit("service_stopped")
-        self.publish_status()
+        self._status.stop()
+        try:
+            self._status.publish_now()  # the final status goes out before "offline"
+        except Exception:
+            log.exception("could not build the final status")
         pending = self.communicator.stop(self.config.outbox.flush_timeout_seconds)
         if pending:
             log.warning("%d events not yet delivered; they stay in the outbox for the next start", pending)

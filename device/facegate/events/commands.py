@@ -25,6 +25,12 @@ one door is worthless at another even though it is not sent in the payload. Chec
 Authentication comes before the freshness and replay checks so unauthenticated traffic can neither fill the
 nonce store nor burn a legitimate sender's nonce.
 
+Home Assistant mode (opt-in, ``home_assistant_codes``): a JSON object with ``"via": "home_assistant"`` and no
+signature is checked by :meth:`CommandVerifier._verify_home_assistant` instead: retained, malformed,
+``unknown_action``, ``too_many_attempts`` (the guessing brake), ``bad_code``, ``expired``, ``replayed``, in that
+order. Lockdown from HA's switch carries no code (a switch cannot ask for one) and is accepted without one only
+with ``home_assistant_lockdown``; see :mod:`facegate.events.ha_codes` for what this trusts.
+
 ``hmac_key_file`` format: if the file content, stripped of surrounding whitespace, is an even number of hex
 digits it is decoded as hex (``openssl rand -hex 32 > key``); otherwise the raw bytes are the key. Keys shorter
 than 16 bytes are refused at start.
@@ -53,12 +59,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from facegate.config import CommandsConfig, ConfigError
 from facegate.errors import FacegateError
 from facegate.events.communicator import Command
+from facegate.events.ha_codes import CodeBook, load_code_hashes
 
 __all__ = [
     "ACTIONS",
     "ALGORITHMS",
     "MAX_PAYLOAD_BYTES",
     "REASONS",
+    "VIA_HOME_ASSISTANT",
     "CommandRejected",
     "CommandVerifier",
     "canonical_bytes",
@@ -78,8 +86,13 @@ REASONS = frozenset(
         "malformed",
         "unknown_action",
         "no_key_configured",
+        # Home Assistant unlock mode (facegate.events.ha_codes):
+        "bad_code",
+        "too_many_attempts",
     }
 )
+#: ``via`` value that marks a Home Assistant code command (no signature; see facegate.events.ha_codes).
+VIA_HOME_ASSISTANT = "home_assistant"
 #: Larger payloads are refused before parsing (a real command is about 200 bytes).
 MAX_PAYLOAD_BYTES = 4096
 MIN_HMAC_KEY_BYTES = 16
@@ -213,6 +226,12 @@ class CommandVerifier:
         self._clock = clock
         self._hmac_key = load_hmac_key(config)
         self._public_keys = _load_public_keys(config)
+        try:
+            hashes = load_code_hashes(config.home_assistant_codes, config.home_assistant_code_hashes_file)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.home_assistant_codes = CodeBook(hashes)
+        self._ha_lockdown = config.home_assistant_lockdown
         self._lock = threading.Lock()
         self._nonce_path = Path(nonce_db)
         try:
@@ -228,6 +247,16 @@ class CommandVerifier:
             raise FacegateError(f"{self._nonce_path}: cannot open the command nonce store: {exc}") from exc
 
     @property
+    def home_assistant_mode(self) -> bool:
+        """True when Home Assistant code commands are accepted (at least one code hash is configured)."""
+        return bool(self.home_assistant_codes)
+
+    @property
+    def home_assistant_lockdown(self) -> bool:
+        """True when HA's lockdown switch is offered and obeyed (HA mode and ``home_assistant_lockdown``)."""
+        return self.home_assistant_mode and self._ha_lockdown
+
+    @property
     def has_keys(self) -> bool:
         """False when no key is configured: then every command is refused with ``no_key_configured``."""
         return self._hmac_key is not None or bool(self._public_keys)
@@ -240,6 +269,10 @@ class CommandVerifier:
         """Return the command if it may be obeyed, else raise :class:`CommandRejected` (and nothing else)."""
         if retained:
             raise CommandRejected("retained", "retained messages are never obeyed", _peek_action(payload))
+        if self.home_assistant_mode:
+            ha = _home_assistant_payload(payload)
+            if ha is not None:
+                return self._verify_home_assistant(ha)
         if not self.has_keys:
             raise CommandRejected(
                 "no_key_configured", "no command key is configured; all commands are refused", _peek_action(payload)
@@ -262,6 +295,27 @@ class CommandVerifier:
             raise CommandRejected("expired", f"command is {-age:.1f} s in the future (max {self._max_age:g} s)", action)
         self._remember_nonce(nonce, float(ts), now, action)
         return Command(action=action, ts=float(ts), nonce=nonce, raw=data)
+
+    def _verify_home_assistant(self, data: dict[str, Any]) -> Command:
+        action, ts, nonce, code = _parse_home_assistant(data)
+        codes = self.home_assistant_codes
+        if code is None:
+            if action not in ("lockdown_on", "lockdown_off") or not self._ha_lockdown:
+                raise CommandRejected("bad_code", "a Home Assistant command needs a code", action)
+        elif not codes.brake.may_try():
+            wait = codes.brake.seconds_until_next()
+            raise CommandRejected("too_many_attempts", f"too many wrong codes; next try in {wait:.0f} s", action)
+        elif not codes.matches(code):
+            codes.brake.wrong()
+            raise CommandRejected("bad_code", "the code matches none of commands.home_assistant_codes", action)
+        now = self._clock()
+        age = now - ts
+        if abs(age) > self._max_age:
+            when = f"{age:.1f} s old" if age > 0 else f"{-age:.1f} s in the future"
+            raise CommandRejected("expired", f"command is {when} (max {self._max_age:g} s)", action)
+        self._remember_nonce(nonce, ts, now, action)
+        raw = {k: v for k, v in data.items() if k != "code"}  # the code never travels further than this check
+        return Command(action=action, ts=ts, nonce=nonce, raw=raw)
 
     def _signature_ok(self, alg: str, sig: str, message: bytes) -> bool:
         if alg == "hmac-sha256":
@@ -306,6 +360,43 @@ class CommandVerifier:
             except sqlite3.Error as exc:
                 # Cannot record the nonce, so cannot rule out a replay: refuse (fail closed).
                 raise CommandRejected("replayed", f"nonce store unavailable: {exc}", action) from None
+
+
+def _home_assistant_payload(payload: bytes) -> dict[str, Any] | None:
+    """The decoded object if this is a Home Assistant code command (``via`` set, no ``sig``), else None."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return None
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(data, dict) and data.get("via") == VIA_HOME_ASSISTANT and "sig" not in data:
+        return data
+    return None
+
+
+def _parse_home_assistant(data: dict[str, Any]) -> tuple[str, float, str, str | None]:
+    raw_action = data.get("action")
+    if not isinstance(raw_action, str) or not _ACTION_RE.fullmatch(raw_action):
+        raise CommandRejected("malformed", "'action' must be a lowercase word")
+    action = raw_action
+    if action not in ACTIONS:
+        raise CommandRejected("unknown_action", f"unknown action {action!r}", action)
+    ts = data.get("ts")
+    try:
+        ok = not isinstance(ts, bool) and isinstance(ts, int | float) and 0 <= float(ts) < 1e11
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise CommandRejected("malformed", "'ts' must be a number of Unix seconds", action)
+    assert isinstance(ts, int | float)
+    nonce = data.get("nonce")
+    if not isinstance(nonce, str) or not _NONCE_RE.fullmatch(nonce):
+        raise CommandRejected("malformed", "'nonce' must be 8-128 characters of [A-Za-z0-9_.:-]", action)
+    code = data.get("code")
+    if code is not None and (not isinstance(code, str) or not 1 <= len(code) <= 256):
+        raise CommandRejected("malformed", "'code' must be a string", action)
+    return action, float(ts), nonce, code
 
 
 def _peek_action(payload: bytes) -> str | None:

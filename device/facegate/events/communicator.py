@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from facegate.events.emitter import EventEmitter
 
-__all__ = ["STATE_NAMES", "Command", "CommandHandler", "Communicator", "NullCommunicator"]
+__all__ = ["STATE_NAMES", "Command", "CommandHandler", "Communicator", "NullCommunicator", "status_seq"]
 
 #: State names the service publishes (retained) and what their payloads are.
 STATE_NAMES = {
@@ -57,12 +57,21 @@ class Communicator(Protocol):
         ...
 
     def publish_state(self, name: str, payload: str | dict[str, Any]) -> None:
-        """Record the latest value of a retained state topic (``lock/state``, ``door/state``, ``status``)."""
+        """Record the latest value of a retained state topic (``lock/state``, ``door/state``, ``status``).
+
+        A ``status`` dict with a lower ``status_seq`` than the one recorded is dropped (last writer wins).
+        """
         ...
 
     def on_command(self, handler: CommandHandler) -> None:
         """Register the callback for verified commands (called on the transport's thread: be thread-safe)."""
         ...
+
+
+def status_seq(payload: object) -> int:
+    """``status_seq`` of a status payload (-1 when it has none): newer statuses have higher ones."""
+    seq = payload.get("status_seq") if isinstance(payload, dict) else None
+    return seq if isinstance(seq, int) else -1
 
 
 class NullCommunicator:
@@ -95,6 +104,8 @@ class NullCommunicator:
 
     def publish_state(self, name: str, payload: str | dict[str, Any]) -> None:
         with self._lock:
+            if name == "status" and status_seq(payload) < status_seq(self._states.get(name)):
+                return  # last writer wins, as in MqttCommunicator
             self._states[name] = payload
 
     def on_command(self, handler: CommandHandler) -> None:

@@ -24,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -35,7 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from facegate import __version__
 from facegate.config import MqttConfig
 from facegate.events.commands import CommandRejected, CommandVerifier
-from facegate.events.communicator import Command, CommandHandler
+from facegate.events.communicator import Command, CommandHandler, status_seq
 from facegate.events.discovery import Topics, discovery_payload, topics
 from facegate.events.emitter import EventEmitter, format_ts
 from facegate.events.ratelimit import ReportLimiter
@@ -48,6 +49,8 @@ _paho_log = logging.getLogger("facegate.events.paho")
 
 #: QoS 1 slots kept free for availability, discovery and state messages next to the event window.
 _STATE_HEADROOM = 8
+#: The status is re-sent when the outbox counters it carries changed, at most this often.
+COUNTERS_REFRESH_SECONDS = 1.0
 #: Largest packet the broker may send us (MQTT 5): commands are at most 4 KiB, Home Assistant's status a word.
 MAX_INBOUND_PACKET_BYTES = 64 * 1024
 
@@ -60,8 +63,12 @@ class MqttCommunicator:
     """The :class:`~facegate.events.communicator.Communicator` for a real broker (paho-mqtt 2.x).
 
     ``status_interval_seconds``: the ``status`` topic is re-published this often (with fresh ``outbox_pending``
-    and ``events_dropped`` counters) even when the service has not called ``publish_state("status", ...)``.
-    The keyword-only knobs exist for tests and unusual brokers; the defaults suit a Pi on a home network.
+    and ``events_dropped`` counters) even when the service has not called ``publish_state("status", ...)``;
+    None: never on a timer (the service's :class:`~facegate.events.status.StatusPublisher` has its own). In any
+    case the status is re-sent within :data:`COUNTERS_REFRESH_SECONDS` when those counters change, and no status
+    is published before the service supplied one (a status is always complete).
+    ``discovery``: builds the Home Assistant discovery payload (default: :func:`discovery_payload` with no
+    optional features). The keyword-only knobs exist for tests and unusual brokers; the defaults suit a Pi.
     """
 
     def __init__(
@@ -70,8 +77,9 @@ class MqttCommunicator:
         device_id: str,
         emitter: EventEmitter,
         verifier: CommandVerifier,
-        status_interval_seconds: float = 60,
+        status_interval_seconds: float | None = 60,
         *,
+        discovery: Callable[[], dict[str, Any]] | None = None,
         max_inflight: int = 20,
         reconnect_min_delay: int = 1,
         reconnect_max_delay: int = 30,
@@ -87,7 +95,8 @@ class MqttCommunicator:
         self._outbox = emitter.outbox
         self._verifier = verifier
         self._rejections = ReportLimiter()
-        self._status_interval = float(status_interval_seconds)
+        self._status_interval = None if status_interval_seconds is None else float(status_interval_seconds)
+        self._discovery = discovery or (lambda: discovery_payload(config, device_id, sw_version=sw_version))
         self._max_inflight = max_inflight
         self._window = max_inflight
         self._inflight_timeout = inflight_timeout_seconds
@@ -121,6 +130,8 @@ class MqttCommunicator:
         self._published_generation = 0
         self._generation_started = 0.0
         self._next_status = 0.0
+        self._published_counters: tuple[int, int] | None = None  # (pending, dropped) in the last status sent
+        self._status_sent_at = -float("inf")
 
         self._target = MqttTarget.from_config(config)  # ConfigError naming the key, before anything starts
         self._client = self._make_client()
@@ -216,6 +227,8 @@ class MqttCommunicator:
         if not name or name.startswith("/") or name.endswith("/") or "+" in name or "#" in name:
             raise ValueError(f"invalid state name {name!r}")
         with self._state_lock:
+            if name == "status" and status_seq(payload) < status_seq(self._states.get(name)):
+                return  # last writer wins: an older status never replaces a newer one
             self._states[name] = payload
             self._dirty.add(name)
         self._wake.set()
@@ -341,7 +354,9 @@ class MqttCommunicator:
     def _run_pump(self) -> None:
         while not self._stopping:
             now = time.monotonic()
-            timeout = self._next_status - now if self._connected else 1.0
+            timeout = (self._next_status - now) if self._connected and self._status_interval is not None else 1.0
+            if self._connected and self._counters_changed():
+                timeout = min(timeout, self._status_sent_at + COUNTERS_REFRESH_SECONDS - now)
             if self._inflight:
                 timeout = min(timeout, 1.0)
             if self._hold_until > now:
@@ -380,9 +395,9 @@ class MqttCommunicator:
             self._discovery_due = self._config.discovery
         if self._discovery_due:
             self._discovery_due = False
-            payload = discovery_payload(self._config, self._device_id, sw_version=self._sw_version)
-            self._publish("discovery", self.topics.discovery, _dumps(payload), retain=True)
-        if now >= self._next_status:
+            self._publish("discovery", self.topics.discovery, _dumps(self._discovery()), retain=True)
+        due = self._status_interval is not None and now >= self._next_status
+        if due or (self._counters_changed() and now >= self._status_sent_at + COUNTERS_REFRESH_SECONDS):
             with self._state_lock:
                 self._dirty.add("status")
         self._publish_states()
@@ -395,12 +410,23 @@ class MqttCommunicator:
             log.warning("publishing %s failed: %s", what, paho.error_string(info.rc))
         return info.rc
 
-    def _status_payload(self, base: str | dict[str, Any] | None) -> str:
+    def _counters(self) -> tuple[int, int]:
+        return len(self._outbox), self._emitter.dropped
+
+    def _counters_changed(self) -> bool:
+        """True when a status was sent and the outbox counters it carried are no longer true."""
+        return self._published_counters is not None and self._counters() != self._published_counters
+
+    def _status_payload(self, base: str | dict[str, Any]) -> str:
         if isinstance(base, str):
             return base
-        status = dict(base or {})
-        status["outbox_pending"] = len(self._outbox)
-        status["events_dropped"] = self._emitter.dropped
+        status = dict(base)
+        pending, dropped = self._counters()
+        self._published_counters = (pending, dropped)
+        status["outbox_pending"] = pending
+        status["events_dropped"] = dropped
+        if isinstance(status.get("outbox"), dict):  # the service's own copy of the counters: keep them equal
+            status["outbox"] = {**status["outbox"], "pending": pending, "dropped": dropped}
         status["ts"] = format_ts(time.time())
         return _dumps(status)
 
@@ -409,11 +435,12 @@ class MqttCommunicator:
             dirty, self._dirty = self._dirty, set()
             states = {name: self._states.get(name) for name in dirty}
         for name, value in states.items():
+            if value is None:
+                continue  # never a status the service did not supply: it would lack most of its keys
             if name == "status":
                 payload = self._status_payload(value)
-                self._next_status = time.monotonic() + self._status_interval
-            elif value is None:
-                continue
+                self._status_sent_at = time.monotonic()
+                self._next_status = self._status_sent_at + (self._status_interval or 0.0)
             else:
                 payload = value if isinstance(value, str) else _dumps(value)
             self._publish(name, self.topics.state(name), payload, retain=True)

@@ -1,0 +1,171 @@
+"""Home Assistant unlock mode: user codes checked against scrypt hashes, with a brake on guessing.
+
+Home Assistant templates cannot compute an HMAC, so a Home Assistant lock can never sign a command. This mode is
+the honest alternative, opt-in (``[commands] home_assistant_codes``): HA's lock entity asks the user for a code
+(``code_format``) and its ``command_template`` publishes ``{"via": "home_assistant", "action", "code", "ts",
+"nonce"}`` on ``lock/set``. The door checks the code against hashes from its config, and freshness and the nonce
+exactly as for signed commands (the same nonce store). What this trusts is weaker than a signature, and the docs
+say so: anyone who can read ``lock/set`` sees the code, so the broker must use TLS and ACLs.
+
+Why scrypt: a stolen config file (or SD card) must not give the codes away; a 6-digit code has only 10^6
+values, so the hash is slow on purpose (n=2^14, r=8: 16 MiB, ~0.1 s per hash on the shared 2-core x86
+development VM, median of 10; slower on a Pi). Why the brake: anyone
+allowed to publish on ``lock/set`` could otherwise try codes as fast as the door hashes them. After
+:data:`GUESS_BURST` wrong codes, one more guess is allowed per :data:`GUESS_REFILL_SECONDS`; while braked, a
+code is not even checked (``too_many_attempts``), so guessing a 6-digit code takes on average about a year.
+The brake is shared by all senders: someone with publish rights can keep HA's unlock refused this way, which
+is the same denial of service a flood of bad messages already gives them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "GUESS_BURST",
+    "GUESS_REFILL_SECONDS",
+    "CodeBook",
+    "CodeHashError",
+    "GuessBrake",
+    "hash_code",
+    "load_code_hashes",
+    "parse_code_hash",
+]
+
+#: scrypt cost for new hashes (stored in each hash, so older hashes with other costs keep working).
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+_MAX_N = 2**20  # refuse hashes whose cost would stall the door (or exhaust its memory) on every attempt
+MIN_CODE_CHARS = 4
+GUESS_BURST = 5
+GUESS_REFILL_SECONDS = 60.0
+
+
+class CodeHashError(ValueError):
+    """A configured code hash is not one ``facegate code hash`` produces."""
+
+
+@dataclass(frozen=True)
+class CodeHash:
+    n: int
+    r: int
+    p: int
+    salt: bytes
+    digest: bytes
+
+    def matches(self, code: str) -> bool:
+        candidate = hashlib.scrypt(code.encode("utf-8"), salt=self.salt, n=self.n, r=self.r, p=self.p,
+                                   maxmem=256 * self.n * self.r + (1 << 20), dklen=len(self.digest))
+        return hmac.compare_digest(candidate, self.digest)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def hash_code(code: str, *, salt: bytes | None = None) -> str:
+    """``scrypt$n$r$p$salt$digest`` (base64 without padding) for one code."""
+    if len(code) < MIN_CODE_CHARS:
+        raise ValueError(f"a code needs at least {MIN_CODE_CHARS} characters")
+    salt = secrets.token_bytes(16) if salt is None else salt
+    digest = hashlib.scrypt(code.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                            maxmem=256 * SCRYPT_N * SCRYPT_R + (1 << 20), dklen=32)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def parse_code_hash(text: str) -> CodeHash:
+    parts = text.strip().split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        raise CodeHashError("not a code hash: expected scrypt$n$r$p$salt$digest (from 'facegate code hash')")
+    try:
+        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+        salt, digest = _unb64(parts[4]), _unb64(parts[5])
+    except (ValueError, binascii.Error):
+        raise CodeHashError("not a code hash: bad number or base64 field") from None
+    if n < 2 or n & (n - 1) or n > _MAX_N or not 1 <= r <= 32 or not 1 <= p <= 16:
+        raise CodeHashError(f"unsupported scrypt cost n={n} r={r} p={p}")
+    if len(salt) < 8 or len(digest) < 16:
+        raise CodeHashError("salt or digest too short")
+    return CodeHash(n, r, p, salt, digest)
+
+
+def load_code_hashes(inline: list[str], path: Path | None) -> list[CodeHash]:
+    """The configured hashes; a bad one raises ValueError naming the key (and the line, for the file)."""
+    hashes = [parse_code_hash(text) for text in inline]  # already checked by the config schema
+    if path is not None:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"commands.home_assistant_code_hashes_file: cannot read {path}: {exc}") from None
+        for number, line in enumerate(lines, 1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            try:
+                hashes.append(parse_code_hash(text))
+            except CodeHashError as exc:
+                raise ValueError(f"commands.home_assistant_code_hashes_file: {path}:{number}: {exc}") from None
+    return hashes
+
+
+class GuessBrake:
+    """A token bucket for wrong codes: ``burst`` at once, then one per ``refill_seconds``."""
+
+    def __init__(self, burst: int = GUESS_BURST, refill_seconds: float = GUESS_REFILL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._burst = float(burst)
+        self._refill = float(refill_seconds)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def _update(self) -> None:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) / self._refill)
+        self._last = now
+
+    def may_try(self) -> bool:
+        with self._lock:
+            self._update()
+            return self._tokens >= 1.0
+
+    def wrong(self) -> None:
+        with self._lock:
+            self._update()
+            self._tokens = max(0.0, self._tokens - 1.0)
+
+    def seconds_until_next(self) -> float:
+        with self._lock:
+            self._update()
+            return max(0.0, (1.0 - self._tokens) * self._refill)
+
+
+class CodeBook:
+    """The door's Home Assistant codes (hashes only) and the brake on guessing them."""
+
+    def __init__(self, hashes: list[CodeHash], brake: GuessBrake | None = None) -> None:
+        self._hashes = list(hashes)
+        self.brake = brake or GuessBrake()
+
+    def __bool__(self) -> bool:
+        return bool(self._hashes)
+
+    def matches(self, code: str) -> bool:
+        """True if ``code`` matches any hash; every hash is checked so timing does not tell which one."""
+        found = False
+        for entry in self._hashes:
+            found = entry.matches(code) | found
+        return found

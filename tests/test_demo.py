@@ -1,0 +1,51 @@
+"""``make demo`` keeps the door online until it is stopped, then stops cleanly (a real Mosquitto, the real script)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from broker import Collector, Mosquitto, wait_until
+from conftest import ROOT
+
+TOPIC = "facegate/demo-door"
+
+
+def test_demo_stays_online_until_ctrl_c(tmp_path: Path, broker: Mosquitto) -> None:
+    with Collector(broker, f"{TOPIC}/#") as seen:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tools" / "demo.py"), "--port", str(broker.port), "--dir", str(tmp_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            seen.wait_for(lambda m: any(x.topic == f"{TOPIC}/availability" and x.text == "online" for x in m),
+                          timeout=120)
+            online_at = time.monotonic()
+            # One pass of the scenes is 49 frames at 10 fps (~5 s); well past that the door must still be up.
+            assert wait_until(lambda: time.monotonic() - online_at > 9 or proc.poll() is not None, timeout=15)
+            assert proc.poll() is None, "the demo ended by itself"
+            availability = [x.text for x in seen.on(f"{TOPIC}/availability")]
+            assert availability[-1] == "online"
+            decisions = [json.loads(x.payload)["type"] for x in seen.on(f"{TOPIC}/events")]
+            assert "access_granted" in decisions and "unknown_face" in decisions
+            proc.send_signal(signal.SIGINT)  # Ctrl-C
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        assert proc.returncode == 0, out
+        seen.wait_for(lambda m: [x.text for x in seen.on(f"{TOPIC}/availability")][-1] == "offline", timeout=10)
+    assert "press Ctrl-C to stop" in out and "demo: stopped (exit 0)" in out
+    assert "service_stopped" in out
+
+
+def test_demo_once_ends_by_itself(tmp_path: Path) -> None:
+    """The bounded form for scripts: no broker needed, the scenes play once and the demo exits 0."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--once", "--port", "1",
+                           "--dir", str(tmp_path)], capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "playing the scenes once" in proc.stdout and "access_granted" in proc.stdout
