@@ -21,6 +21,7 @@ from facegate.errors import FacegateError, GalleryError, ImageError
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.imageio import read_image
 from facegate.models import Manifest
+from facegate.panel.cli import add_gallery_card_command, card_number_arg
 from facegate.sync.cli import add_gallery_sync_commands
 from facegate.thresholds import DEFAULT_FAR, ThresholdTable
 from facegate.vision.pipeline import FacePipeline, FaceResult, PipelineOptions
@@ -132,7 +133,8 @@ def cmd_enroll(args: argparse.Namespace, io: Output) -> int:
         return EXIT_BAD_INPUT
     metadata = json.loads(args.metadata) if args.metadata else None
     with Gallery(args.gallery) as gallery:
-        added = gallery.enroll(args.id, templates, pipeline.embedder_sha256, name=args.name, metadata=metadata)
+        added = gallery.enroll(args.id, templates, pipeline.embedder_sha256, name=args.name, metadata=metadata,
+                               card_number=args.card_number)
         version = gallery.version
     io.result({"person_id": args.id, "accepted": accepted, "rejected": rejected, "templates_added": added,
                "gallery_version": version})
@@ -265,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", required=True)
     p.add_argument("--name", default=None)
     p.add_argument("--metadata", default=None, help="JSON object stored with the person")
+    p.add_argument("--card-number", type=card_number_arg, default=None,
+                   help="credential sent to an access panel (OSDP / Wiegand) when this person is recognised")
     p.add_argument("--largest", action="store_true", help="accept photos with several faces, using the largest")
     p.add_argument("images", nargs="+", type=Path)
     p.set_defaults(func=cmd_enroll)
@@ -298,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", type=Path, required=True)
     p.add_argument("id")
     p.set_defaults(func=cmd_gallery_remove)
+    add_gallery_card_command(gallery)  # card: the person's card number for an access panel
     add_gallery_sync_commands(gallery)  # keygen, export, publish, apply, export-templates, import-templates
     return parser
 
