@@ -34,6 +34,8 @@ from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
 from facegate.liveness.gate import LivenessGate
 from facegate.models import Manifest
+from facegate.panel.build import build_outputs
+from facegate.panel.output import wants
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
 from facegate.sdnotify import SystemdNotifier
 from facegate.sync.receiver import SyncReceiver
@@ -150,6 +152,9 @@ class Service:
             raise ConfigError(f"door: cannot set up the door pins: {exc} (on a machine without GPIO set "
                               'door.pin_factory = "mock")') from None
         atexit.register(self.door.close)
+        # Access-panel outputs (facegate/panel, README "Access panels"): an OSDP reader and/or Wiegand, fed with
+        # the card number of each recognised live person.
+        self.credential_outputs = build_outputs(config, self.emitter.emit, self.door)
 
         if communicator is None:
             if config.mqtt.enabled:
@@ -247,6 +252,7 @@ class Service:
             "models": models, "threshold": round(self.threshold, 4), "far": self.config.recognition.far,
             "lockdown": lockdown, "door": self.door.state(),
             "outbox": {"pending": len(self.outbox), "dropped": self.emitter.dropped},
+            "panel": {o.channel: o.status() for o in self.credential_outputs},  # OSDP / Wiegand outputs
         }
 
     def publish_status(self) -> None:
@@ -304,10 +310,27 @@ class Service:
         else:
             self.emitter.emit("access_denied", person_id=person, name=name, reason=verdict.reason,
                               similarity=round(decision.similarity, 4), **trace)
+        self._send_credentials(person, verdict.allowed)
+
+    def _send_credentials(self, person: str, door_allows: bool) -> None:
+        """Hand the person's card number to each panel output that wants it (facegate/panel/output.py)."""
+        targets = [o for o in self.credential_outputs if wants(o, door_allows)]
+        if not targets:
+            return
+        with self._db_lock:
+            card = self.gallery.card_number(person)
+        for output in targets:
+            if card is None:
+                self.emitter.emit("credential_failed", person_id=person, channel=output.channel,
+                                  reason="no_card_number", detail="set one with 'facegate gallery card'")
+            else:
+                output.send_credential(person, card)
 
     def run(self) -> int:
         """Run until the source ends or a stop signal; returns the process exit code."""
         self.communicator.start()
+        for output in self.credential_outputs:
+            output.start()
         if self.sync is not None:
             self.sync.start()
         self.emitter.emit("service_started", version=__version__)
@@ -351,6 +374,11 @@ class Service:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
+        for output in self.credential_outputs:  # before the door: the OSDP reader drives its LED and relay
+            try:
+                output.close()
+            except Exception:
+                log.exception("could not close the %s output", output.channel)
         self.door.close()
         if self.sync is not None:
             self.sync.stop()
