@@ -81,6 +81,10 @@ class Panel:
 
     def __init__(self, master_fd: int, key: bytes | None, install: bool = False) -> None:
         self.channel = CutChannel(master_fd)
+        # A panel (re)starts with an empty UART: drop what an earlier session left in the pty.
+        time.sleep(0.3)
+        while self.channel.read(4096):
+            pass
         flags = [osdp.LibFlag.InstallMode] if install else [osdp.LibFlag.EnforceSecure]
         self.cp = osdp.ControlPanel([osdp.PDInfo(ADDRESS, self.channel, scbk=key, flags=flags)],
                                     log_level=osdp.LogLevel.Error)

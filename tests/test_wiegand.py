@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
@@ -121,7 +122,7 @@ def test_frame_on_the_pins_bit_by_bit(factory: MockFactory, fmt: str, facility: 
     # Shape, not speed: every pulse about the configured width (the mock records after gpiozero's own call
     # overhead), and no two pulses overlap.
     assert all(w >= 50e-6 for _, w in spans), [round(w * 1e6) for _, w in spans]  # 100 µs minus call overhead
-    assert all(s2 > s1 + w1 for (s1, w1), (s2, _) in zip(spans, spans[1:], strict=False))
+    assert all(s2 > s1 + w1 for (s1, w1), (s2, _) in itertools.pairwise(spans))
     assert out.status()["sent"] == 1
 
 

@@ -10,6 +10,7 @@ are), which is what makes the interpreter lock, not the kernel, the main source 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import threading
@@ -46,7 +47,8 @@ def main() -> None:
     ap.add_argument("--pulse-width-us", type=int, default=100)
     ap.add_argument("--pulse-interval-us", type=int, default=2000)
     ap.add_argument("--busy-thread", action="store_true")
-    ap.add_argument("--realtime", action="store_true", help="SCHED_FIFO for the sending thread (needs root/CAP_SYS_NICE)")
+    ap.add_argument("--realtime", action="store_true",
+                    help="SCHED_FIFO for the sending thread (needs root or CAP_SYS_NICE)")
     args = ap.parse_args()
     factory = MockFactory()
     config = WiegandConfig(data0_pin=23, data1_pin=24, format=args.format, pulse_width_us=args.pulse_width_us,
@@ -70,7 +72,7 @@ def main() -> None:
         out.transmit(encode(FORMATS[args.format], 1, i))
         merged = sorted(spans(factory.pin(23)) + spans(factory.pin(24)))
         w = [s[1] * 1e6 for s in merged]
-        gaps = [(b[0] - a[0]) * 1e6 for a, b in zip(merged, merged[1:], strict=False)]
+        gaps = [(b[0] - a[0]) * 1e6 for a, b in itertools.pairwise(merged)]
         widths += w
         intervals += gaps
         if max(gaps) > 10_000 or min(w) < 20:  # a gap a panel would take as end of frame, a pulse it may miss

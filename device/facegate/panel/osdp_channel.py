@@ -8,6 +8,7 @@ reports the link offline on its own. ``error`` holds the last open/I-O error for
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -118,15 +119,11 @@ class SerialChannel(osdp.Channel):  # type: ignore[misc]  # LibOSDP ships no typ
     def flush(self) -> None:
         with self._lock:
             if self._fd is not None:
-                try:
+                with contextlib.suppress(OSError, termios.error):
                     termios.tcflush(self._fd, termios.TCIFLUSH)
-                except (OSError, termios.error):
-                    pass
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass

@@ -7,6 +7,7 @@ mode 0600), or provisioned by hand (``openssl rand -hex 16 > scbk``) and entered
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -50,10 +51,8 @@ def store_scbk(path: Path, key: bytes) -> None:
         os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise

@@ -19,6 +19,7 @@ for commissioning on a trusted bench only: anyone on the bus can set the key mea
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -150,10 +151,8 @@ class OsdpReader:
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
-            try:
+            with contextlib.suppress(RuntimeError):
                 self._pd.stop()
-            except RuntimeError:
-                pass
         if self._tamper_dev is not None:
             self._tamper_dev.close()
             self._tamper_dev = None

@@ -16,6 +16,7 @@ followed by a quiet gap so the panel sees its end.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -138,10 +139,8 @@ class WiegandOutput:
                 return
             self._closed = True
         if self._thread is not None:
-            try:
+            with contextlib.suppress(queue.Full):
                 self._queue.put(None, timeout=1.0)
-            except queue.Full:
-                pass
             self._thread.join(timeout=2.0)
         for device in (self._data0, self._data1):
             try:

@@ -77,7 +77,8 @@ def apply_bundle(gallery: Gallery, bundle: Bundle, embedder_sha256: str) -> Appl
                            [(pid,) for pid in bundle.deletes] + [(p.id,) for p in bundle.persons])
         try:
             db.executemany(
-                "INSERT INTO persons (id, name, metadata, created_at, updated_at, card_number) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO persons (id, name, metadata, created_at, updated_at, card_number) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 [(p.id, p.name, json.dumps(p.metadata), p.created_at, p.updated_at, p.card_number)
                  for p in bundle.persons],
             )
