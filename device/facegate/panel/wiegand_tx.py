@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -113,6 +114,17 @@ class WiegandOutput:
         """
         width_ns = self._config.pulse_width_us * 1000
         interval_ns = self._config.pulse_interval_us * 1000
+        # Other Python threads (the frame loop, MQTT) would take the interpreter lock every 5 ms and stall a
+        # frame for as long; for the ~60 ms of one frame, hand it over at most every frame length instead.
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(max(switch, len(bits) * interval_ns / 1e9 + 0.01))
+        try:
+            longest = self._clock_out(bits, width_ns, interval_ns)
+        finally:
+            sys.setswitchinterval(switch)
+        return longest // 1000
+
+    def _clock_out(self, bits: list[int], width_ns: int, interval_ns: int) -> int:
         started: int | None = None
         longest = 0
         for bit in bits:
@@ -126,7 +138,7 @@ class WiegandOutput:
             line.on()
             _wait_until(time.perf_counter_ns() + width_ns)
             line.off()
-        return longest // 1000
+        return longest
 
     def status(self) -> dict[str, object]:
         with self._lock:
