@@ -96,3 +96,20 @@ def test_no_card_number_and_the_panel_decision(tmp_path: Path, photos, astro_tem
         assert len(failed) == 1 and failed[0]["reason"] == "no_card_number" and failed[0]["channel"] == "wiegand"
     finally:
         factory.reset()
+
+
+def test_bad_panel_configuration_stops_the_service_at_start(tmp_path: Path, photos) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from facegate.config import ConfigError
+
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 1)])
+    factory = MockFactory()
+    try:
+        config = make_config(tmp_path, frames, None, osdp={"port": "/dev/null", "scbk_file": str(tmp_path / "none")})
+        with pytest.raises(ConfigError, match=r"osdp.scbk_file: .*does not exist"):
+            Service(config, pin_factory=factory)
+        factory.reset()
+        config = make_config(tmp_path, frames, None, wiegand={"data0_pin": 17, "data1_pin": 24})  # 17: the relay
+        with pytest.raises(ConfigError, match="wiegand/osdp: cannot set up the pins"):
+            Service(config, pin_factory=factory)
+    finally:
+        factory.reset()
