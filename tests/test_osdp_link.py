@@ -73,3 +73,25 @@ def test_key_file_rules(tmp_path: Path) -> None:
     store_scbk(tmp_path / "sub" / "scbk", key)
     assert load_scbk(tmp_path / "sub" / "scbk") == key
     assert (tmp_path / "sub" / "scbk").stat().st_mode & 0o777 == 0o600
+
+
+def test_doctor_names_panel_problems(tmp_path: Path) -> None:
+    from facegate.config import parse_config
+    from facegate.gallery.store import Gallery
+    from facegate.panel.doctor import check_panel
+    from test_sync_helpers import add_random_persons
+
+    state = tmp_path / "state"
+    state.mkdir()
+    assert check_panel(parse_config({"state_dir": str(state)})).detail == "no access panel configured"
+    with Gallery(state / "gallery.db") as g:
+        add_random_persons(g, 1)
+        g.set_card_number(g.persons()[0]["id"], 70000)  # fits the gallery, not a 16-bit card field
+    config = parse_config({"state_dir": str(state),
+                           "osdp": {"port": str(tmp_path / "ttyUSB9"), "scbk_file": str(tmp_path / "scbk")},
+                           "wiegand": {"data0_pin": 23, "data1_pin": 24}})
+    check = check_panel(config)
+    assert not check.ok
+    assert "does not exist" in check.detail and "cannot open" in check.detail
+    assert "do not fit the 26-bit" in check.detail
+    assert "openssl rand -hex 16" in check.fix and "facegate gallery card" in check.fix
