@@ -28,7 +28,7 @@ from facegate.panel.osdp_pd import OsdpReader
 from gpiozero.pins.mock import MockFactory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_osdp import ADDRESS, KEY, Panel, write_key  # noqa: E402
+from test_osdp import ADDRESS, KEY, Panel, write_key
 
 
 def main() -> None:
