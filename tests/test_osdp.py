@@ -240,8 +240,12 @@ def test_link_drop_and_return_are_reported(tmp_path, pty_pair, factory) -> None:
     try:
         wait_for(lambda: events.of("osdp_online"), 10, "osdp_online")
         panel.channel.cut = True
+        time.sleep(0.5)
+        reader.send_credential("late", 9)  # the door does not know yet: LibOSDP queues the read
         wait_for(lambda: events.of("osdp_offline"), 15, "osdp_offline")  # LibOSDP's PD gives up after 8 s
         assert events.of("osdp_offline")[0]["reason"] == "no_polls" and reader.status()["online"] is False
+        late = [e for e in events.of("credential_failed") if e["person_id"] == "late"]
+        assert [e["reason"] for e in late] == ["not_delivered"]  # flushed, never delivered after the return
         reader.send_credential("astro", 7)
         assert events.of("credential_failed")[-1]["reason"] == "panel_offline"
         # The wire is mended; LibOSDP's CP waits minutes before retrying an offline reader, so the panel
@@ -250,6 +254,8 @@ def test_link_drop_and_return_are_reported(tmp_path, pty_pair, factory) -> None:
         panel = Panel(master, KEY)
         wait_for(lambda: len(events.of("osdp_online")) == 2, 15, "osdp_online again")
         assert events.of("osdp_online")[1] == {"secure_channel": True}
+        time.sleep(1.0)
+        assert panel.card_reads() == [] and events.of("credential_sent") == []
     finally:
         panel.close()
         reader.close()

@@ -252,6 +252,21 @@ class OsdpReader:
 
     # ------------------------------------------------------------------ monitor thread
 
+    def _drop_undelivered(self) -> None:
+        """The link went down: card reads LibOSDP still holds must never reach the panel later (the person has
+        gone; whoever stands at the door then would be let in), so they are flushed and reported."""
+        lock = getattr(self._pd, "lock", None)
+        if lock is not None:
+            with lock:
+                self._pd.ctx.flush_events()
+        with self._lock:
+            people = list(self._pending.values())
+            self._pending.clear()
+            self._inflight.clear()
+        for person in people:
+            self._emit("credential_failed", person_id=person, channel=self.channel, format=self.format.name,
+                       reason="not_delivered", detail="the link went down before the panel took the card read")
+
     def _monitor(self) -> None:
         was_usable = False
         while not self._stop.wait(MONITOR_SECONDS):
@@ -269,6 +284,8 @@ class OsdpReader:
                     if usable:
                         self._pd.submit_event({"event": osdp.Event.Status, "type": osdp.StatusReportType.Local,
                                                "report": bytes([int(tamper), 0])})
+                if was_usable and not usable:
+                    self._drop_undelivered()
                 was_usable = usable
             except Exception:
                 log.exception("OSDP monitor error")
