@@ -171,6 +171,11 @@ def test_secure_channel_card_read_and_panel_commands_reach_the_pins(tmp_path, pt
         wait_for(lambda: led.state is True, 3, "the LED on")
         assert panel.cp.submit_command(ADDRESS, {**green, "on_color": osdp.CommandLEDColor.Black})
         wait_for(lambda: led.state is False, 3, "the LED off")
+        # A temporary state (green for 0.5 s, as panels show a grant) reverts to the permanent one (off).
+        assert panel.cp.submit_command(ADDRESS, {**green, "temporary": True, "control_code": 2, "timer_count": 5})
+        wait_for(lambda: led.state is True, 3, "the temporary green")
+        wait_for(lambda: led.state is False, 3, "the return to the permanent state")
+        assert led.states[-1].timestamp == pytest.approx(0.5, abs=0.2)
 
         assert panel.cp.submit_command(ADDRESS, {"command": osdp.Command.Buzzer, "reader": 0, "control_code": 2,
                                                  "on_count": 2, "off_count": 1, "rep_count": 1})

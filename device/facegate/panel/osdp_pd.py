@@ -91,6 +91,8 @@ class OsdpReader:
         self._thread: threading.Thread | None = None
         self._tamper_dev: Any = None
         self._tamper = False
+        self._led_permanent: tuple[float, float] = (0.0, 0.0)
+        self._led_timer: threading.Timer | None = None
         if config.tamper_pin is not None:
             self._tamper_dev = DigitalInputDevice(config.tamper_pin, pull_up=True, bounce_time=0.05,
                                                   pin_factory=door.pin_factory)
@@ -148,6 +150,10 @@ class OsdpReader:
 
     def close(self) -> None:
         self._stop.set()
+        with self._lock:
+            if self._led_timer is not None:
+                self._led_timer.cancel()
+                self._led_timer = None
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
@@ -194,16 +200,7 @@ class OsdpReader:
     def _handle(self, cmd: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
         kind = cmd.get("command")
         if kind == osdp.Command.LED:
-            on_lit = cmd.get("on_color", 0) != osdp.CommandLEDColor.Black
-            off_lit = cmd.get("off_color", 0) != osdp.CommandLEDColor.Black
-            on_s, off_s = cmd.get("on_count", 0) * TENTHS, cmd.get("off_count", 0) * TENTHS
-            if on_lit == off_lit or (on_lit and off_s == 0) or (off_lit and on_s == 0):
-                lit = on_lit if on_s > 0 or not off_lit else off_lit
-                self._door.panel_led(1.0 if lit else 0.0, 0.0)
-            elif on_lit:
-                self._door.panel_led(on_s, off_s)
-            else:
-                self._door.panel_led(off_s, on_s)
+            self._led_command(cmd)
             return 0, None
         if kind == osdp.Command.Buzzer:
             on_s, off_s = cmd.get("on_count", 0) * TENTHS, cmd.get("off_count", 0) * TENTHS
@@ -230,6 +227,46 @@ class OsdpReader:
                 return 0, None  # local status (tamper, power): LibOSDP answers from what we submitted
             return 0, {"command": osdp.Command.Status, "type": cmd["type"], "report": report}
         return -1, None  # text, file transfer, manufacturer commands: not supported
+
+    @staticmethod
+    def _led_pattern(cmd: dict[str, Any]) -> tuple[float, float]:
+        """(seconds lit, seconds dark) for Door.panel_led from an LED command's on/off colours and counts."""
+        on_lit = cmd.get("on_color", 0) != osdp.CommandLEDColor.Black
+        off_lit = cmd.get("off_color", 0) != osdp.CommandLEDColor.Black
+        on_s, off_s = cmd.get("on_count", 0) * TENTHS, cmd.get("off_count", 0) * TENTHS
+        if on_lit == off_lit or (on_lit and off_s == 0) or (off_lit and on_s == 0):
+            lit = on_lit if on_s > 0 or not off_lit else off_lit
+            return (1.0, 0.0) if lit else (0.0, 0.0)
+        return (on_s, off_s) if on_lit else (off_s, on_s)
+
+    def _led_command(self, cmd: dict[str, Any]) -> None:
+        """Permanent state, and a temporary one (e.g. green for 3 s after a grant) that reverts to it."""
+        code = cmd.get("control_code", 0)
+        with self._lock:
+            if cmd.get("temporary"):
+                if code == 0:
+                    return
+                if self._led_timer is not None:
+                    self._led_timer.cancel()
+                    self._led_timer = None
+                seconds = cmd.get("timer_count", 0) * TENTHS
+                if code == 2 and seconds > 0:
+                    self._door.panel_led(*self._led_pattern(cmd))
+                    self._led_timer = threading.Timer(seconds, self._led_revert)
+                    self._led_timer.daemon = True
+                    self._led_timer.start()
+                    return
+                self._door.panel_led(*self._led_permanent)  # code 1: cancel the temporary state
+                return
+            if code == 1:
+                self._led_permanent = self._led_pattern(cmd)
+                if self._led_timer is None:
+                    self._door.panel_led(*self._led_permanent)
+
+    def _led_revert(self) -> None:
+        with self._lock:
+            self._led_timer = None
+            self._door.panel_led(*self._led_permanent)
 
     def _output(self, cmd: dict[str, Any]) -> bool:
         if not self._config.relay or cmd.get("output_no", 0) != 0:
