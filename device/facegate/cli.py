@@ -24,6 +24,7 @@ from facegate.gallery.store import Gallery, NewTemplate
 from facegate.imageio import read_image
 from facegate.journal.cli import add_events_command, add_purge_options, purge_events, purge_target
 from facegate.models import Manifest
+from facegate.panel.cli import add_gallery_card_command, card_number_arg
 from facegate.sync.cli import add_gallery_sync_commands
 from facegate.thresholds import DEFAULT_FAR, ThresholdTable
 from facegate.vision.pipeline import FacePipeline, FaceResult, PipelineOptions
@@ -133,7 +134,8 @@ def cmd_enroll(args: argparse.Namespace, io: Output) -> int:
         return EXIT_BAD_INPUT
     metadata = json.loads(args.metadata) if args.metadata else None
     with Gallery(args.gallery) as gallery:
-        added = gallery.enroll(args.id, templates, pipeline.embedder_sha256, name=args.name, metadata=metadata)
+        added = gallery.enroll(args.id, templates, pipeline.embedder_sha256, name=args.name, metadata=metadata,
+                               card_number=args.card_number)
         version = gallery.version
     io.result({"person_id": args.id, "accepted": accepted, "rejected": rejected, "templates_added": added,
                "gallery_version": version})
@@ -277,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", default=None, help="the person's id (not with --folder/--zip)")
     p.add_argument("--name", default=None)
     p.add_argument("--metadata", default=None, help="JSON object stored with the person")
+    p.add_argument("--card-number", type=card_number_arg, default=None,
+                   help="credential sent to an access panel (OSDP / Wiegand) when this person is recognised")
     p.add_argument("--largest", action="store_true", help="accept photos with several faces, using the largest")
     bulk = p.add_mutually_exclusive_group()
     bulk.add_argument("--folder", type=Path, default=None,
@@ -316,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     add_purge_options(p)  # --purge-events / --anonymise-events, --config / --journal
     p.set_defaults(func=cmd_gallery_remove)
+    add_gallery_card_command(gallery)  # card: the person's card number for an access panel
     add_gallery_sync_commands(gallery)  # keygen, export, publish, apply, export-templates, import-templates
     add_events_command(sub)  # facegate events: the access journal
     add_code_commands(sub)  # code hash: Home Assistant unlock codes

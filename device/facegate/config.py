@@ -250,6 +250,52 @@ class JournalConfig(Section):
     path: Path = Path("journal.db")  # relative paths are under state_dir
     max_events: int = Field(1_000_000, ge=1)  # the oldest go first beyond this
     retention_days: float = Field(365.0, gt=0)  # and anything older than this
+def _fits_format(fmt: str, facility_code: int) -> None:
+    top = 255 if fmt == "26" else 65535  # H10301: 8-bit facility; 34-bit: 16-bit facility
+    if not 0 <= facility_code <= top:
+        raise ValueError(f"facility_code {facility_code} does not fit the {fmt}-bit format (0-{top})")
+
+
+class OsdpConfig(Section):
+    """The door as an OSDP peripheral device (a card reader) on RS-485 (facegate/panel/osdp_pd.py, README)."""
+
+    port: str  # serial device of the RS-485 adapter, e.g. /dev/ttyUSB0 or /dev/serial0
+    baud: Literal[9600, 19200, 38400, 57600, 115200, 230400] = 9600
+    address: int = Field(1, ge=0, le=126)
+    scbk_file: Path  # the Secure Channel Base Key, 32 hex digits; written by install mode
+    install_mode: bool = False  # commissioning only: accept the panel's default key once, store the key it sets
+    decision: Literal["door", "panel"] = "door"  # "door": only people this door admits; "panel": the panel decides
+    format: Literal["26", "34"] = "26"  # card data sent as raw Wiegand bits of this format
+    facility_code: int = 0
+    relay: bool = False  # the panel's output 0 commands drive the door relay
+    tamper_pin: int | str | None = None  # optional case switch (closed = intact), reported as OSDP tamper
+
+    @model_validator(mode="after")
+    def _facility_fits(self) -> OsdpConfig:
+        _fits_format(self.format, self.facility_code)
+        return self
+
+
+class WiegandConfig(Section):
+    """Wiegand output to a panel's reader port (facegate/panel/wiegand_tx.py, README)."""
+
+    data0_pin: int | str
+    data1_pin: int | str
+    format: Literal["26", "34"] = "26"  # "26": H10301; "34": 16-bit facility + 16-bit card
+    facility_code: int = 0
+    pulse_width_us: int = Field(100, ge=20, le=500)
+    pulse_interval_us: int = Field(2000, ge=200, le=20_000)  # leading edge to leading edge
+    driver: Literal["open_collector", "direct"] = "open_collector"  # open collector: GPIO high pulls the line low
+    decision: Literal["door", "panel"] = "door"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WiegandConfig:
+        _fits_format(self.format, self.facility_code)
+        if self.pulse_interval_us < self.pulse_width_us + 100:
+            raise ValueError("pulse_interval_us must exceed pulse_width_us by at least 100")
+        if self.data0_pin == self.data1_pin:
+            raise ValueError("data0_pin and data1_pin must be different pins")
+        return self
 
 
 class Config(Section):
@@ -268,6 +314,8 @@ class Config(Section):
     access: AccessConfig = AccessConfig()
     sync: SyncConfig = SyncConfig()
     journal: JournalConfig = JournalConfig()
+    osdp: OsdpConfig | None = None  # [osdp]: an OSDP reader for the site's panel; absent = off
+    wiegand: WiegandConfig | None = None  # [wiegand]: Wiegand output; absent = off
 
     @model_validator(mode="after")
     def _sync_topic_needs_mqtt(self) -> Config:

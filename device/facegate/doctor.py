@@ -135,5 +135,14 @@ CHECKS: list[Callable[[Config], Check]] = [check_models, check_gallery, check_ca
                                            check_clock]
 
 
+def _check_panel(config: Config) -> Check:
+    from facegate.panel.doctor import check_panel  # local: that module imports Check from here
+
+    return check_panel(config)
+
+
+CHECKS.append(_check_panel)  # OSDP key and port, Wiegand/OSDP card numbers (facegate/panel/doctor.py)
+
+
 def run_checks(config: Config) -> list[Check]:
     return [check(config) for check in CHECKS]

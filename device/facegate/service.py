@@ -37,6 +37,8 @@ from facegate.gallery.store import Gallery
 from facegate.journal import JournalError, JournalWriter, open_journal
 from facegate.liveness.gate import LivenessGate
 from facegate.models import Manifest
+from facegate.panel.build import build_outputs
+from facegate.panel.output import wants
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
 from facegate.sdnotify import SystemdNotifier
 from facegate.sync.receiver import SyncReceiver
@@ -166,6 +168,9 @@ class Service:
             raise ConfigError(f"door: cannot set up the door pins: {exc} (on a machine without GPIO set "
                               'door.pin_factory = "mock")') from None
         atexit.register(self.door.close)
+        # Access-panel outputs (facegate/panel, README "Access panels"): an OSDP reader and/or Wiegand, fed with
+        # the card number of each recognised live person.
+        self.credential_outputs = build_outputs(config, self.emitter.emit, self.door)
 
         # The door's web console URL for Home Assistant's device page; set it before run() when a console runs.
         self.configuration_url: str | None = None
@@ -291,6 +296,7 @@ class Service:
                 "enabled": self.config.journal.enabled, "events": 0, "errors": 1 if self._journal_open_error else 0,
                 "pending": 0, "last_error": self._journal_open_error},
             "last_access": self.facts.last_access, "camera": self.facts.camera,
+            "panel": {o.channel: o.status() for o in self.credential_outputs},  # OSDP / Wiegand outputs
         }
 
     def publish_status(self) -> None:
@@ -349,11 +355,28 @@ class Service:
         else:
             self.emitter.emit("access_denied", person_id=person, name=name, reason=verdict.reason,
                               similarity=round(decision.similarity, 4), **trace)
+        self._send_credentials(person, verdict.allowed)
+
+    def _send_credentials(self, person: str, door_allows: bool) -> None:
+        """Hand the person's card number to each panel output that wants it (facegate/panel/output.py)."""
+        targets = [o for o in self.credential_outputs if wants(o, door_allows)]
+        if not targets:
+            return
+        with self._db_lock:
+            card = self.gallery.card_number(person)
+        for output in targets:
+            if card is None:
+                self.emitter.emit("credential_failed", person_id=person, channel=output.channel,
+                                  reason="no_card_number", detail="set one with 'facegate gallery card'")
+            else:
+                output.send_credential(person, card)
 
     def run(self) -> int:
         """Run until the source ends or a stop signal; returns the process exit code."""
         if self.journal is not None:
             self.journal.start()
+        for output in self.credential_outputs:
+            output.start()
         self.emitter.emit("service_started", version=__version__)
         self._on_door_state("lock", "LOCKED" if self.door.locked else "UNLOCKED")
         try:
@@ -395,6 +418,11 @@ class Service:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
+        for output in self.credential_outputs:  # before the door: the OSDP reader drives its LED and relay
+            try:
+                output.close()
+            except Exception:
+                log.exception("could not close the %s output", output.channel)
         self.door.close()
         if self.sync is not None:
             self.sync.stop()

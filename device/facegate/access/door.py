@@ -132,6 +132,8 @@ class Door:
         self._owned_factory = None
         if pin_factory is None and config.pin_factory is not None:
             pin_factory = self._owned_factory = pin_factory_from_name(config.pin_factory)
+        self.pin_factory = pin_factory  # for other devices at this door (facegate/panel); None = gpiozero's default
+        self._led_by_panel = False
         self._devices: list[Any] = []
         self._contact: Any = None
         self._exit: Any = None
@@ -257,6 +259,48 @@ class Door:
                 "closed": self._closed,
             }
 
+    # --- an access panel's reader commands (facegate/panel/osdp_pd.py) --------------------------------
+
+    def panel_led(self, on_seconds: float, off_seconds: float, repeat: int | None = None) -> bool:
+        """Show an access panel's LED pattern: steady on (``off_seconds`` 0), off (``on_seconds`` 0), or
+        blinking (``repeat`` times, None = until the next command). From the first call the LED belongs to
+        the panel, as a card reader's LED does, and no longer shows the lock state. False without an LED."""
+        with self._lock:
+            if self._led is None or self._closed:
+                return False
+            self._led_by_panel = True
+            if on_seconds <= 0:
+                self._led.off()
+            elif off_seconds <= 0:
+                self._led.on()
+            else:
+                self._led.blink(on_time=on_seconds, off_time=off_seconds, n=repeat, background=True)
+            return True
+
+    def panel_buzzer(self, on_seconds: float, off_seconds: float, repeat: int | None = None) -> bool:
+        """Sound an access panel's buzzer pattern (``on_seconds`` 0 = silence; ``repeat`` None = until the
+        next command). False without a buzzer."""
+        with self._lock:
+            if self._buzzer is None or self._closed:
+                return False
+            if on_seconds <= 0:
+                self._buzzer.off()
+            elif off_seconds <= 0 and repeat is None:
+                self._buzzer.on()
+            else:
+                self._buzzer.beep(on_time=on_seconds, off_time=max(off_seconds, 0.0), n=repeat, background=True)
+            return True
+
+    def inputs(self) -> list[bool]:
+        """Raw input levels for a panel's input status: [door contact closed, exit button pressed], each
+        False when not fitted."""
+        with self._lock:
+            if self._closed:
+                return [False, False]
+            contact = bool(self._contact.is_active) if self._contact is not None else False
+            pressed = bool(self._exit.is_pressed) if self._exit is not None else False
+            return [contact, pressed]
+
     def poll(self) -> None:
         """Act on every deadline that is due by ``clock()``. The door thread calls this by itself; tests
         with a hand-driven clock call it after advancing that clock."""
@@ -327,7 +371,7 @@ class Door:
         self._locked = locked
         self._lock_changed_at = time.time()
         self._queue_state("lock", "LOCKED" if locked else "UNLOCKED")
-        if self._led is not None:
+        if self._led is not None and not self._led_by_panel:
             try:
                 self._led.value = not locked
             except Exception:  # the LED is cosmetic: its fault must not skip the relock deadline or the state

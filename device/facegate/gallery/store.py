@@ -72,6 +72,16 @@ END;"""
 )
 
 
+MAX_CARD_NUMBER = 2**32 - 1  # what the gallery stores; each output checks its own format's range when sending
+
+
+def check_card_number(card_number: object) -> int:
+    """A card number is a non-negative integer (a bool is not); raises GalleryError naming the value."""
+    if isinstance(card_number, bool) or not isinstance(card_number, int) or not 0 <= card_number <= MAX_CARD_NUMBER:
+        raise GalleryError(f"card number {card_number!r} must be an integer from 0 to {MAX_CARD_NUMBER}")
+    return card_number
+
+
 @dataclass(frozen=True)
 class NewTemplate:
     embedding: np.ndarray
@@ -95,6 +105,7 @@ class Gallery:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('revision', '0')")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self._install_change_log()
+            self._add_card_number()
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"cannot open gallery {self.path}: {exc}") from None
 
@@ -126,6 +137,27 @@ class Gallery:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+
+    def _add_card_number(self) -> None:
+        """Migration: ``persons.card_number`` (the credential sent to an access panel, facegate/panel).
+
+        Added in place to galleries made before it, in one transaction, without touching ``version`` or
+        ``revision``: a door's gallery is the same gallery, and fleet sync must not see a change. Unique where
+        set, because two people with one card number are one card to the panel.
+        """
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(persons)")}
+        if "card_number" in columns:
+            return
+        try:
+            self._db.executescript(
+                "BEGIN IMMEDIATE; ALTER TABLE persons ADD COLUMN card_number INTEGER;"
+                "CREATE UNIQUE INDEX IF NOT EXISTS persons_card_number ON persons(card_number) "
+                "WHERE card_number IS NOT NULL; COMMIT;"
+            )
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def transaction(self, *, set_version: int | None = None) -> Iterator[sqlite3.Connection]:
@@ -198,10 +230,15 @@ class Gallery:
         embedder_sha256: str,
         name: str | None = None,
         metadata: dict[str, Any] | None = None,
+        card_number: int | None = None,
     ) -> int:
-        """Create or update the person and add templates, all in one transaction; returns templates added."""
+        """Create or update the person and add templates, all in one transaction; returns templates added.
+
+        ``card_number`` None keeps the person's current card number (see :meth:`set_card_number`)."""
         if not person_id:
             raise GalleryError("person id must not be empty")
+        if card_number is not None:
+            check_card_number(card_number)
         self.check_embedder(embedder_sha256)
         items = list(templates)
         vectors = [np.asarray(t.embedding, dtype="<f4") for t in items]
@@ -218,6 +255,8 @@ class Gallery:
                 "updated_at = excluded.updated_at",
                 (person_id, name, json.dumps(metadata or {}), now, now, metadata is not None),
             )
+            if card_number is not None:
+                self._write_card(db, person_id, card_number)
             db.executemany(
                 "INSERT INTO templates (person_id, embedding, embedder_sha256, quality, source, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -227,6 +266,27 @@ class Gallery:
                 ],
             )
         return len(items)
+
+    def set_card_number(self, person_id: str, card_number: int | None) -> None:
+        """Set (or with None, clear) a person's card number, in one transaction."""
+        if card_number is not None:
+            check_card_number(card_number)
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM persons WHERE id = ?", (person_id,)).fetchone() is None:
+                raise GalleryError(f"no person '{person_id}' in gallery {self.path}")
+            self._write_card(db, person_id, card_number)
+
+    def _write_card(self, db: sqlite3.Connection, person_id: str, card_number: int | None) -> None:
+        holder = None if card_number is None else db.execute(
+            "SELECT id FROM persons WHERE card_number = ? AND id != ?", (card_number, person_id)).fetchone()
+        if holder is not None:
+            raise GalleryError(f"card number {card_number} already belongs to '{holder[0]}' in gallery {self.path}")
+        db.execute("UPDATE persons SET card_number = ?, updated_at = ? WHERE id = ?",
+                   (card_number, time.time(), person_id))
+
+    def card_number(self, person_id: str) -> int | None:
+        row = self._db.execute("SELECT card_number FROM persons WHERE id = ?", (person_id,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def remove(self, person_id: str) -> int:
         """Delete a person and every template of theirs (privacy: nothing of them stays); returns templates removed."""
@@ -238,12 +298,12 @@ class Gallery:
 
     def persons(self) -> list[dict[str, Any]]:
         rows = self._db.execute(
-            "SELECT p.id, p.name, p.metadata, p.created_at, p.updated_at, COUNT(t.id) FROM persons p "
+            "SELECT p.id, p.name, p.metadata, p.created_at, p.updated_at, COUNT(t.id), p.card_number FROM persons p "
             "LEFT JOIN templates t ON t.person_id = p.id GROUP BY p.id ORDER BY p.id"
         ).fetchall()
         return [
             {"id": r[0], "name": r[1], "metadata": json.loads(r[2]), "created_at": r[3], "updated_at": r[4],
-             "templates": r[5]}
+             "templates": r[5], "card_number": r[6]}
             for r in rows
         ]
 

@@ -17,6 +17,7 @@ local enrolment may have bumped since), ``sync_bundle_sha256`` and ``sync_applie
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +75,16 @@ def apply_bundle(gallery: Gallery, bundle: Bundle, embedder_sha256: str) -> Appl
         else:
             db.executemany("DELETE FROM persons WHERE id = ?",
                            [(pid,) for pid in bundle.deletes] + [(p.id,) for p in bundle.persons])
-        db.executemany(
-            "INSERT INTO persons (id, name, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-            [(p.id, p.name, json.dumps(p.metadata), p.created_at, p.updated_at) for p in bundle.persons],
-        )
+        try:
+            db.executemany(
+                "INSERT INTO persons (id, name, metadata, created_at, updated_at, card_number) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(p.id, p.name, json.dumps(p.metadata), p.created_at, p.updated_at, p.card_number)
+                 for p in bundle.persons],
+            )
+        except sqlite3.IntegrityError as exc:  # a card number held by a person this delta does not touch
+            raise BundleError("apply_failed", f"card numbers conflict with this door's gallery: {exc}",
+                              h.version) from None
         db.executemany(
             "INSERT INTO templates (person_id, embedding, embedder_sha256, quality, source, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",

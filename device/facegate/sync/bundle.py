@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from facegate.access.policy import PolicyError, parse_schedule
 from facegate.errors import FacegateError
+from facegate.gallery.store import MAX_CARD_NUMBER
 from facegate.sync.keys import key_id
 
 __all__ = [
@@ -120,6 +121,7 @@ class PersonRecord:
     updated_at: float
     policy: PolicyRecord | None
     templates: list[TemplateRecord] = field(default_factory=list)
+    card_number: int | None = None  # absent from bundles made before card numbers: applies as None
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ def bundle_sha256(data: bytes) -> str:
 def _person_json(p: PersonRecord) -> dict[str, Any]:
     return {
         "id": p.id, "name": p.name, "metadata": p.metadata, "created_at": p.created_at, "updated_at": p.updated_at,
+        "card_number": p.card_number,
         "policy": None if p.policy is None else {
             "valid_from": p.policy.valid_from, "valid_until": p.policy.valid_until, "groups": p.policy.groups,
             "schedule": p.policy.schedule, "updated_at": p.policy.updated_at,
@@ -456,6 +459,7 @@ def _parse_payload(raw: bytes, header: BundleHeader) -> tuple[list[PersonRecord]
     persons: list[PersonRecord] = []
     blobs: list[bytes] = []
     seen: set[str] = set()
+    cards: dict[int, str] = {}
     for i, item in enumerate(people):
         where = f"payload.persons[{i}]"
         p = _obj(item, where)
@@ -479,10 +483,17 @@ def _parse_payload(raw: bytes, header: BundleHeader) -> tuple[list[PersonRecord]
                                             _str(t, "source", t_where, optional=True),
                                             _num(t, "created_at", t_where)))
         metadata = _obj(p.get("metadata", {}), f"{where}.metadata")
+        card = p.get("card_number")
+        if card is not None:
+            if isinstance(card, bool) or not isinstance(card, int) or not 0 <= card <= MAX_CARD_NUMBER:
+                raise _bad(f"{where}.card_number", f"must be null or an integer from 0 to {MAX_CARD_NUMBER}")
+            if card in cards:
+                raise _bad(f"{where}.card_number", f"{card} is also the card number of {cards[card]!r}")
+            cards[card] = pid
         persons.append(PersonRecord(
             id=pid, name=_str(p, "name", where, optional=True), metadata=metadata,
             created_at=_num(p, "created_at", where), updated_at=_num(p, "updated_at", where),
-            policy=_policy(p.get("policy"), f"{where}.policy"), templates=templates,
+            policy=_policy(p.get("policy"), f"{where}.policy"), templates=templates, card_number=card,
         ))
     if len(blobs) != header.templates:
         raise _bad("payload", f"{len(blobs)} templates; header says {header.templates}")

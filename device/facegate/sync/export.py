@@ -61,7 +61,7 @@ def read_persons(db: sqlite3.Connection, *, changed_after: int | None = None,
     elif person_id is not None:
         join, args = "WHERE {col} = ?", (person_id,)
     persons = db.execute(
-        "SELECT p.id, p.name, p.metadata, p.created_at, p.updated_at FROM persons p "
+        "SELECT p.id, p.name, p.metadata, p.created_at, p.updated_at, p.card_number FROM persons p "
         f"{join.format(col='p.id')} ORDER BY p.id", args
     ).fetchall()
     templates: dict[str, list[TemplateRecord]] = {}
@@ -79,8 +79,8 @@ def read_persons(db: sqlite3.Connection, *, changed_after: int | None = None,
                                      None if schedule is None else json.loads(schedule), updated)
     return [
         PersonRecord(id=pid, name=name, metadata=json.loads(meta), created_at=created, updated_at=updated,
-                     policy=policies.get(pid), templates=templates.get(pid, []))
-        for pid, name, meta, created, updated in persons
+                     policy=policies.get(pid), templates=templates.get(pid, []), card_number=card)
+        for pid, name, meta, created, updated, card in persons
     ]
 
 
