@@ -24,6 +24,7 @@ from facegate.models import Manifest
 from facegate.sync.cli import add_gallery_sync_commands
 from facegate.thresholds import DEFAULT_FAR, ThresholdTable
 from facegate.vision.pipeline import FacePipeline, FaceResult, PipelineOptions
+from facegate.web.users_cli import add_user_commands
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -299,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.set_defaults(func=cmd_gallery_remove)
     add_gallery_sync_commands(gallery)  # keygen, export, publish, apply, export-templates, import-templates
+    add_user_commands(sub)  # web console accounts: user add|passwd|remove|list
     return parser
 
 
