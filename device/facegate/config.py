@@ -213,6 +213,15 @@ class SyncConfig(Section):
         return value
 
 
+class JournalConfig(Section):
+    """The access journal (facegate/journal): local history of every event, apart from the outbox."""
+
+    enabled: bool = True
+    path: Path = Path("journal.db")  # relative paths are under state_dir
+    max_events: int = Field(1_000_000, ge=1)  # the oldest go first beyond this
+    retention_days: float = Field(365.0, gt=0)  # and anything older than this
+
+
 class WebConfig(Section):
     """The device's web console and door screen (facegate/web; README "Web console")."""
 
@@ -256,6 +265,7 @@ class Config(Section):
     outbox: OutboxConfig = OutboxConfig()
     access: AccessConfig = AccessConfig()
     sync: SyncConfig = SyncConfig()
+    journal: JournalConfig = JournalConfig()
     web: WebConfig = WebConfig()
 
     @model_validator(mode="after")
@@ -267,6 +277,10 @@ class Config(Section):
     @property
     def gallery_path(self) -> Path:
         return self.gallery.path if self.gallery.path.is_absolute() else self.state_dir / self.gallery.path
+
+    @property
+    def journal_path(self) -> Path:
+        return self.journal.path if self.journal.path.is_absolute() else self.state_dir / self.journal.path
 
 
 def _describe(exc: ValidationError) -> str:

@@ -32,6 +32,7 @@ from facegate.events.mqtt import MqttCommunicator
 from facegate.events.outbox import Outbox
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
+from facegate.journal import JournalError, JournalWriter, open_journal
 from facegate.liveness.gate import LivenessGate
 from facegate.models import Manifest
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
@@ -128,6 +129,19 @@ class Service:
         self.outbox = Outbox(config.state_dir / "outbox.db", config.outbox.max_events)
         self.emitter = EventEmitter(config.device_id, self.outbox)
         self.emitter.add_listener(lambda event: log.info("event %s", event["type"], extra={"event": event}))
+
+        # Access journal (issue 9): every event also goes into local history, apart from the outbox. Written on
+        # its own thread from a bounded queue; a failure is counted in the status, never raised into the loop.
+        self.journal: JournalWriter | None = None
+        self._journal_open_error: str | None = None
+        if config.journal.enabled:
+            try:
+                self.journal = JournalWriter(open_journal(config.journal_path, config.journal.max_events,
+                                                          config.journal.retention_days))
+                self.emitter.add_listener(self.journal.submit)
+            except (JournalError, OSError) as exc:
+                self._journal_open_error = str(exc)
+                log.error("access journal unavailable, events are not kept locally: %s", exc)
 
         self.pipeline = build_pipeline(config)
         self.threshold = match_threshold(config, self.pipeline)
@@ -247,6 +261,9 @@ class Service:
             "models": models, "threshold": round(self.threshold, 4), "far": self.config.recognition.far,
             "lockdown": lockdown, "door": self.door.state(),
             "outbox": {"pending": len(self.outbox), "dropped": self.emitter.dropped},
+            "journal": self.journal.status() if self.journal is not None else {
+                "enabled": self.config.journal.enabled, "events": 0, "errors": 1 if self._journal_open_error else 0,
+                "pending": 0, "last_error": self._journal_open_error},
         }
 
     def publish_status(self) -> None:
@@ -308,6 +325,8 @@ class Service:
     def run(self) -> int:
         """Run until the source ends or a stop signal; returns the process exit code."""
         self.communicator.start()
+        if self.journal is not None:
+            self.journal.start()
         if self.sync is not None:
             self.sync.start()
         self.emitter.emit("service_started", version=__version__)
@@ -359,6 +378,8 @@ class Service:
         pending = self.communicator.stop(self.config.outbox.flush_timeout_seconds)
         if pending:
             log.warning("%d events not yet delivered; they stay in the outbox for the next start", pending)
+        if self.journal is not None:
+            self.journal.stop(self.config.outbox.flush_timeout_seconds)
         self.gallery.close()
 
     def install_signal_handlers(self) -> None:
