@@ -80,6 +80,7 @@ class LoginLimiter:
         self._window, self._max = window_seconds, max_failures
         self._lock = threading.Lock()
         self._failures: dict[str, deque[float]] = {}
+        self._throttled: dict[str, float] = {}
 
     def _recent_locked(self, address: str, now: float) -> deque[float]:
         times = self._failures.get(address)
@@ -99,6 +100,18 @@ class LoginLimiter:
             if len(times) < self._max:
                 return 0.0
             return max(1.0, self._window - (now - times[0]))
+
+    def note_throttled(self, address: str) -> bool:
+        """True the first time ``address`` is refused in a window: the one moment worth an event."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._throttled.get(address)
+            if last is not None and now - last < self._window:
+                return False
+            if len(self._throttled) >= MAX_TRACKED_ADDRESSES:
+                self._throttled.clear()
+            self._throttled[address] = now
+            return True
 
     def failed(self, address: str) -> None:
         now = time.monotonic()
