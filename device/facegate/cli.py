@@ -17,9 +17,11 @@ import numpy as np
 
 from facegate import __version__
 from facegate.config import EXIT_CONFIG, Config, ConfigError, load_config
+from facegate.enrolment.photo import assess
 from facegate.errors import FacegateError, GalleryError, ImageError
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.imageio import read_image
+from facegate.journal.cli import add_events_command, add_purge_options, purge_events, purge_target
 from facegate.models import Manifest
 from facegate.sync.cli import add_gallery_sync_commands
 from facegate.thresholds import DEFAULT_FAR, ThresholdTable
@@ -100,21 +102,19 @@ def cmd_embed(args: argparse.Namespace, io: Output) -> int:
 def _enroll_one(pipeline: FacePipeline, path: Path, largest: bool) -> tuple[NewTemplate | None, str]:
     """A template from one enrolment photo, or the reason it was refused."""
     try:
-        results = pipeline.process(read_image(path))
+        image = read_image(path)
     except ImageError as exc:
         return None, str(exc)
-    if not results:
-        return None, "no face found"
-    if len(results) > 1 and not largest:
-        return None, f"{len(results)} faces found (use --largest to take the largest)"
-    best = results[0]
-    if best.failures:
-        return None, "quality: " + ", ".join(best.failures)
-    assert best.embedding is not None
-    return NewTemplate(best.embedding, best.quality.as_dict(), source=path.name), "accepted"
+    return assess(pipeline, image, path.name, largest)
 
 
 def cmd_enroll(args: argparse.Namespace, io: Output) -> int:
+    if args.folder is not None or args.zip is not None:  # bulk: one sub-folder per person (issue 9)
+        from facegate.enrolment.cli import cmd_enroll_bulk
+
+        return cmd_enroll_bulk(args, io, _pipeline(args))
+    if not args.id or not args.images:
+        raise FacegateError("enroll needs --id ID and at least one IMAGE (or --folder DIR / --zip FILE)")
     pipeline = _pipeline(args)
     accepted: list[str] = []
     rejected: list[dict[str, str]] = []
@@ -205,9 +205,20 @@ def cmd_gallery_list(args: argparse.Namespace, io: Output) -> int:
 
 
 def cmd_gallery_remove(args: argparse.Namespace, io: Output) -> int:
+    journal = purge_target(args)  # --purge-events / --anonymise-events: found before anything is removed
     with _open_existing_gallery(args.gallery) as gallery:
-        removed = gallery.remove(args.id)
-        io.result({"person_id": args.id, "templates_removed": removed, "gallery_version": gallery.version})
+        try:
+            removed = gallery.remove(args.id)
+        except GalleryError:
+            if journal is None:
+                raise
+            removed = 0  # removed earlier: their journal entries can still be purged
+            io.message(f"no person '{args.id}' in gallery {args.gallery}; purging their journal entries only")
+        result: dict[str, Any] = {"person_id": args.id, "templates_removed": removed,
+                                  "gallery_version": gallery.version}
+    if journal is not None:
+        result.update(purge_events(journal, args.id, args.anonymise_events))
+    io.result(result)
     return EXIT_OK
 
 
@@ -263,11 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("enroll", parents=[models], help="add a person's photos to a gallery")
     p.add_argument("--gallery", type=Path, required=True)
-    p.add_argument("--id", required=True)
+    p.add_argument("--id", default=None, help="the person's id (not with --folder/--zip)")
     p.add_argument("--name", default=None)
     p.add_argument("--metadata", default=None, help="JSON object stored with the person")
     p.add_argument("--largest", action="store_true", help="accept photos with several faces, using the largest")
-    p.add_argument("images", nargs="+", type=Path)
+    bulk = p.add_mutually_exclusive_group()
+    bulk.add_argument("--folder", type=Path, default=None,
+                      help="bulk: one sub-folder per person (folder name = id), optional people.csv id,name,groups")
+    bulk.add_argument("--zip", type=Path, default=None, help="bulk: the same layout in a zip archive")
+    p.add_argument("--quiet", action="store_true", help="bulk: no progress bar")
+    p.add_argument("images", nargs="*", type=Path)
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("identify", parents=[models, match], help="who is in each image")
@@ -298,8 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = gallery.add_parser("remove", help="remove a person and every template of theirs")
     p.add_argument("--gallery", type=Path, required=True)
     p.add_argument("id")
+    add_purge_options(p)  # --purge-events / --anonymise-events, --config / --journal
     p.set_defaults(func=cmd_gallery_remove)
     add_gallery_sync_commands(gallery)  # keygen, export, publish, apply, export-templates, import-templates
+    add_events_command(sub)  # facegate events: the access journal
     add_user_commands(sub)  # web console accounts: user add|passwd|remove|list
     return parser
 

@@ -103,6 +103,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if self.command == "POST" and not self._body_read and self.headers.get("Content-Length", "0") != "0":
+            self.close_connection = True  # an unread body would be taken for the next request
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -131,14 +135,13 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         path = url.path
+        self._body_read = False
         try:
             route = self._route(method, path)
             if route is None:
                 raise HttpError(404, "not found")
             route()
         except HttpError as exc:
-            if method == "POST":  # an unread body would be taken for the next request
-                self.close_connection = True
             self._json({"error": exc.message}, exc.status, exc.headers)
         except ConsoleError as exc:
             self._json({"error": str(exc)}, exc.status)
@@ -202,6 +205,7 @@ class Handler(BaseHTTPRequestHandler):
         if length < 0 or length > limit:
             raise HttpError(413, f"request body over {limit} bytes")
         data = self.rfile.read(length)
+        self._body_read = True
         if len(data) != length:
             raise HttpError(400, "request body cut short")
         return data

@@ -1,0 +1,116 @@
+"""The service writes every event it emits into the journal; a broken journal never costs a grant or an event."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from facegate.access.policy import AccessPolicy
+from facegate.cli import main
+from facegate.journal import Journal, JournalError
+from facegate.service import Service
+from test_service import (  # the replay scenes and MockFactory helpers of the service tests
+    astro_templates,  # noqa: F401  (fixture)
+    enrol,
+    factory,  # noqa: F401  (fixture)
+    make_config,
+    outbox_rows,
+    photos,  # noqa: F401  (fixture)
+    pulses,
+    write_frames,
+)
+
+
+def journal_rows(path: Path) -> list[dict[str, Any]]:
+    with Journal(path, readonly=True) as j:
+        return j.query(limit=None, newest_first=False)
+
+
+def test_every_emitted_event_is_journaled_with_the_outbox_untouched(tmp_path, photos, astro_templates,  # type: ignore[no-untyped-def]  # noqa: F811
+                                                                   pipeline, factory) -> None:  # noqa: F811
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2), ("astro", 10), ("hopper", 12), ("bg", 2)])
+    config = make_config(tmp_path, frames, None)  # MQTT off: every event stays in the outbox to compare with
+    enrol(config, astro_templates, pipeline)
+    service = Service(config, pin_factory=factory)
+    assert service.run() == 0
+    journal = journal_rows(config.journal_path)
+    outbox = outbox_rows(config)
+    assert [e["event_id"] for e in journal] == [e["event_id"] for e in outbox]  # same events, same order
+    assert [{k: v for k, v in e.items() if k != "journal_id"} for e in journal] == outbox
+    kinds = [e["type"] for e in journal]
+    assert kinds[0] == "service_started" and kinds[-1] == "service_stopped"
+    granted = [e for e in journal if e["type"] == "access_granted"]
+    assert len(granted) == 1 and granted[0]["person_id"] == "astro" and granted[0]["name"] == "Eileen Collins"
+    assert "unknown_face" in kinds and "door_unlocked" in kinds and len(pulses(factory.pin(17))) == 1
+    assert service.journal is not None
+    status = service.journal.status()  # what the status message carries (the gallery is closed by now)
+    assert status["enabled"] and status["errors"] == 0 and status["events"] == len(journal)
+
+    # and the CLI finds them through the config
+    toml = tmp_path / "door.toml"
+    toml.write_text(f'state_dir = "{config.state_dir}"\n')
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["events", "--config", str(toml), "--person", "Eileen Collins"], out=out, err=err) == 0
+    assert [json.loads(line)["type"] for line in out.getvalue().splitlines()] == ["access_granted"]
+
+
+def test_denials_are_journaled_with_their_reason(tmp_path, photos, astro_templates, pipeline,  # type: ignore[no-untyped-def]  # noqa: F811
+                                                 factory) -> None:  # noqa: F811
+    frames = write_frames(tmp_path / "frames", photos, [("astro", 10)])
+    config = make_config(tmp_path, frames, None)
+    enrol(config, astro_templates, pipeline)
+    with AccessPolicy(config.gallery_path, config.access) as pol:
+        pol.set_lockdown(True)
+    Service(config, pin_factory=factory).run()
+    with Journal(config.journal_path, readonly=True) as j:
+        denied = j.query(types=["access_denied"], person="astro")
+        assert len(denied) == 1 and denied[0]["reason"] == "lockdown" and denied[0]["name"] == "Eileen Collins"
+        assert j.count(types=["access_granted"]) == 0
+    assert pulses(factory.pin(17)) == []
+
+
+def test_a_full_journal_disk_costs_neither_the_grant_nor_the_outbox_event(tmp_path, photos, astro_templates,  # type: ignore[no-untyped-def]  # noqa: F811
+                                                                        pipeline, factory) -> None:  # noqa: F811
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2), ("astro", 10), ("bg", 2)])
+    config = make_config(tmp_path, frames, None)
+    enrol(config, astro_templates, pipeline)
+    service = Service(config, pin_factory=factory)
+    assert service.journal is not None
+    journal = service.journal.journal
+    journal._db.execute(f"PRAGMA max_page_count={journal._db.execute('PRAGMA page_count').fetchone()[0] + 2}")
+    for pad in (500, 50, 0):  # SQLite's own disk-full: fill the pages it may use, down to the last small gap
+        with pytest.raises(JournalError, match="full"):
+            for i in range(10_000):
+                journal.record({"type": "filler", "ts": "2026-01-01T00:00:00.000Z", "pad": "x" * pad, "i": i})
+    seen: list[dict[str, Any]] = []
+    service.emitter.add_listener(seen.append)
+    assert service.run() == 0
+    assert service.journal is not None
+    assert [e["type"] for e in seen].count("access_granted") == 1 and len(pulses(factory.pin(17))) == 1
+    assert [e["event_id"] for e in outbox_rows(config)] == [e["event_id"] for e in seen]
+    status = service.journal.status()
+    assert status["errors"] == len(seen) and "full" in status["last_error"]
+    assert {e["type"] for e in journal_rows(config.journal_path)} == {"filler"}
+
+
+def test_a_damaged_journal_file_does_not_stop_the_door(tmp_path, photos, astro_templates, pipeline,  # type: ignore[no-untyped-def]  # noqa: F811
+                                                      factory) -> None:  # noqa: F811
+    frames = write_frames(tmp_path / "frames", photos, [("astro", 10)])
+    config = make_config(tmp_path, frames, None)
+    enrol(config, astro_templates, pipeline)
+    config.journal_path.write_bytes(b"\x00garbage" * 512)
+    assert Service(config, pin_factory=factory).run() == 0
+    assert "access_granted" in [e["type"] for e in journal_rows(config.journal_path)]
+    assert any(".corrupt-" in p.name for p in config.state_dir.iterdir())
+
+
+def test_journal_off_writes_no_file(tmp_path, photos, factory) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2)])
+    config = make_config(tmp_path, frames, None, journal={"enabled": False})
+    service = Service(config, pin_factory=factory)
+    assert service.journal is None and service.status()["journal"]["enabled"] is False
+    service.run()
+    assert not config.journal_path.exists()
