@@ -128,7 +128,7 @@ class UserStore:
         check_name(name)
         if role not in ROLES:
             raise AccountError(f"role {role!r}: use admin or viewer")
-        user = User(name, role, hash_password(check_password(password)))  # type: ignore[arg-type]
+        user = User(name, role, hash_password(check_password(password)))
         with self._lock:
             users = dict(self._load_locked())
             if name in users:

@@ -308,6 +308,23 @@ class Console:
             return {"id": person_id, "accepted": False, "reason": reason}
         return self._add_template(user, person_id, template, "upload")
 
+    def bulk_zip(self, user: str, data: bytes, filename: str) -> dict[str, Any]:
+        """The console's zip upload: ``facegate enroll --folder`` on an archive (facegate.enrolment)."""
+        import io
+
+        from facegate.enrolment.bulk import enrol_photos
+        from facegate.enrolment.sources import ZipPhotos
+
+        try:
+            with ZipPhotos(io.BytesIO(data), name=filename) as photos, self._pipeline_lock, self._db_lock:
+                gallery, _ = self._db()
+                result = enrol_photos(self.pipeline(), gallery, photos, photos.people).as_dict()
+        except FacegateError as exc:
+            raise ConsoleError(str(exc)) from None
+        self.emit(user, "bulk_enrolled", archive=filename, persons=result["persons_enrolled"],
+                  photos_accepted=result["accepted"], photos_refused=result["refused_images"])
+        return result
+
     # ------------------------------------------------------------------ journal
 
     def journal(self) -> Any:

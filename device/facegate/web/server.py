@@ -25,7 +25,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -273,6 +272,9 @@ class Handler(BaseHTTPRequestHandler):
             if path in actions:
                 action = actions[path]
                 return lambda: self._json(action(self._change()))
+            if path == "/api/people-bulk":
+                return lambda: self._json(self.console.bulk_zip(
+                    self._change().user, self._body(MAX_ZIP_BYTES), self.headers.get("X-Filename", "upload.zip")[:200]))
             if path.startswith("/api/people/"):
                 return self._person_action(path.removeprefix("/api/people/"))
         return None

@@ -259,7 +259,7 @@ function pagePeople() {
     try {
       const r = await api("POST", "/api/people-bulk", undefined, {data: file, type: "application/zip", name: file.name});
       const refused = r.refused.map((x) => x.image + ": " + x.reason).join("; ");
-      show(message, r.persons + " persons, " + r.accepted + " photos accepted" +
+      show(message, r.persons_enrolled + " persons enrolled, " + r.accepted + " photos accepted" +
            (refused ? "; refused: " + refused : ""), r.refused.length === 0);
     } catch (e) { show(message, e.message, false); }
     ev.target.value = "";
