@@ -197,7 +197,7 @@ def test_a_stalled_stream_client_is_dropped_and_the_loop_goes_on(door: Door) -> 
 
 
 def test_config_refuses_plain_http_off_loopback() -> None:
-    with pytest.raises(ConfigError, match="web.bind"):
+    with pytest.raises(ConfigError, match=r"web\.bind"):
         parse_config({"web": {"enabled": True, "bind": "0.0.0.0"}})
     assert parse_config({"web": {"enabled": True, "bind": "0.0.0.0", "allow_insecure_http": True}}).web.bind
     with pytest.raises(ConfigError, match="together"):
