@@ -232,3 +232,59 @@ def test_user_cli(tmp_path: Path) -> None:
     assert UserStore(tmp_path / "state").authenticate("ann", "s3cret-password") is not None
     assert main(["user", "remove", "ann", "--config", str(config)], out, err) == 0
     assert main(["user", "remove", "ann", "--config", str(config)], out, err) == 2
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "facegate test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_console_off_loopback_config_and_https_login(tmp_path: Path) -> None:
+    import http.client
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    # With TLS a non-loopback bind is accepted (here only checked; the test itself listens on loopback).
+    assert parse_config({"web": {"enabled": True, "bind": "0.0.0.0", "tls_cert_file": str(cert),
+                                 "tls_key_file": str(key)}}).web.bind == "0.0.0.0"
+    with running_door(tmp_path, tls_cert_file=str(cert), tls_key_file=str(key)) as door:
+        context = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", door.port, timeout=10, context=context)
+        conn.request("POST", "/api/login", json.dumps({"user": ADMIN, "password": ADMIN_PASSWORD}),
+                     {"Content-Type": "application/json", "Origin": f"https://127.0.0.1:{door.port}"})
+        res = conn.getresponse()
+        res.read()
+        assert res.status == 200
+        assert "Secure" in (res.getheader("Set-Cookie") or "")
+        assert res.getheader("Strict-Transport-Security")
+        conn.close()
+        # A client that never finishes its handshake holds up nobody (the handshake runs on its own thread).
+        stalled = socket.create_connection(("127.0.0.1", door.port))
+        conn = http.client.HTTPSConnection("127.0.0.1", door.port, timeout=10, context=context)
+        conn.request("GET", "/login")
+        assert conn.getresponse().status == 200
+        stalled.close()
+        conn.close()
+        # Plain HTTP on the TLS port gets nothing.
+        plain = Client(door)
+        with pytest.raises((ConnectionError, OSError, http.client.HTTPException)):
+            plain.request("GET", "/login")

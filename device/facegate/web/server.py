@@ -479,6 +479,9 @@ class ConsoleServer(ThreadingHTTPServer):
         return int(self.server_address[1])
 
     def start(self) -> None:
+        """Serve on a thread of its own; a second call does nothing."""
+        if self._thread is not None:
+            return
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.5},
                                         name="facegate-web", daemon=True)
         self._thread.start()
