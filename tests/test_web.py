@@ -288,3 +288,55 @@ def test_tls_console_off_loopback_config_and_https_login(tmp_path: Path) -> None
         plain = Client(door)
         with pytest.raises((ConnectionError, OSError, http.client.HTTPException)):
             plain.request("GET", "/login")
+
+
+def test_upload_and_bulk_zip_enrol_through_the_console_pipeline(door: Door, astronaut) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import zipfile
+
+    import cv2
+    from matplotlib import cbook
+
+    c = admin(door)
+    assert c.post("/api/people", {"id": "up2", "name": "Eileen upload"})[0] == 200
+    ok, png = cv2.imencode(".png", cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    assert ok
+    headers = {"X-CSRF-Token": c.csrf or "", "Content-Type": "image/png", "X-Filename": "astronaut.png"}
+    status, _, body = c.request("POST", "/api/people/up2/photo", raw=png.tobytes(), headers=headers)
+    result = json.loads(body)
+    assert status == 200 and result["accepted"] and result["templates"] == 1, result
+    assert door.service.console is not None and door.service.console._pipeline is not door.service.pipeline
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "staff/hopper/hopper.jpg")
+        z.writestr("staff/nobody/readme.txt", "not a photo")
+        z.writestr("staff/people.csv", "id,name,groups\nhopper,Grace Hopper,staff;navy\n")
+    headers = {"X-CSRF-Token": c.csrf or "", "Content-Type": "application/zip", "X-Filename": "staff.zip"}
+    status, _, body = c.request("POST", "/api/people-bulk", raw=archive.getvalue(), headers=headers)
+    result = json.loads(body)
+    assert status == 200 and result["persons_enrolled"] == 1, result
+    assert [r["reason"] for r in result["refused"]] and result["refused"][0]["person_id"] == "nobody"
+    people = {p["id"]: p for p in c.get_json("/api/people")[1]}
+    assert people["hopper"]["name"] == "Grace Hopper" and people["hopper"]["templates"] == 1
+    actions = [e["action"] for e in door.events("console_action") if e["user"] == ADMIN]
+    assert "photo_enrolled" in actions and "bulk_enrolled" in actions
+    for pid in ("up2", "hopper"):
+        assert c.post(f"/api/people/{pid}/remove", {"purge_events": True})[0] == 200
+
+
+def test_journal_api_filters_pages_and_exports_csv(door: Door) -> None:
+    c = admin(door)
+    for _ in range(3):
+        admin(door)
+    assert wait_until(lambda: (c.get_json("/api/journal?type=console_login")[1] or {}).get("total", 0) >= 4, 10)
+    status, page1 = c.get_json("/api/journal?type=console_login&limit=2")
+    assert status == 200 and len(page1["events"]) == 2 and page1["next_before"]
+    assert all(e["type"] == "console_login" for e in page1["events"])
+    _, page2 = c.get_json(f"/api/journal?type=console_login&limit=2&before={page1['next_before']}")
+    assert {e["journal_id"] for e in page2["events"]}.isdisjoint(e["journal_id"] for e in page1["events"])
+    status, headers, body = c.request("GET", "/api/journal.csv?type=console_login&since=1h")
+    assert status == 200 and headers["content-type"].startswith("text/csv")
+    lines = body.decode().splitlines()
+    assert lines[0].startswith("ts,type,person_id") and len(lines) >= 5 and "console_login" in lines[1]
+    assert c.get_json("/api/journal?since=yesterday-ish")[0] == 400

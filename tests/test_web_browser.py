@@ -170,6 +170,30 @@ def test_lockdown_denies_and_unlock_pulses_the_relay_with_the_user_journaled(bro
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "door-page-lockdown"), "off"))
 
 
+def test_edit_schedule_and_system_page(browser: Any, door: Door) -> None:
+    browser.get(door.url + "/people")
+    row = wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#people-table tr[data-id=astro]")))
+    row.find_element(By.CSS_SELECTOR, "button.edit").click()
+    schedule = browser.find_element(By.ID, "person-schedule")
+    schedule.clear()
+    schedule.send_keys("mon-sun 00:00-24:00")
+    browser.find_element(By.ID, "person-save").click()
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "person-message"), "Saved"))
+    policy = door.service.policy.get_person("astro")
+    assert policy is not None and policy.groups == ("staff",) and policy.schedule is not None
+    assert policy.schedule["sun"] == [["00:00", "24:00"]]
+    browser.find_element(By.ID, "person-close").click()
+
+    browser.get(door.url + "/system")
+    wait(browser).until(lambda b: "models" in b.find_element(By.ID, "system-checks").text)
+    checks = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[1].text
+              for r in browser.find_elements(By.CSS_SELECTOR, "#system-checks tbody tr")}
+    assert checks["models"] == "yes" and checks["camera"] == "yes" and checks["broker"] == "yes"
+    embedder = door.service.pipeline.embedder_sha256
+    assert embedder in browser.find_element(By.ID, "system-models").text
+    assert '"persons": 1' in browser.find_element(By.ID, "system-status").text
+
+
 def test_a_viewer_cannot_change_anything(browser: Any, door: Door) -> None:
     login(browser, door, VIEWER, VIEWER_PASSWORD)
     nav = browser.find_element(By.ID, "nav").text
