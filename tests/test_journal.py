@@ -432,8 +432,25 @@ def test_write_csv_quotes_formulas_only_in_text() -> None:
     assert row["name"] == "'-1" and row["similarity"] == "-0.5" and row["person_id"] == "'@p"
 
 
-def test_sqlite_file_is_wal(tmp_path: Path) -> None:
-    Journal(tmp_path / "j.db").close()
+def test_sqlite_file_is_wal_and_owner_only(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as j:
+        j.record(ev(1, time.time()))
+        assert all((tmp_path / f"j.db{s}").stat().st_mode & 0o077 == 0 for s in ("", "-wal", "-shm"))
     db = sqlite3.connect(tmp_path / "j.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
+
+
+def test_a_lock_held_past_the_busy_timeout_is_waited_out_not_counted_as_lost(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    writer = JournalWriter(Journal(path, busy_timeout_ms=300))
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # a purge in another process, longer than one busy timeout
+    writer.start()
+    writer.submit(ev(1, time.time()))
+    time.sleep(0.5)
+    other.execute("COMMIT")
+    other.close()
+    assert writer.stop() == 0 and writer.errors == 0
+    with Journal(path, readonly=True) as j:
+        assert j.count() == 1

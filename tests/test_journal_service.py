@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
+import threading
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +118,34 @@ def test_journal_off_writes_no_file(tmp_path, photos, factory) -> None:  # type:
     assert service.journal is None and service.status()["journal"]["enabled"] is False
     service.run()
     assert not config.journal_path.exists()
+
+
+def test_a_purge_holding_the_journal_locked_does_not_hold_up_the_door(tmp_path, photos, astro_templates,  # type: ignore[no-untyped-def]  # noqa: F811
+                                                                     pipeline, factory) -> None:  # noqa: F811
+    """Another process (a CLI purge) holds the journal's write lock for 3 s while the person walks up: the grant
+    is decided and emitted meanwhile, and the journal gets every event once the lock is gone."""
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2), ("astro", 10), ("bg", 2)])
+    config = make_config(tmp_path, frames, None)
+    enrol(config, astro_templates, pipeline)
+    service = Service(config, pin_factory=factory)
+    other = sqlite3.connect(config.journal_path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    released: list[float] = []
+
+    def release() -> None:
+        time.sleep(3.0)
+        released.append(time.time())
+        other.execute("COMMIT")
+
+    holder = threading.Thread(target=release)
+    holder.start()
+    seen: list[dict[str, Any]] = []
+    service.emitter.add_listener(seen.append)
+    assert service.run() == 0
+    holder.join()
+    other.close()
+    granted = next(e for e in seen if e["type"] == "access_granted")
+    granted_at = datetime.fromisoformat(granted["ts"].replace("Z", "+00:00")).timestamp()
+    assert granted_at < released[0] - 1.0  # decided while the journal was locked
+    assert [e["event_id"] for e in journal_rows(config.journal_path)] == [e["event_id"] for e in seen]
+    assert service.journal is not None and service.journal.errors == 0

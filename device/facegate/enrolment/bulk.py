@@ -63,6 +63,7 @@ def enrol_photos(
     progress: Progress | None = None,
 ) -> BulkResult:
     """Assess every photo, then enrol each person with their accepted templates; see the module docstring."""
+    gallery.check_embedder(pipeline.embedder_sha256)  # before the work, not after it
     people = people or {}
     result = BulkResult()
     templates: dict[str, list[NewTemplate]] = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import stat
 import struct
 import zipfile
@@ -163,14 +164,22 @@ class FolderPhotos:
             self.people = parse_people_csv(text, str(csv_path))
         self._files: list[tuple[str, Path]] = []
         self.refused: list[Photo] = []  # files outside any person folder
-        for path in sorted(self.folder.rglob("*")):
-            rel = path.relative_to(self.folder)
-            if _is_hidden(rel.parts) or path.is_dir() or rel.as_posix() == PEOPLE_CSV:
+        for entry in sorted(self.folder.iterdir()):
+            if _is_hidden((entry.name,)) or entry.name == PEOPLE_CSV:
                 continue
-            if len(rel.parts) == 1:
-                self.refused.append(Photo("", rel.as_posix(), None, "not inside a person's folder"))
+            if not entry.is_dir():
+                self.refused.append(Photo("", entry.name, None, "not inside a person's folder"))
                 continue
-            self._files.append((rel.parts[0], path))
+            # os.walk rather than rglob: a person's folder may be a symlink (to a share, a camera roll)
+            visited: set[str] = set()
+            for root, dirs, files in os.walk(entry, followlinks=True):
+                real = os.path.realpath(root)
+                if real in visited:  # a symlink loop
+                    dirs[:] = []
+                    continue
+                visited.add(real)
+                dirs[:] = sorted(d for d in dirs if not _is_hidden((d,)))
+                self._files += [(entry.name, Path(root) / f) for f in sorted(files) if not _is_hidden((f,))]
         self.total = len(self._files) + len(self.refused)
 
     def person_ids(self) -> list[str]:

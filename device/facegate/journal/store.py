@@ -15,6 +15,7 @@ Storage choices:
   old rows are pruned.
 * ``secure_delete``: pruned and purged rows (names, person ids) are overwritten in the file, and a purge
   checkpoints the WAL so the old page images go too.
+* The file is created owner-only (0600): names and who came when are personal data.
 * Retention is enforced in bounded batches (:meth:`Journal.prune_step`), so no single call can take long.
 """
 
@@ -24,6 +25,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -134,6 +136,8 @@ class Journal:
                                            isolation_level=None, check_same_thread=False)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self.path.exists():  # personal data: owner-only (SQLite gives -wal/-shm the same mode)
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
                 self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise JournalError(f"{self.path}: cannot open journal: {exc}") from None

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 QUEUE_EVENTS = 10_000
 IDLE_PRUNE_SECONDS = 60.0
 ERROR_LOG_INTERVAL_SECONDS = 60.0
+LOCKED_RETRIES = 3  # each waits the journal's busy timeout (10 s)
 
 
 def open_journal(path: Path, max_events: int, retention_days: float) -> Journal:
@@ -170,13 +171,22 @@ class JournalWriter:
             self._write(batch)
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
-        try:
-            self.journal.record_many(batch)
-        except (JournalError, sqlite3.Error, ValueError, TypeError) as exc:
-            self._fail(len(batch), str(exc))
-        except Exception as exc:  # never let the thread die: the next event may well succeed
-            log.exception("journal write failed")
-            self._fail(len(batch), f"{self.journal.path}: {exc!r}")
+        for attempt in range(1, LOCKED_RETRIES + 1):
+            try:
+                self.journal.record_many(batch)
+                return
+            except (JournalError, sqlite3.Error) as exc:
+                # Another process (a CLI purge) holding the file past the busy timeout: wait again, the queue
+                # absorbs new events meanwhile. Anything else (disk full, corruption) is not worth a retry.
+                if "locked" in str(exc) and attempt < LOCKED_RETRIES:
+                    log.warning("journal busy (attempt %d of %d): %s", attempt, LOCKED_RETRIES, exc)
+                    continue
+                self._fail(len(batch), str(exc))
+                return
+            except Exception as exc:  # never let the thread die: the next event may well succeed
+                log.exception("journal write failed")
+                self._fail(len(batch), f"{self.journal.path}: {exc!r}")
+                return
 
     def _prune_one(self) -> bool:
         """One pruning step; True when it deleted a full batch (there may be more)."""
