@@ -340,3 +340,26 @@ def test_journal_api_filters_pages_and_exports_csv(door: Door) -> None:
     lines = body.decode().splitlines()
     assert lines[0].startswith("ts,type,person_id") and len(lines) >= 5 and "console_login" in lines[1]
     assert c.get_json("/api/journal?since=yesterday-ish")[0] == 400
+
+
+def test_a_connection_flood_is_capped_and_the_console_recovers(door: Door) -> None:
+    from facegate.web.server import MAX_CONNECTIONS
+
+    held = [socket.create_connection(("127.0.0.1", door.port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", door.port))
+        extra.settimeout(5)
+        extra.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        try:
+            answer = extra.recv(100)
+        except ConnectionResetError:
+            answer = b""
+        assert answer == b""  # closed at once: no thread was spent on it
+        extra.close()
+        frames = door.service.stats.frames
+        assert wait_until(lambda: door.service.stats.frames > frames + 10, timeout=10)  # the door goes on
+    finally:
+        for s in held:
+            s.close()
+    assert wait_until(lambda: Client(door).request("GET", "/login")[0] == 200, timeout=10)

@@ -44,6 +44,7 @@ MAX_ZIP_BYTES = 256 * 1024 * 1024
 STREAM_WRITE_TIMEOUT_SECONDS = 5.0
 SSE_KEEPALIVE_SECONDS = 15.0
 MAX_EVENT_STREAMS = 16
+MAX_CONNECTIONS = 64  # one thread each; beyond this a new connection is closed at once (a flood costs no threads)
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -357,7 +358,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             since = parse_time(q["since"]) if q.get("since") else None
             until = parse_time(q["until"]) if q.get("until") else None
-            limit = min(int(q.get("limit", "50")), 100_000 if csv else 500)
+            limit = max(1, min(int(q.get("limit", "50")), 100_000 if csv else 500))
             before = int(q["before"]) if q.get("before") else None
         except ValueError as exc:
             raise HttpError(400, str(exc)) from None
@@ -473,6 +474,23 @@ class ConsoleServer(ThreadingHTTPServer):
             self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
             self.extra_headers["Strict-Transport-Security"] = "max-age=31536000"
         self._thread: threading.Thread | None = None
+        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._connections.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
 
     @property
     def port(self) -> int:
