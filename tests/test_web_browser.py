@@ -132,7 +132,7 @@ def test_enrol_from_the_camera_then_she_is_granted(browser: Any, door: Door) -> 
 
 def test_the_grant_is_in_the_journal(browser: Any, door: Door) -> None:
     browser.get(door.url + "/journal")
-    wait(browser).until(ec.presence_of_element_located((By.ID, "journal-person"))).send_keys("eileen collins")
+    wait(browser).until(ec.visibility_of_element_located((By.ID, "journal-person"))).send_keys("eileen collins")
     browser.find_element(By.ID, "journal-search").click()
     wait(browser).until(lambda b: "access_granted" in b.find_element(By.ID, "journal-table").text)
     rows = browser.find_elements(By.CSS_SELECTOR, "#journal-table tbody tr")
@@ -172,7 +172,7 @@ def test_lockdown_denies_and_unlock_pulses_the_relay_with_the_user_journaled(bro
 
 def test_edit_schedule_and_system_page(browser: Any, door: Door) -> None:
     browser.get(door.url + "/people")
-    row = wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#people-table tr[data-id=astro]")))
+    row = wait(browser).until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#people-table tr[data-id=astro]")))
     row.find_element(By.CSS_SELECTOR, "button.edit").click()
     schedule = browser.find_element(By.ID, "person-schedule")
     schedule.clear()

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from facegate.web.console import Console, ConsoleError, dumps
 from facegate.web.netaddr import host_header_is_local, is_local_client
+from facegate.web.priority import lower_this_thread
 from facegate.web.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -487,6 +488,7 @@ class ConsoleServer(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        lower_this_thread()
         try:
             super().process_request_thread(request, client_address)
         finally:
@@ -500,9 +502,12 @@ class ConsoleServer(ThreadingHTTPServer):
         """Serve on a thread of its own; a second call does nothing."""
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.5},
-                                        name="facegate-web", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="facegate-web", daemon=True)
         self._thread.start()
+
+    def _serve(self) -> None:
+        lower_this_thread()
+        self.serve_forever(poll_interval=0.5)
 
     def stop(self) -> None:
         self.console.stopping.set()

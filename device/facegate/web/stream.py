@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from facegate.web.live import LiveFrame, LiveSlot
+from facegate.web.priority import lower_this_thread
 from facegate.web.render import render_jpeg
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Encoder:
             return self._seq, self._jpeg
 
     def _run(self) -> None:
+        lower_this_thread()
         last = 0
         while True:
             with self._cond:
