@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: test demo lint bench evaluate models models-check clean mosquitto
+.PHONY: test demo lint bench evaluate models models-check clean mosquitto chromium
 
 # The tests start their own Mosquitto (a real broker, never a fake): install it where missing and we are root.
 mosquitto:
@@ -11,13 +11,19 @@ mosquitto:
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq mosquitto; \
 	    else echo "mosquitto not installed (and not root): broker tests will be skipped"; fi; }
 
+# The console's browser tests drive a real headless Chromium through selenium (Debian's chromium + its driver).
+chromium:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	    else echo "chromium/chromium-driver not installed (and not root): browser tests will be skipped"; fi; }
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-test: $(STAMP) mosquitto
+test: $(STAMP) mosquitto chromium
 	$(VENV)/bin/pytest -q
 
 lint: $(STAMP)

@@ -25,6 +25,7 @@ if [ ! -f /etc/facegate/facegate.toml ]; then
   install -m 0640 -o root -g facegate "$SRC/deploy/facegate.example.toml" /etc/facegate/facegate.toml
   echo "Edit /etc/facegate/facegate.toml (device_id, pins, broker, command key) before starting."
 fi
+"$SRC/deploy/web-cert.sh" /etc/facegate  # self-signed TLS pair for the web console ([web] in facegate.toml)
 install -m 0644 "$SRC/systemd/facegate.service" /etc/systemd/system/facegate.service
 systemctl daemon-reload
 "$DEST/.venv/bin/facegate" doctor --config /etc/facegate/facegate.toml || true

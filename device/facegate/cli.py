@@ -28,6 +28,7 @@ from facegate.panel.cli import add_gallery_card_command, card_number_arg
 from facegate.sync.cli import add_gallery_sync_commands
 from facegate.thresholds import DEFAULT_FAR, ThresholdTable
 from facegate.vision.pipeline import FacePipeline, FaceResult, PipelineOptions
+from facegate.web.users_cli import add_user_commands
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -324,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_gallery_sync_commands(gallery)  # keygen, export, publish, apply, export-templates, import-templates
     add_events_command(sub)  # facegate events: the access journal
     add_code_commands(sub)  # code hash: Home Assistant unlock codes
+    add_user_commands(sub)  # web console accounts: user add|passwd|remove|list
     return parser
 
 

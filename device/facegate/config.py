@@ -298,6 +298,36 @@ class WiegandConfig(Section):
         return self
 
 
+class WebConfig(Section):
+    """The device's web console and door screen (facegate/web; README "Web console")."""
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: int = Field(8443, ge=1, le=65535)
+    tls_cert_file: Path | None = None  # PEM; deploy/web-cert.sh makes a self-signed pair
+    tls_key_file: Path | None = None
+    # Plain HTTP anywhere but loopback sends passwords and session cookies in the clear: only on request.
+    allow_insecure_http: bool = False
+    blur_strangers: bool = True  # faces not matching anyone enrolled are blurred in every view but capture
+    session_idle_minutes: float = Field(30.0, gt=0, le=24 * 60)
+    stream_fps: float = Field(8.0, gt=0, le=30)  # live-view JPEG rate (encoded once, shared by all viewers)
+    max_stream_clients: int = Field(4, ge=1, le=64)
+    # The console's address as people reach it (Home Assistant's "Visit" link); default: from bind, port and TLS.
+    public_url: str | None = Field(None, pattern=r"^https?://\S+$")
+
+    @model_validator(mode="after")
+    def _secure_transport(self) -> WebConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("web.tls_cert_file and web.tls_key_file must be set together")
+        if self.enabled and self.tls_cert_file is None and not self.allow_insecure_http:
+            from facegate.web.netaddr import is_loopback_host
+
+            if not is_loopback_host(self.bind):
+                raise ValueError(f"web.bind: {self.bind!r} is not loopback and no TLS is configured; set "
+                                 "web.tls_cert_file/tls_key_file (deploy/web-cert.sh) or web.allow_insecure_http")
+        return self
+
+
 class Config(Section):
     device_id: str = Field("door", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     state_dir: Path = Path("/var/lib/facegate")
@@ -316,6 +346,7 @@ class Config(Section):
     journal: JournalConfig = JournalConfig()
     osdp: OsdpConfig | None = None  # [osdp]: an OSDP reader for the site's panel; absent = off
     wiegand: WiegandConfig | None = None  # [wiegand]: Wiegand output; absent = off
+    web: WebConfig = WebConfig()
 
     @model_validator(mode="after")
     def _sync_topic_needs_mqtt(self) -> Config:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpiozero.exc import GPIOZeroError
 
@@ -45,6 +45,10 @@ from facegate.sync.receiver import SyncReceiver
 from facegate.thresholds import ThresholdTable
 from facegate.vision.pipeline import FacePipeline, PipelineOptions
 from facegate.vision.quality import QualityGates
+
+if TYPE_CHECKING:
+    from facegate.web.console import Console
+    from facegate.web.server import ConsoleServer
 
 log = logging.getLogger("facegate.service")
 
@@ -201,6 +205,23 @@ class Service:
         self.door.on_state(self._on_door_state)
         self.source = source or make_source(config.camera)
 
+        # Web console and door screen (issue 9): served on their own threads; the frame loop only drops each
+        # frame's results into the console's overwrite-only slot (facegate/web/live.py).
+        self.console: Console | None = None
+        self.web: ConsoleServer | None = None
+        if config.web.enabled:
+            from facegate.web.console import Console
+            from facegate.web.netaddr import console_url
+            from facegate.web.server import ConsoleServer
+
+            self.configuration_url = console_url(config.web.bind, config.web.port,
+                                                 config.web.tls_cert_file is not None, config.web.public_url)
+            self.console = Console(self)
+            try:
+                self.web = ConsoleServer(self.console)
+            except (OSError, ValueError) as exc:  # port in use, unreadable or mismatched TLS files
+                raise ConfigError(f"web: cannot serve on {config.web.bind}:{config.web.port}: {exc}") from None
+
         # Fleet sync: only signed bundles, only with trusted keys configured (docs/sync.md).
         self.sync: SyncReceiver | None = None
         has_source = config.sync.topic is not None or config.sync.url is not None
@@ -321,6 +342,8 @@ class Service:
                 box=r.detection.box, person_id=best_id, similarity=best, runner_up=runner_up,
                 quality_ok=not r.failures, frame_ts=frame.ts, frame=frame.name, extra=extra,
             ))
+        if self.console is not None:
+            self.console.slot.put(frame.image, frame.ts, results, observations, self.threshold)
         self.stats.tick(len(results))
         return observations
 
@@ -387,6 +410,8 @@ class Service:
         self._status.start()
         if self.sync is not None:
             self.sync.start()
+        if self.web is not None:
+            self.web.start()
         self.notifier.ready()
         camera = CameraSupervisor(self.source, self.emitter.emit, self.stop_event,
                                   self.config.camera.reopen_backoff_max_seconds, heartbeat=self.notifier.watchdog)
@@ -424,6 +449,9 @@ class Service:
             except Exception:
                 log.exception("could not close the %s output", output.channel)
         self.door.close()
+        if self.web is not None and self.console is not None:
+            self.web.stop()
+            self.console.close()
         if self.sync is not None:
             self.sync.stop()
         self.emitter.emit("service_stopped")

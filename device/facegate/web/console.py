@@ -1,0 +1,371 @@
+"""The console's side of the service: what each page can read and do, independent of HTTP.
+
+Isolation from the frame loop (issue 9, part 5):
+
+* The frame loop only calls :meth:`LiveSlot.put` (facegate.web.live). Everything the console reads of the
+  service is a reference read (names, threshold) or a call that takes a lock for microseconds (``door.state``).
+* The console writes the gallery and the access policy through its **own** SQLite connections (WAL, so the
+  frame loop's reads never wait for them); the service notices the new gallery revision within
+  ``GALLERY_CHECK_SECONDS`` and swaps its index, as it does for ``facegate enroll`` on the command line.
+* An uploaded photo is analysed by a **second** pipeline, built on first use and serialised by its own lock, so
+  the frame loop's interpreters are never shared. A capture from the door camera needs no pipeline at all: it
+  reuses the embedding the frame loop computed for that frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import re
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from facegate import __version__
+from facegate.access.policy import AccessPolicy, PolicyError
+from facegate.errors import FacegateError, GalleryError
+from facegate.gallery.store import Gallery, NewTemplate
+from facegate.web.accounts import UserStore
+from facegate.web.hub import EventHub
+from facegate.web.live import LiveFace, LiveSlot
+from facegate.web.sessions import LoginLimiter, SessionStore
+from facegate.web.stream import make_encoders
+from facegate.web.terminal import terminal_message
+
+if TYPE_CHECKING:
+    from facegate.service import Service
+    from facegate.vision.pipeline import FacePipeline
+
+log = logging.getLogger(__name__)
+
+PERSON_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+CAPTURE_WAIT_SECONDS = 3.0
+
+
+class ConsoleError(FacegateError):
+    """A request the console refuses, with the reason shown to the user (HTTP 400 unless ``status``)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def face_template(faces: tuple[LiveFace, ...], source: str) -> tuple[NewTemplate | None, str]:
+    """The enrolment gates of ``facegate enroll`` applied to faces the frame loop already analysed."""
+    if not faces:
+        return None, "no face found"
+    if len(faces) > 1:
+        return None, f"{len(faces)} faces found (only the person to enrol may be in view)"
+    face = faces[0]
+    if face.failures:
+        return None, "quality: " + ", ".join(face.failures)
+    if face.embedding is None:
+        return None, "no embedding for this face"
+    return NewTemplate(np.asarray(face.embedding, dtype=np.float32), dict(face.quality), source=source), "accepted"
+
+
+def quality_feedback(faces: tuple[LiveFace, ...]) -> dict[str, Any]:
+    template, reason = face_template(faces, "")
+    face = faces[0] if faces else None
+    return {"faces": len(faces), "ok": template is not None, "reason": reason,
+            "quality": face.quality if face else None, "failures": list(face.failures) if face else [],
+            "liveness": None if face is None or face.liveness is None else round(face.liveness, 2)}
+
+
+class Console:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.config = service.config.web
+        self.slot = LiveSlot()
+        self.hub = EventHub()
+        service.emitter.add_listener(self.hub.on_event)
+        self.users = UserStore(service.config.state_dir)
+        self.sessions = SessionStore(self.config.session_idle_minutes * 60)
+        self.limiter = LoginLimiter()
+        self.encoders = make_encoders(self.slot, self.name_of, self.config.blur_strangers, self.config.stream_fps)
+        self._db_lock = threading.Lock()
+        self._gallery: Gallery | None = None
+        self._policy: AccessPolicy | None = None
+        self._pipeline: FacePipeline | None = None
+        self._pipeline_lock = threading.Lock()
+        self._journal: Any = None
+        self._streams_lock = threading.Lock()
+        self.streams = 0
+        self.dropped_streams = 0
+        self.stopping = threading.Event()
+
+    # ------------------------------------------------------------------ shared state
+
+    def name_of(self, person_id: str) -> str | None:
+        return self.service._names.get(person_id)
+
+    def acquire_stream(self, limit: int) -> bool:
+        with self._streams_lock:
+            if self.streams >= limit:
+                return False
+            self.streams += 1
+            return True
+
+    def release_stream(self, dropped: bool = False) -> None:
+        with self._streams_lock:
+            self.streams -= 1
+            self.dropped_streams += int(dropped)
+
+    def _db(self) -> tuple[Gallery, AccessPolicy]:
+        """The console's own gallery and policy connections (call with ``_db_lock`` held)."""
+        if self._gallery is None:
+            self._gallery = Gallery(self.service.config.gallery_path)
+            self._policy = AccessPolicy(self._gallery, self.service.config.access)
+        assert self._policy is not None
+        return self._gallery, self._policy
+
+    def close(self) -> None:
+        self.stopping.set()
+        for encoder in self.encoders.values():
+            encoder.stop()
+        with self._db_lock:
+            if self._policy is not None:
+                self._policy.close()
+            if self._gallery is not None:
+                self._gallery.close()
+            self._gallery = self._policy = None
+        if self._journal is not None:
+            self._journal.close()
+
+    def emit(self, user: str, action: str, **fields: Any) -> None:
+        """Every change made from the console is an event naming who made it."""
+        self.service.emitter.emit("console_action", user=user, action=action, **fields)
+
+    # ------------------------------------------------------------------ live
+
+    def lockdown(self) -> bool:
+        with self._db_lock:
+            return self._db()[1].lockdown
+
+    def live_state(self) -> dict[str, Any]:
+        s = self.service
+        return {"door": s.door.state(), "lockdown": self.lockdown(), "fps": round(s.stats.fps, 1),
+                "last_person": s.last_person, "device_id": s.config.device_id}
+
+    def terminal_state(self) -> dict[str, Any]:
+        state = terminal_message(self.service.door.state(), self.lockdown(), self.hub.last_decision,
+                                 self.slot.latest())
+        return {**state, "device_id": self.service.config.device_id}
+
+    # ------------------------------------------------------------------ door
+
+    def unlock(self, user: str) -> dict[str, Any]:
+        seconds = self.service.config.door.unlock_seconds
+        self.emit(user, "unlock", seconds=seconds)
+        self.service.door.unlock(reason="console")
+        return {"unlocked": True, "seconds": seconds}
+
+    def lock(self, user: str) -> dict[str, Any]:
+        self.emit(user, "lock")
+        self.service.door.lock(reason="console")
+        return {"locked": True}
+
+    def set_lockdown(self, user: str, on: bool) -> dict[str, Any]:
+        with self._db_lock:
+            self._db()[1].set_lockdown(on)
+        self.emit(user, "lockdown_on" if on else "lockdown_off")
+        if on:
+            self.service.door.lock(reason="lockdown")
+        try:
+            self.service.publish_status()
+        except Exception:
+            log.exception("could not publish the status after a lockdown change")
+        return {"lockdown": on}
+
+    # ------------------------------------------------------------------ people
+
+    def people(self, query: str = "") -> list[dict[str, Any]]:
+        q = query.strip().lower()
+        with self._db_lock:
+            gallery, policy = self._db()
+            persons = gallery.persons()
+            out = []
+            for p in persons:
+                if q and q not in p["id"].lower() and q not in (p["name"] or "").lower():
+                    continue
+                pol = policy.get_person(p["id"])
+                out.append({
+                    "id": p["id"], "name": p["name"], "templates": p["templates"],
+                    "groups": list(pol.groups) if pol else [],
+                    "valid_from": pol.valid_from.isoformat() if pol and pol.valid_from else None,
+                    "valid_until": pol.valid_until.isoformat() if pol and pol.valid_until else None,
+                    "schedule": pol.schedule if pol else None,
+                })
+        return out
+
+    def save_person(self, user: str, body: dict[str, Any], person_id: str | None = None) -> dict[str, Any]:
+        """Create (``person_id`` None: the id comes from the body) or update a person and their policy."""
+        creating = person_id is None
+        pid = str(body.get("id", "")) if creating else person_id
+        assert pid is not None
+        if creating and not PERSON_ID.fullmatch(pid):
+            raise ConsoleError("id: use 1-64 letters, digits, '.', '_' or '-'")
+        name = body.get("name")
+        if name is not None and (not isinstance(name, str) or len(name) > 200):
+            raise ConsoleError("name: must be text of at most 200 characters")
+        name = name.strip() if isinstance(name, str) and name.strip() else None
+        with self._db_lock:
+            gallery, policy = self._db()
+            exists = gallery.person(pid) is not None
+            if creating and exists:
+                raise ConsoleError(f"a person with id {pid!r} exists", 409)
+            if not creating and not exists:
+                raise ConsoleError(f"no person {pid!r}", 404)
+            try:
+                gallery.enroll(pid, [], self.service.pipeline.embedder_sha256, name=name)
+                policy.set_person(pid, valid_from=body.get("valid_from") or None,
+                                  valid_until=body.get("valid_until") or None,
+                                  groups=body.get("groups") or None, schedule=body.get("schedule") or None)
+            except (PolicyError, GalleryError) as exc:
+                if creating:
+                    gallery.remove(pid)
+                raise ConsoleError(str(exc)) from None
+        self.emit(user, "person_added" if creating else "person_updated", person_id=pid, name=name)
+        return {"id": pid, "saved": True}
+
+    def remove_person(self, user: str, person_id: str, purge_events: bool) -> dict[str, Any]:
+        with self._db_lock:
+            gallery, _ = self._db()
+            try:
+                removed = gallery.remove(person_id)
+            except GalleryError as exc:
+                raise ConsoleError(str(exc), 404) from None
+        purged = 0
+        if purge_events:
+            purged = self._purge_journal(person_id)
+        self.emit(user, "person_removed", person_id=person_id, templates_removed=removed, events_purged=purged)
+        return {"id": person_id, "templates_removed": removed, "events_purged": purged}
+
+    def _purge_journal(self, person_id: str) -> int:
+        from facegate.journal import Journal
+
+        path = self.service.config.journal_path
+        if not path.is_file():
+            return 0
+        with Journal(path, self.service.config.journal.max_events, self.service.config.journal.retention_days) as j:
+            return int(j.purge_person(person_id))
+
+    def _add_template(self, user: str, person_id: str, template: NewTemplate, how: str) -> dict[str, Any]:
+        with self._db_lock:
+            gallery, _ = self._db()
+            if gallery.person(person_id) is None:
+                raise ConsoleError(f"no person {person_id!r}", 404)
+            gallery.enroll(person_id, [template], self.service.pipeline.embedder_sha256)
+            count = next((p["templates"] for p in gallery.persons() if p["id"] == person_id), 0)
+        self.emit(user, "photo_enrolled", person_id=person_id, source=how)
+        return {"id": person_id, "accepted": True, "reason": "accepted", "templates": count,
+                "quality": template.quality}
+
+    def capture(self, user: str, person_id: str) -> dict[str, Any]:
+        """Enrol from the door camera: wait up to 3 s for a frame whose single face passes every gate."""
+        deadline = time.monotonic() + CAPTURE_WAIT_SECONDS
+        seq, reason = 0, "no frame from the camera"
+        while (left := deadline - time.monotonic()) > 0:
+            frame = self.slot.wait_newer(seq, timeout=left)
+            if frame is None:
+                break
+            seq = frame.seq
+            template, reason = face_template(frame.faces, f"camera {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}")
+            if template is not None:
+                return self._add_template(user, person_id, template, "camera")
+        return {"id": person_id, "accepted": False, "reason": reason}
+
+    def capture_quality(self) -> dict[str, Any]:
+        frame = self.slot.latest()
+        if frame is None or time.time() - frame.ts > 2.0:
+            return {"faces": 0, "ok": False, "reason": "no frame from the camera", "quality": None,
+                    "failures": [], "liveness": None}
+        return quality_feedback(frame.faces)
+
+    def pipeline(self) -> FacePipeline:
+        """The console's own pipeline for uploaded photos (built on first use; callers hold ``_pipeline_lock``)."""
+        if self._pipeline is None:
+            from facegate.service import build_pipeline
+
+            self._pipeline = build_pipeline(self.service.config)
+        return self._pipeline
+
+    def upload_photo(self, user: str, person_id: str, data: bytes, filename: str) -> dict[str, Any]:
+        from facegate.enrolment.photo import assess
+
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ConsoleError(f"{filename}: not an image this device can read (JPEG, PNG, BMP, WebP)")
+        rgb = np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        with self._pipeline_lock:
+            template, reason = assess(self.pipeline(), rgb, filename)
+        if template is None:
+            return {"id": person_id, "accepted": False, "reason": reason}
+        return self._add_template(user, person_id, template, "upload")
+
+    def bulk_zip(self, user: str, data: bytes, filename: str) -> dict[str, Any]:
+        """The console's zip upload: ``facegate enroll --folder`` on an archive (facegate.enrolment)."""
+        import io
+
+        from facegate.enrolment.bulk import enrol_photos
+        from facegate.enrolment.sources import ZipPhotos
+
+        try:
+            with ZipPhotos(io.BytesIO(data), name=filename) as photos, self._pipeline_lock, self._db_lock:
+                gallery, _ = self._db()
+                result = enrol_photos(self.pipeline(), gallery, photos, photos.people).as_dict()
+        except FacegateError as exc:
+            raise ConsoleError(str(exc)) from None
+        self.emit(user, "bulk_enrolled", archive=filename, persons=result["persons_enrolled"],
+                  photos_accepted=result["accepted"], photos_refused=result["refused_images"])
+        return result
+
+    # ------------------------------------------------------------------ journal
+
+    def journal(self) -> Any:
+        from facegate.journal import Journal
+
+        if self._journal is None:
+            path = self.service.config.journal_path
+            if not path.is_file():
+                raise ConsoleError("no journal yet ([journal] enabled = false, or no event so far)", 404)
+            self._journal = Journal(path, readonly=True)
+        return self._journal
+
+    # ------------------------------------------------------------------ system
+
+    def system(self) -> dict[str, Any]:
+        from facegate import doctor
+
+        s = self.service
+        checks = [check(s.config).as_dict() for check in (doctor.check_models, doctor.check_gallery,
+                                                          doctor.check_broker, doctor.check_clock)]
+        frame = self.slot.latest()
+        age = None if frame is None else round(time.time() - frame.ts, 1)
+        checks.append({"check": "camera", "ok": age is not None and age < 5,
+                       "detail": "no frame yet" if age is None else f"last frame {age} s ago",
+                       "fix": "" if age is not None and age < 5 else "see 'facegate doctor' with the service stopped"})
+        door = s.door.state()
+        checks.append({"check": "gpio", "ok": not door["closed"], "detail": f"relay {door['lock']}", "fix": ""})
+        versions = {"facegate": __version__, "python": platform.python_version(), "numpy": np.__version__,
+                    "opencv": cv2.__version__}
+        sync = None
+        if s.sync is not None:
+            state = s.sync.state
+            sync = {"version": state.version, "bundle_sha256": state.bundle_sha256}
+        status = s.status()
+        models = [{"name": e.name, "role": e.role, "sha256": e.sha256, "quantization": e.quantization}
+                  for e in s.pipeline.manifest.entries]
+        return {"checks": checks, "versions": versions, "models": models, "status": status,
+                "sync": sync or {"enabled": False}, "console": {
+                    "sessions": len(self.sessions), "streams": self.streams, "dropped_streams": self.dropped_streams,
+                    "event_subscribers": self.hub.subscribers, "dropped_subscribers": self.hub.dropped_subscribers}}
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, default=str).encode()

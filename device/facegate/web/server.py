@@ -1,0 +1,515 @@
+"""The console's HTTP(S) server: the standard library's ``ThreadingHTTPServer``, one thread per connection.
+
+Why the standard library: nothing new to install on the Pi (no wheel to build for armv7/arm64), no framework
+whose defaults must be audited; the console needs a dozen routes, cookies, JSON, SSE and MJPEG, all of which are
+a few lines each. TLS is the ``ssl`` module; the handshake runs on the connection's own thread (not in
+``accept``), so a client that stalls mid-handshake holds up nobody.
+
+Security model (README "Web console"): every page and API except ``/login``, ``/api/login``, ``/static/*`` and
+the loopback-only ``/terminal*`` needs a session cookie; every POST needs the session's CSRF token in
+``X-CSRF-Token`` and, when the browser sends one, an ``Origin`` equal to this server; admin-only routes refuse
+viewers with 403; static files come from a table built at start (a request path is never joined onto a
+directory); every response carries a strict CSP (no inline script), ``frame-ancestors 'none'``, ``nosniff``
+and ``no-referrer``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import io
+import json
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from facegate.web.console import Console, ConsoleError, dumps
+from facegate.web.netaddr import host_header_is_local, is_local_client
+from facegate.web.priority import lower_this_thread
+from facegate.web.sessions import Session
+
+log = logging.getLogger(__name__)
+
+COOKIE = "facegate_session"
+MAX_JSON_BYTES = 64 * 1024
+MAX_PHOTO_BYTES = 16 * 1024 * 1024
+MAX_ZIP_BYTES = 256 * 1024 * 1024
+STREAM_WRITE_TIMEOUT_SECONDS = 5.0
+SSE_KEEPALIVE_SECONDS = 15.0
+MAX_EVENT_STREAMS = 16
+MAX_CONNECTIONS = 64  # one thread each; beyond this a new connection is closed at once (a flood costs no threads)
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml",
+                 ".ico": "image/x-icon"}
+# Pages: the shell is one HTML file; the page name (from this table, never from the request) picks the view.
+PAGES = {"/live": "viewer", "/journal": "viewer", "/people": "admin", "/door": "admin", "/system": "admin"}
+
+
+def load_static() -> dict[str, tuple[bytes, str]]:
+    """Every file shipped in facegate/web/static, by name: the only files the server will ever send."""
+    table = {}
+    for entry in resources.files("facegate.web").joinpath("static").iterdir():
+        suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
+        if entry.is_file() and suffix in CONTENT_TYPES:
+            table[entry.name] = (entry.read_bytes(), CONTENT_TYPES[suffix])
+    return table
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ConsoleServer
+    server_version = "facegate"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a client may take to send a request (socket timeout)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.client_address[0], format % args)
+
+    @property
+    def console(self) -> Console:
+        return self.server.console
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in {**SECURITY_HEADERS, **self.server.extra_headers, **(headers or {})}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        if self.command == "POST" and not self._body_read and self.headers.get("Content-Length", "0") != "0":
+            self.close_connection = True  # an unread body would be taken for the next request
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self._send(status, dumps(obj), "application/json", headers)
+
+    def _redirect(self, location: str) -> None:
+        self._send(303, b"", "text/plain", {"Location": location})
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._json({"error": "method not allowed"}, 405)
+
+    do_DELETE = do_PATCH = do_OPTIONS = do_PUT
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        path = url.path
+        self._body_read = False
+        try:
+            route = self._route(method, path)
+            if route is None:
+                raise HttpError(404, "not found")
+            route()
+        except HttpError as exc:
+            self._json({"error": exc.message}, exc.status, exc.headers)
+        except ConsoleError as exc:
+            self._json({"error": str(exc)}, exc.status)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, ssl.SSLError):
+            self.close_connection = True
+        except Exception:
+            log.exception("console request %s %s failed", method, path)
+            self.close_connection = True
+            with contextlib.suppress(Exception):
+                self._json({"error": "internal error"}, 500)
+
+    # ------------------------------------------------------------------ authentication
+
+    def _session(self) -> Session | None:
+        header = self.headers.get("Cookie")
+        if not header:
+            return None
+        try:
+            cookie = SimpleCookie(header)
+        except CookieError:
+            return None
+        morsel = cookie.get(COOKIE)
+        session = self.console.sessions.get(morsel.value if morsel else None)
+        if session is None:
+            return None
+        user = self.console.users.get(session.user)
+        if user is None or self.console.users.fingerprint(user) != session.fingerprint:
+            self.console.sessions.end(session.token)  # password changed or user removed: the session ends
+            return None
+        return session
+
+    def _require(self, role: str = "viewer", *, page: bool = False) -> Session:
+        session = self._session()
+        if session is None:
+            if page:
+                raise _Redirect("/login")
+            raise HttpError(401, "login required")
+        if role == "admin" and session.role != "admin":
+            raise HttpError(403, "admin role required")
+        return session
+
+    def _change(self, role: str = "admin") -> Session:
+        """A state-changing request: session, role, same origin and the session's CSRF token."""
+        self._check_origin()
+        session = self._require(role)
+        token = self.headers.get("X-CSRF-Token", "")
+        if not hmac.compare_digest(token.encode(), session.csrf.encode()):
+            raise HttpError(403, "missing or wrong CSRF token")
+        return session
+
+    def _check_origin(self) -> None:
+        origin = self.headers.get("Origin")
+        if origin is not None and origin != f"{self.server.scheme}://{self.headers.get('Host', '')}":
+            raise HttpError(403, "cross-origin request refused")
+
+    def _body(self, limit: int) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            raise HttpError(411, "Content-Length required") from None
+        if length < 0 or length > limit:
+            raise HttpError(413, f"request body over {limit} bytes")
+        data = self.rfile.read(length)
+        self._body_read = True
+        if len(data) != length:
+            raise HttpError(400, "request body cut short")
+        return data
+
+    def _json_body(self) -> dict[str, Any]:
+        if not self.headers.get("Content-Type", "").startswith("application/json"):
+            raise HttpError(415, "send application/json")
+        try:
+            body = json.loads(self._body(MAX_JSON_BYTES) or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise HttpError(400, "body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise HttpError(400, "body must be a JSON object")
+        return body
+
+    def _client(self) -> str:
+        return str(self.client_address[0])
+
+    # ------------------------------------------------------------------ routing
+
+    def _route(self, method: str, path: str) -> Callable[[], None] | None:
+        if method == "GET":
+            if path == "/":
+                return lambda: self._redirect("/live")
+            if path == "/login":
+                return lambda: self._static("login.html")
+            if path.startswith("/static/"):
+                return lambda: self._static(path.removeprefix("/static/"))
+            if path in PAGES:
+                return lambda: self._page(path)
+            if path == "/terminal":
+                return lambda: self._terminal(lambda: self._static("terminal.html"))
+            if path == "/terminal/state":
+                return lambda: self._terminal(lambda: self._json(self.console.terminal_state()))
+            if path == "/terminal/stream.mjpg":
+                return lambda: self._terminal(lambda: self._mjpeg("live"))
+            simple: dict[str, tuple[str, Callable[[Session], None]]] = {
+                "/api/session": ("viewer", lambda s: self._json({"user": s.user, "role": s.role, "csrf": s.csrf})),
+                "/api/status": ("viewer", lambda s: self._json(self.console.live_state())),
+                "/api/events": ("viewer", self._events),
+                "/api/recent": ("viewer", lambda s: self._json(self.console.hub.recent())),
+                "/api/live.mjpg": ("viewer", lambda s: self._mjpeg("live")),
+                "/api/journal": ("viewer", lambda s: self._journal(csv=False)),
+                "/api/journal.csv": ("viewer", lambda s: self._journal(csv=True)),
+                "/api/people": ("admin", lambda s: self._json(self.console.people(self.query.get("q", "")))),
+                "/api/capture.mjpg": ("admin", lambda s: self._mjpeg("capture")),
+                "/api/capture/quality": ("admin", lambda s: self._json(self.console.capture_quality())),
+                "/api/system": ("admin", lambda s: self._json(self.console.system())),
+            }
+            if path in simple:
+                role, fn = simple[path]
+                return lambda: fn(self._require(role))
+            return None
+        if method == "POST":
+            if path == "/api/login":
+                return self._login
+            if path == "/api/logout":
+                return self._logout
+            actions: dict[str, Callable[[Session], Any]] = {
+                "/api/door/unlock": lambda s: self.console.unlock(s.user),
+                "/api/door/lock": lambda s: self.console.lock(s.user),
+                "/api/door/lockdown": lambda s: self.console.set_lockdown(s.user, bool(self._json_body().get("on"))),
+                "/api/people": lambda s: self.console.save_person(s.user, self._json_body()),
+            }
+            if path in actions:
+                action = actions[path]
+                return lambda: self._json(action(self._change()))
+            if path == "/api/people-bulk":
+                return lambda: self._json(self.console.bulk_zip(
+                    self._change().user, self._body(MAX_ZIP_BYTES), self.headers.get("X-Filename", "upload.zip")[:200]))
+            if path.startswith("/api/people/"):
+                return self._person_action(path.removeprefix("/api/people/"))
+        return None
+
+    def _person_action(self, rest: str) -> Callable[[], None] | None:
+        pid, _, verb = rest.partition("/")
+        pid = unquote(pid)
+        if not pid:
+            return None
+        c = self.console
+        verbs: dict[str, Callable[[Session], Any]] = {
+            "": lambda s: c.save_person(s.user, self._json_body(), pid),
+            "remove": lambda s: c.remove_person(s.user, pid, bool(self._json_body().get("purge_events"))),
+            "capture": lambda s: c.capture(s.user, pid),
+            "photo": lambda s: c.upload_photo(s.user, pid, self._body(MAX_PHOTO_BYTES),
+                                              self.headers.get("X-Filename", "upload")[:200]),
+        }
+        if verb not in verbs:
+            return None
+        fn = verbs[verb]
+        return lambda: self._json(fn(self._change()))
+
+    # ------------------------------------------------------------------ handlers
+
+    def _static(self, name: str) -> None:
+        item = self.server.static.get(name)
+        if item is None:
+            raise HttpError(404, "not found")
+        body, content_type = item
+        self._send(200, body, content_type)
+
+    def _page(self, path: str) -> None:
+        try:
+            self._require(PAGES[path], page=True)
+        except _Redirect as r:
+            self._redirect(r.location)
+            return
+        shell, content_type = self.server.static["app.html"]
+        self._send(200, shell.replace(b"{{page}}", path[1:].encode()), content_type)
+
+    def _terminal(self, then: Callable[[], None]) -> None:
+        """The door screen: read-only, no login, and only for the device itself (see facegate.web.netaddr)."""
+        if not is_local_client(self._client()) or not host_header_is_local(self.headers.get("Host")):
+            raise HttpError(403, "the door screen is only served to the device itself (loopback)")
+        then()
+
+    def _login(self) -> None:
+        self._check_origin()
+        address = self._client()
+        wait = self.console.limiter.retry_after(address)
+        if wait > 0:
+            if self.console.limiter.note_throttled(address):
+                self.console.service.emitter.emit("console_login_throttled", address=address)
+            raise HttpError(429, "too many failed logins; try again later", {"Retry-After": str(int(wait) + 1)})
+        body = self._json_body()
+        name, password = body.get("user"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str) or len(password) > 1024:
+            raise HttpError(400, "user and password required")
+        user = self.console.users.authenticate(name, password)
+        if user is None:
+            self.console.limiter.failed(address)
+            raise HttpError(401, "wrong user name or password")
+        self.console.limiter.succeeded(address)
+        session = self.console.sessions.create(user.name, user.role, self.console.users.fingerprint(user))
+        self.console.service.emitter.emit("console_login", user=user.name, role=user.role, address=address)
+        cookie = f"{COOKIE}={session.token}; Path=/; HttpOnly; Secure; SameSite=Strict"
+        self._json({"user": user.name, "role": user.role, "csrf": session.csrf}, headers={"Set-Cookie": cookie})
+
+    def _logout(self) -> None:
+        session = self._change("viewer")
+        self.console.sessions.end(session.token)
+        self._json({"logged_out": True},
+                   headers={"Set-Cookie": f"{COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0"})
+
+    def _journal(self, csv: bool) -> None:
+        from facegate.journal import parse_time
+        from facegate.journal.export import write_csv
+
+        q = self.query
+        try:
+            since = parse_time(q["since"]) if q.get("since") else None
+            until = parse_time(q["until"]) if q.get("until") else None
+            limit = max(1, min(int(q.get("limit", "50")), 100_000 if csv else 500))
+            before = int(q["before"]) if q.get("before") else None
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
+        types = [t for t in q.get("type", "").split(",") if t] or None
+        person = q.get("person") or None
+        journal = self.console.journal()
+        rows = journal.query(since=since, until=until, types=types, person=person, limit=limit, before_id=before)
+        if csv:
+            out = io.StringIO()
+            write_csv(rows, out)
+            self._send(200, out.getvalue().encode(), "text/csv; charset=utf-8",
+                       {"Content-Disposition": 'attachment; filename="facegate-journal.csv"'})
+            return
+        total = journal.count(since=since, until=until, types=types, person=person)
+        self._json({"events": rows, "total": total,
+                    "next_before": rows[-1]["journal_id"] if len(rows) == limit and rows else None})
+
+    def _start_stream(self, content_type: str) -> None:
+        self.send_response(200)
+        for key, value in {**SECURITY_HEADERS, **self.server.extra_headers}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        self.connection.settimeout(STREAM_WRITE_TIMEOUT_SECONDS)  # a client that stops reading is dropped
+
+    def _mjpeg(self, view: str) -> None:
+        console = self.console
+        if not console.acquire_stream(console.config.max_stream_clients):
+            raise HttpError(503, "too many live viewers", {"Retry-After": "5"})
+        encoder = console.encoders[view]
+        encoder.attach()
+        dropped = False
+        try:
+            self._start_stream("multipart/x-mixed-replace; boundary=frame")
+            seq = 0
+            while not console.stopping.is_set():
+                got = encoder.wait_jpeg(seq, timeout=2.0)
+                if got is None:
+                    continue
+                seq, jpeg = got
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                 + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                self.wfile.flush()
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+            dropped = True
+        finally:
+            encoder.detach()
+            console.release_stream(dropped)
+
+    def _events(self, session: Session) -> None:
+        console = self.console
+        if not console.acquire_stream(MAX_EVENT_STREAMS + console.config.max_stream_clients):
+            raise HttpError(503, "too many event streams", {"Retry-After": "5"})
+        sub = console.hub.subscribe()
+        dropped = False
+        try:
+            self._start_stream("text/event-stream")
+            self.wfile.write(b"retry: 2000\n\n")
+            self.wfile.flush()
+            last_check = time.monotonic()
+            while not console.stopping.is_set() and not sub.dropped:
+                try:
+                    event = sub.queue.get(timeout=1.0)
+                    self.wfile.write(b"data: " + dumps(event) + b"\n\n")
+                except queue.Empty:  # a keep-alive now and then
+                    if time.monotonic() - last_check < SSE_KEEPALIVE_SECONDS:
+                        continue
+                    self.wfile.write(b": keep-alive\n\n")
+                if time.monotonic() - last_check >= SSE_KEEPALIVE_SECONDS:
+                    last_check = time.monotonic()
+                    if self._session() is None:  # logged out, expired, password changed
+                        break
+                self.wfile.flush()
+            dropped = sub.dropped
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+            dropped = True
+        finally:
+            console.hub.unsubscribe(sub)
+            console.release_stream(dropped)
+
+
+class _Redirect(Exception):
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
+
+
+class ConsoleServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 32
+
+    def __init__(self, console: Console) -> None:
+        config = console.config
+        self.console = console
+        self.static = load_static()
+        self.scheme = "https" if config.tls_cert_file else "http"
+        self.extra_headers: dict[str, str] = {}
+        family_v6 = ":" in config.bind
+        if family_v6:
+            import socket
+
+            self.address_family = socket.AF_INET6
+        super().__init__((config.bind, config.port), Handler)
+        if config.tls_cert_file is not None and config.tls_key_file is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+            # The handshake happens on the request thread at the first read, not in accept().
+            self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+            self.extra_headers["Strict-Transport-Security"] = "max-age=31536000"
+        self._thread: threading.Thread | None = None
+        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._connections.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        lower_this_thread()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> None:
+        """Serve on a thread of its own; a second call does nothing."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._serve, name="facegate-web", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        lower_this_thread()
+        self.serve_forever(poll_interval=0.5)
+
+    def stop(self) -> None:
+        self.console.stopping.set()
+        self.shutdown()
+        self.server_close()

@@ -1,0 +1,375 @@
+"""The web console's security rules, over real HTTP against the real service (no browser needed for these)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from broker import wait_until
+from facegate.config import ConfigError, parse_config
+from facegate.web.accounts import UserStore
+from facegate.web.netaddr import host_header_is_local, is_local_client
+from facegate.web.server import PAGES
+from webconsole import ADMIN, ADMIN_PASSWORD, VIEWER, VIEWER_PASSWORD, Client, Door, running_door
+
+API_GETS = ["/api/session", "/api/status", "/api/events", "/api/recent", "/api/live.mjpg", "/api/journal",
+            "/api/journal.csv", "/api/people", "/api/capture.mjpg", "/api/capture/quality", "/api/system"]
+API_POSTS = ["/api/logout", "/api/door/unlock", "/api/door/lock", "/api/door/lockdown", "/api/people",
+             "/api/people/x", "/api/people/x/remove", "/api/people/x/capture", "/api/people/x/photo",
+             "/api/people-bulk"]
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
+    with running_door(tmp_path_factory.mktemp("web")) as d:
+        assert wait_until(lambda: d.service.console is not None and d.service.console.slot.latest() is not None, 20)
+        yield d
+
+
+def admin(door: Door) -> Client:
+    c = Client(door)
+    assert c.login(ADMIN, ADMIN_PASSWORD) == 200
+    return c
+
+
+def test_every_page_and_api_refuses_without_a_session(door: Door) -> None:
+    anon = Client(door)
+    for page in PAGES:
+        status, headers, body = anon.request("GET", page)
+        assert status == 303 and headers["location"] == "/login" and body == b"", page
+    for path in API_GETS:
+        status, _, body = anon.request("GET", path)
+        assert status == 401, path
+        assert json.loads(body) == {"error": "login required"}
+    for path in API_POSTS:
+        status, _, _ = anon.request("POST", path, {})
+        assert status == 401, path
+    # A made-up cookie is no session either.
+    anon.cookie = "facegate_session=forged"
+    assert anon.request("GET", "/api/status")[0] == 401
+
+
+def test_security_headers_on_every_response(door: Door) -> None:
+    for path in ["/login", "/static/app.js", "/api/status", "/nope"]:
+        _, headers, _ = Client(door).request("GET", path)
+        csp = headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["x-frame-options"] == "DENY"
+
+
+def test_session_cookie_flags(door: Door) -> None:
+    _, headers, _ = Client(door).request("POST", "/api/login", {"user": ADMIN, "password": ADMIN_PASSWORD})
+    flags = [f.strip() for f in headers["set-cookie"].split(";")]
+    assert {"HttpOnly", "Secure", "SameSite=Strict", "Path=/"} <= set(flags)
+
+
+def test_missing_or_forged_csrf_token_is_refused(door: Door) -> None:
+    c = admin(door)
+    before = len(door.events("door_unlocked"))
+    assert c.post("/api/door/unlock", csrf=False)[0] == 403
+    c.csrf = "forged" + (c.csrf or "")
+    status, body = c.post("/api/door/unlock")
+    assert status == 403 and "CSRF" in body["error"]
+    # Another user's valid token is no good either.
+    other = admin(door)
+    c.csrf = other.csrf
+    assert c.post("/api/door/unlock")[0] == 403
+    time.sleep(0.3)
+    assert len(door.events("door_unlocked")) == before
+    # A cross-site Origin is refused even with the right token.
+    status, _, _ = other.request("POST", "/api/door/lock", {}, {"X-CSRF-Token": other.csrf or "",
+                                                                   "Origin": "https://evil.example"})
+    assert status == 403
+
+
+def test_tenth_wrong_password_in_a_minute_is_throttled(door: Door) -> None:
+    c = Client(door, source="127.0.0.3")  # its own address: the other tests' logins are not counted with it
+    for i in range(9):
+        assert c.login(ADMIN, f"wrong {i}") == 401
+    status, headers, _ = c.request("POST", "/api/login", {"user": ADMIN, "password": "wrong 9"})
+    assert status == 429 and int(headers["retry-after"]) > 0
+    assert c.login(ADMIN, ADMIN_PASSWORD) == 429  # the right password too, until the window passes
+    assert door.events("console_login_throttled")[-1]["address"] == "127.0.0.3"
+    assert Client(door, source="127.0.0.4").login(ADMIN, ADMIN_PASSWORD) == 200  # others are not locked out
+
+
+def test_no_path_traversal_in_static_files(door: Door) -> None:
+    anon = Client(door)
+    assert anon.request("GET", "/static/app.css")[0] == 200
+    for path in ["/static/../server.py", "/static/..%2fserver.py", "/static/%2e%2e/%2e%2e/config.py",
+                 "/static/../../../../etc/passwd", "/static//etc/passwd", "/static/.%2e/console.py",
+                 "/static/app.css/../../server.py", "/static/__init__.py"]:
+        status, _, body = anon.request("GET", path)
+        assert status == 404 and b"import" not in body and b"root:" not in body, path
+
+
+def test_terminal_refuses_non_loopback_clients(door: Door) -> None:
+    local = Client(door)
+    assert local.request("GET", "/terminal")[0] == 200
+    status, _, body = local.request("GET", "/terminal/state")
+    assert status == 200 and json.loads(body)["message"]
+    # 127.0.0.2 is a loopback *address* but not the device's own 127.0.0.1: treated as a remote client.
+    remote = Client(door, source="127.0.0.2")
+    for path in ["/terminal", "/terminal/state", "/terminal/stream.mjpg"]:
+        assert remote.request("GET", path)[0] == 403, path
+    # A rebinding page that reaches 127.0.0.1 under another host name is refused too.
+    assert local.request("GET", "/terminal", headers={"Host": "evil.example"})[0] == 403
+    assert is_local_client("127.0.0.1") and is_local_client("::1")
+    assert not is_local_client("127.0.0.2") and not is_local_client("192.168.1.20")
+    assert host_header_is_local("localhost:8443") and host_header_is_local("[::1]:80")
+    assert not host_header_is_local("door.example:8443")
+
+
+def test_viewer_cannot_change_anything(door: Door) -> None:
+    viewer = Client(door)
+    assert viewer.login(VIEWER, VIEWER_PASSWORD) == 200
+    assert viewer.get_json("/api/status")[0] == 200
+    assert viewer.request("GET", "/live")[0] == 200
+    for page in ["/people", "/door", "/system"]:
+        assert viewer.request("GET", page)[0] == 403
+    before = len(door.relay.states)
+    for path in API_POSTS:
+        if path != "/api/logout":
+            assert viewer.post(path, {"on": True, "id": "v1"})[0] == 403, path
+    assert len(door.relay.states) == before
+    assert not door.service.console.lockdown()  # type: ignore[union-attr]
+
+
+def test_removed_user_or_changed_password_ends_sessions(door: Door) -> None:
+    users = UserStore(door.state_dir)
+    users.add("temp", "admin", "temporary pass")
+    c = Client(door)
+    assert c.login("temp", "temporary pass") == 200
+    assert c.get_json("/api/status")[0] == 200
+    users.passwd("temp", "another pass!")
+    assert c.get_json("/api/status")[0] == 401
+    assert c.login("temp", "another pass!") == 200
+    users.remove("temp")
+    assert c.get_json("/api/status")[0] == 401
+
+
+def test_person_api_validates_and_journals_changes(door: Door) -> None:
+    c = admin(door)
+    status, body = c.post("/api/people", {"id": "bad id/..", "name": "x"})
+    assert status == 400 and "id" in body["error"]
+    status, body = c.post("/api/people", {"id": "p1", "name": "Pat", "schedule": {"mon": [["8:00", "18:00"]]}})
+    assert status == 400 and "schedule.mon[0]" in body["error"]
+    assert c.post("/api/people", {"id": "p1", "name": "Pat", "groups": ["staff"]})[0] == 200
+    assert c.post("/api/people", {"id": "p1"})[0] == 409
+    status, people = c.get_json("/api/people?q=pat")
+    assert [p["id"] for p in people] == ["p1"] and people[0]["groups"] == ["staff"]
+    status, body = c.post("/api/people/p1/capture")  # the scene loops: the astronaut or nobody in view
+    assert status == 200 and ("accepted" in body)
+    status, body = c.post("/api/people/p1/remove", {"purge_events": False})
+    assert status == 200
+    actions = [(e["action"], e["user"]) for e in door.events("console_action")]
+    assert ("person_added", ADMIN) in actions and ("person_removed", ADMIN) in actions
+
+
+def test_upload_refuses_a_non_image_with_its_reason(door: Door) -> None:
+    c = admin(door)
+    assert c.post("/api/people", {"id": "up1", "name": "Upload"})[0] == 200
+    status, _, body = c.request("POST", "/api/people/up1/photo", raw=b"not an image",
+                                headers={"X-CSRF-Token": c.csrf or "", "Content-Type": "image/jpeg",
+                                         "X-Filename": "x.jpg"})
+    assert status == 400 and "not an image" in json.loads(body)["error"]
+    c.post("/api/people/up1/remove", {})
+
+
+def test_a_stalled_stream_client_is_dropped_and_the_loop_goes_on(door: Door) -> None:
+    c = admin(door)
+    console = door.service.console
+    assert console is not None
+    s = socket.create_connection(("127.0.0.1", door.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(f"GET /api/live.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {c.cookie}\r\n\r\n".encode())
+    frames = door.service.stats.frames
+    # Never read: the server's writes block, time out (5 s) and the client is dropped.
+    assert wait_until(lambda: console.dropped_streams >= 1, timeout=30)
+    assert door.service.stats.frames > frames + 30
+    s.close()
+
+
+def test_config_refuses_plain_http_off_loopback() -> None:
+    with pytest.raises(ConfigError, match=r"web\.bind"):
+        parse_config({"web": {"enabled": True, "bind": "0.0.0.0"}})
+    assert parse_config({"web": {"enabled": True, "bind": "0.0.0.0", "allow_insecure_http": True}}).web.bind
+    with pytest.raises(ConfigError, match="together"):
+        parse_config({"web": {"tls_cert_file": "/x.pem"}})
+
+
+def test_user_cli(tmp_path: Path) -> None:
+    import io
+    import os
+    import sys
+
+    from facegate.cli import main
+
+    config = tmp_path / "f.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n')
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.stdin
+    try:
+        sys.stdin = io.StringIO("s3cret-password\n")
+        assert main(["user", "add", "ann", "--role", "viewer", "--password-stdin", "--config", str(config)],
+                    out, err) == 0
+        sys.stdin = io.StringIO("short\n")
+        assert main(["user", "passwd", "ann", "--password-stdin", "--config", str(config)], out, err) == 2
+        assert "too short" in err.getvalue()
+    finally:
+        sys.stdin = old
+    assert main(["user", "list", "--config", str(config)], out, err) == 0
+    assert '{"user": "ann", "role": "viewer"}' in out.getvalue()
+    path = tmp_path / "state" / "web_users.json"
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert "s3cret" not in path.read_text() and "scrypt$" in path.read_text()
+    assert UserStore(tmp_path / "state").authenticate("ann", "s3cret-password") is not None
+    assert main(["user", "remove", "ann", "--config", str(config)], out, err) == 0
+    assert main(["user", "remove", "ann", "--config", str(config)], out, err) == 2
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "facegate test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_console_off_loopback_config_and_https_login(tmp_path: Path) -> None:
+    import http.client
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    # With TLS a non-loopback bind is accepted (here only checked; the test itself listens on loopback).
+    assert parse_config({"web": {"enabled": True, "bind": "0.0.0.0", "tls_cert_file": str(cert),
+                                 "tls_key_file": str(key)}}).web.bind == "0.0.0.0"
+    with running_door(tmp_path, tls_cert_file=str(cert), tls_key_file=str(key)) as door:
+        context = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", door.port, timeout=10, context=context)
+        conn.request("POST", "/api/login", json.dumps({"user": ADMIN, "password": ADMIN_PASSWORD}),
+                     {"Content-Type": "application/json", "Origin": f"https://127.0.0.1:{door.port}"})
+        res = conn.getresponse()
+        res.read()
+        assert res.status == 200
+        assert "Secure" in (res.getheader("Set-Cookie") or "")
+        assert res.getheader("Strict-Transport-Security")
+        conn.close()
+        # A client that never finishes its handshake holds up nobody (the handshake runs on its own thread).
+        stalled = socket.create_connection(("127.0.0.1", door.port))
+        conn = http.client.HTTPSConnection("127.0.0.1", door.port, timeout=10, context=context)
+        conn.request("GET", "/login")
+        assert conn.getresponse().status == 200
+        stalled.close()
+        conn.close()
+        # Plain HTTP on the TLS port gets nothing.
+        plain = Client(door)
+        with pytest.raises((ConnectionError, OSError, http.client.HTTPException)):
+            plain.request("GET", "/login")
+
+
+def test_upload_and_bulk_zip_enrol_through_the_console_pipeline(door: Door, astronaut) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import zipfile
+
+    import cv2
+    from matplotlib import cbook
+
+    c = admin(door)
+    assert c.post("/api/people", {"id": "up2", "name": "Eileen upload"})[0] == 200
+    ok, png = cv2.imencode(".png", cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    assert ok
+    headers = {"X-CSRF-Token": c.csrf or "", "Content-Type": "image/png", "X-Filename": "astronaut.png"}
+    status, _, body = c.request("POST", "/api/people/up2/photo", raw=png.tobytes(), headers=headers)
+    result = json.loads(body)
+    assert status == 200 and result["accepted"] and result["templates"] == 1, result
+    assert door.service.console is not None and door.service.console._pipeline is not door.service.pipeline
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "staff/hopper/hopper.jpg")
+        z.writestr("staff/nobody/readme.txt", "not a photo")
+        z.writestr("staff/people.csv", "id,name,groups\nhopper,Grace Hopper,staff;navy\n")
+    headers = {"X-CSRF-Token": c.csrf or "", "Content-Type": "application/zip", "X-Filename": "staff.zip"}
+    status, _, body = c.request("POST", "/api/people-bulk", raw=archive.getvalue(), headers=headers)
+    result = json.loads(body)
+    assert status == 200 and result["persons_enrolled"] == 1, result
+    assert [r["reason"] for r in result["refused"]] and result["refused"][0]["person_id"] == "nobody"
+    people = {p["id"]: p for p in c.get_json("/api/people")[1]}
+    assert people["hopper"]["name"] == "Grace Hopper" and people["hopper"]["templates"] == 1
+    actions = [e["action"] for e in door.events("console_action") if e["user"] == ADMIN]
+    assert "photo_enrolled" in actions and "bulk_enrolled" in actions
+    for pid in ("up2", "hopper"):
+        assert c.post(f"/api/people/{pid}/remove", {"purge_events": True})[0] == 200
+
+
+def test_journal_api_filters_pages_and_exports_csv(door: Door) -> None:
+    c = admin(door)
+    for _ in range(3):
+        admin(door)
+    assert wait_until(lambda: (c.get_json("/api/journal?type=console_login")[1] or {}).get("total", 0) >= 4, 10)
+    status, page1 = c.get_json("/api/journal?type=console_login&limit=2")
+    assert status == 200 and len(page1["events"]) == 2 and page1["next_before"]
+    assert all(e["type"] == "console_login" for e in page1["events"])
+    _, page2 = c.get_json(f"/api/journal?type=console_login&limit=2&before={page1['next_before']}")
+    assert {e["journal_id"] for e in page2["events"]}.isdisjoint(e["journal_id"] for e in page1["events"])
+    status, headers, body = c.request("GET", "/api/journal.csv?type=console_login&since=1h")
+    assert status == 200 and headers["content-type"].startswith("text/csv")
+    lines = body.decode().splitlines()
+    assert lines[0].startswith("ts,type,person_id") and len(lines) >= 5 and "console_login" in lines[1]
+    assert c.get_json("/api/journal?since=yesterday-ish")[0] == 400
+
+
+def test_a_connection_flood_is_capped_and_the_console_recovers(door: Door) -> None:
+    from facegate.web.server import MAX_CONNECTIONS
+
+    held = [socket.create_connection(("127.0.0.1", door.port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", door.port))
+        extra.settimeout(5)
+        extra.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        try:
+            answer = extra.recv(100)
+        except ConnectionResetError:
+            answer = b""
+        assert answer == b""  # closed at once: no thread was spent on it
+        extra.close()
+        frames = door.service.stats.frames
+        assert wait_until(lambda: door.service.stats.frames > frames + 10, timeout=10)  # the door goes on
+    finally:
+        for s in held:
+            s.close()
+    assert wait_until(lambda: Client(door).request("GET", "/login")[0] == 200, timeout=10)
+
+
+def test_home_assistant_device_page_links_to_the_running_console(tmp_path: Path) -> None:
+    """With the console on, the discovery payload's device carries its URL (issue 10, point 9)."""
+    from broker import Collector
+
+    with running_door(tmp_path) as d, Collector(d.broker, "homeassistant/#") as seen:
+        found = seen.wait_for(lambda m: any(x.topic.endswith("/config") for x in m), timeout=15)
+        device = next(x for x in found if x.topic.endswith("/config")).json()["dev"]
+        assert device["configuration_url"] == f"http://127.0.0.1:{d.port}/" == d.service.configuration_url
