@@ -169,6 +169,20 @@ def test_purge_and_anonymise_touch_only_that_person(filled: Journal) -> None:
     assert b"Bob Jones" not in raw and b"Ann Smith" not in raw  # overwritten on disk, WAL checkpointed
 
 
+def test_a_purge_by_another_process_is_not_made_up_for_by_pruning_history(tmp_path: Path) -> None:
+    """The service's journal counts its rows in memory; a purge from the CLI (another connection) must not leave
+    that count high, or retention would delete as many of the oldest events as were purged."""
+    now = time.time()
+    path = tmp_path / "j.db"
+    with Journal(path, max_events=100) as service:
+        service.record_many([ev(i, now - 1000 + i, person="bob" if i % 10 == 0 else "ann") for i in range(100)])
+        with Journal(path) as cli:
+            assert cli.purge_person("bob") == 10
+        service.record(ev(100, now))
+        assert service.count() == 91 and len(service) == 91
+        assert service.query(limit=1, newest_first=False)[0]["seq"] == 1  # the oldest of ann's is still there
+
+
 # ------------------------------------------------------------------ other processes
 
 
