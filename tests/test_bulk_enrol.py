@@ -12,6 +12,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 from conftest import ROOT, write_image
 from facegate.access.policy import AccessPolicy
@@ -260,6 +262,34 @@ def test_image_pixels_reads_real_headers(staff) -> None:  # type: ignore[no-unty
     assert image_pixels((staff / "astro" / "front.jpg").read_bytes()) == 512 * 512
     assert image_pixels((staff / "astro" / "tilted.png").read_bytes()) == 512 * 512
     assert image_pixels(b"GIF89a") is None
+
+
+def _tiny_giants() -> dict[str, bytes]:
+    """Files of a few hundred bytes that OpenCV decodes (by content, whatever the name) into hundreds of
+    megapixels: measured, the 1 kB BMP took 2.3 GB of memory and a 140 kB TIFF 1 GB."""
+    palette = b"\0\0\0\0" * 256
+    offset = 14 + 40 + len(palette)
+    bmp = (b"BM" + struct.pack("<IHHI", offset + 2, 0, 0, offset)
+           + struct.pack("<IiiHHIIiiII", 40, 20000, 20000, 1, 8, 1, 2, 2835, 2835, 256, 0) + palette + b"\0\1")
+    tiff = b"II*\0" + struct.pack("<IH", 8, 2) + struct.pack("<HHII", 256, 4, 1, 12000) \
+        + struct.pack("<HHII", 257, 4, 1, 12000) + b"\0\0\0\0"
+    webp = b"RIFF" + struct.pack("<I", 22) + b"WEBPVP8X" + struct.pack("<I", 10) + b"\0\0\0\0" \
+        + (15999).to_bytes(3, "little") + (15999).to_bytes(3, "little")
+    pgm = b"P5\n30000 30000\n255\n" + b"\0" * 16
+    return {"bmp": bmp, "tiff": tiff, "webp": webp, "pgm": pgm}
+
+
+def test_every_format_opencv_decodes_is_sized_before_decoding() -> None:
+    from facegate.enrolment.sources import check_photo_bytes
+
+    for kind, data in _tiny_giants().items():
+        reason = check_photo_bytes(data)
+        assert reason is not None, f"a {len(data)}-byte {kind} declaring a giant image would be decoded"
+    for ext in (".bmp", ".tiff", ".webp", ".png", ".jpg"):
+        ok, encoded = cv2.imencode(ext, np.zeros((48, 64, 3), np.uint8))
+        assert ok
+        assert image_pixels(encoded.tobytes()) == 48 * 64, ext
+        assert check_photo_bytes(encoded.tobytes()) is None, ext
 
 
 # ------------------------------------------------------------------ real people (../shared, when present)

@@ -145,3 +145,11 @@ def test_cli_code_hash(monkeypatch: pytest.MonkeyPatch) -> None:
         assert main(["code", "hash"], out=io.StringIO(), err=err) == 2
     monkeypatch.setattr("sys.stdin", io.StringIO("abcdef\n"))
     assert main(["code", "hash", "--code-format", ""], out=io.StringIO(), err=io.StringIO()) == 0
+
+
+def test_cli_code_hash_refuses_a_bad_code_format(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(CODE + "\n"))
+    with pytest.raises(SystemExit) as exc:  # argparse's usage error, not a re.error traceback
+        main(["code", "hash", "--code-format", "[0-9"], out=io.StringIO(), err=io.StringIO())
+    assert exc.value.code == 2 and "--code-format" in capsys.readouterr().err

@@ -169,6 +169,39 @@ def test_purge_and_anonymise_touch_only_that_person(filled: Journal) -> None:
     assert b"Bob Jones" not in raw and b"Ann Smith" not in raw  # overwritten on disk, WAL checkpointed
 
 
+def test_a_purge_by_another_process_is_not_made_up_for_by_pruning_history(tmp_path: Path) -> None:
+    """The service's journal counts its rows in memory; a purge from the CLI (another connection) must not leave
+    that count high, or retention would delete as many of the oldest events as were purged."""
+    now = time.time()
+    path = tmp_path / "j.db"
+    with Journal(path, max_events=100) as service:
+        service.record_many([ev(i, now - 1000 + i, person="bob" if i % 10 == 0 else "ann") for i in range(100)])
+        with Journal(path) as cli:
+            assert cli.purge_person("bob") == 10
+        service.record(ev(100, now))
+        assert service.count() == 91 and len(service) == 91
+        assert service.query(limit=1, newest_first=False)[0]["seq"] == 1  # the oldest of ann's is still there
+
+
+def test_a_full_outbox_does_not_stop_the_history(tmp_path: Path) -> None:
+    """A door with MQTT off (or a broker away for days) fills its outbox and then drops events from delivery;
+    the journal is the door's own history and must keep every one (the drop itself is counted and reported)."""
+    from facegate.events.emitter import EventEmitter
+    from facegate.events.outbox import Outbox
+
+    emitter = EventEmitter("d", Outbox(tmp_path / "outbox.db", max_events=10))
+    writer = JournalWriter(Journal(tmp_path / "j.db"))
+    emitter.add_listener(writer.submit)
+    writer.start()
+    stored = [emitter.emit("access_granted", person_id=f"p{i}", name=None) for i in range(25)]
+    assert writer.stop(5.0) == 0
+    assert sum(e is not None for e in stored) == 10 and emitter.dropped == 15
+    with Journal(tmp_path / "j.db", readonly=True) as journal:
+        rows = journal.query(limit=None, newest_first=False)
+    assert [r["person_id"] for r in rows] == [f"p{i}" for i in range(25)]
+    assert all(r["seq"] is None for r in rows[10:])  # never delivered: no place in the delivery sequence
+
+
 # ------------------------------------------------------------------ other processes
 
 
@@ -288,6 +321,8 @@ def test_time_specs() -> None:
     assert local.tzinfo is not None and local.replace(tzinfo=None) == datetime(2026, 12, 1)
     with pytest.raises(ValueError, match="ISO-8601"):
         parse_time("yesterday")
+    with pytest.raises(ValueError, match="too far"):  # argparse reports a ValueError; an OverflowError crashed
+        parse_time("99999999999w")
 
 
 # ------------------------------------------------------------------ facegate events

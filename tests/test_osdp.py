@@ -291,3 +291,38 @@ def test_install_mode_stores_the_key_the_panel_sets(tmp_path, pty_pair, factory)
         panel.close()
         reader.close()
         door.close()
+
+
+def test_a_card_read_checked_online_just_before_the_link_drops_is_flushed_not_kept(tmp_path, pty_pair, factory) -> None:  # type: ignore[no-untyped-def]
+    """The frame loop checks that the panel is polling, the monitor then sees the link drop and flushes
+    LibOSDP's queue, and only then is the read submitted: that read must be flushed and reported too, never left
+    in LibOSDP's queue for the panel to take after the link returns (when someone else stands at the door)."""
+    _, port = pty_pair
+    events = Events()
+    reader, door = make_reader(tmp_path, port, factory, events)
+    reader.start()  # no panel on the line: LibOSDP itself says offline; the monitor never flushes by itself
+    caller = threading.current_thread()
+    real_online = reader._pd.is_online
+    dropped = threading.Event()
+
+    def online_then_dropped() -> bool:
+        if threading.current_thread() is not caller:
+            return bool(real_online())
+        # The link drops right after this check: the monitor's flush runs now, on its own thread.
+        flusher = threading.Thread(target=lambda: (reader._drop_undelivered(), dropped.set()), daemon=True)
+        flusher.start()
+        flusher.join(0.5)
+        return True
+
+    try:
+        reader._pd.is_online = online_then_dropped
+        reader._pd.is_sc_active = lambda: True
+        reader.send_credential("late", 9)
+        assert dropped.wait(5), "the monitor's flush never finished"
+        late = [e for e in events.of("credential_failed") if e["person_id"] == "late"]
+        assert [e["reason"] for e in late] == ["not_delivered"]
+        assert reader._pending == {} and reader._inflight == []
+    finally:
+        reader._pd.is_online = real_online
+        reader.close()
+        door.close()

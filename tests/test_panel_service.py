@@ -113,3 +113,38 @@ def test_bad_panel_configuration_stops_the_service_at_start(tmp_path: Path, phot
             Service(config, pin_factory=factory)
     finally:
         factory.reset()
+
+
+def test_the_panel_link_state_reaches_the_status_when_it_changes(tmp_path: Path, photos) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The status topic's ``panel`` object is published when the OSDP link comes up, not at the next minute's
+    heartbeat (as door, lock and camera changes are)."""
+    from facegate.events.communicator import NullCommunicator
+
+    master, slave = os.openpty()
+    tty.setraw(master)
+    factory = MockFactory()
+    try:
+        frames = write_frames(tmp_path / "frames", photos, [("bg", 1)])
+        config = make_config(tmp_path, frames, None,
+                             osdp={"port": os.ttyname(slave), "scbk_file": str(write_key(tmp_path / "scbk", KEY))})
+        transport = NullCommunicator()
+        service = Service(config, pin_factory=factory, communicator=transport)
+        service._status.publish_now()  # as run() does: the start-up status, panel offline
+        service._status.start()
+        for output in service.credential_outputs:
+            output.start()
+        panel = Panel(master, KEY)
+        try:
+            def published_online() -> bool:
+                status = transport.states.get("status")
+                return isinstance(status, dict) and status["panel"]["osdp"]["online"] is True
+
+            wait_for(lambda: service.status()["panel"]["osdp"]["online"], 10, "the link up in the service")
+            wait_for(published_online, 2, "a status with the link up, published on the change")
+        finally:
+            panel.close()
+            service.shutdown()
+    finally:
+        factory.reset()
+        os.close(slave)
+        os.close(master)

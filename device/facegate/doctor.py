@@ -136,9 +136,10 @@ CHECKS: list[Callable[[Config], Check]] = [check_models, check_gallery, check_ca
 
 
 def _check_panel(config: Config) -> Check:
-    from facegate.panel.doctor import check_panel  # local: that module imports Check from here
+    from facegate.panel.doctor import check_panel
 
-    return check_panel(config)
+    result = check_panel(config)
+    return Check("panel", result.ok, result.detail, result.fix)
 
 
 CHECKS.append(_check_panel)  # OSDP key and port, Wiegand/OSDP card numbers (facegate/panel/doctor.py)

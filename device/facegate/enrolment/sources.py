@@ -130,15 +130,53 @@ def image_pixels(data: bytes) -> int | None:
                 height, width = struct.unpack(">HH", data[i + 5:i + 9])
                 return int(width) * int(height)
             i += 2 + length
+        return None
+    if data[:2] == b"BM" and len(data) >= 26:  # BMP: the DIB header's width and height (negative: top-down)
+        if struct.unpack("<I", data[14:18])[0] == 12:
+            width, height = struct.unpack("<HH", data[18:22])
+        else:
+            width, height = struct.unpack("<ii", data[18:26])
+        return abs(int(width)) * abs(int(height))
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8X":
+            return (int.from_bytes(data[24:27], "little") + 1) * (int.from_bytes(data[27:30], "little") + 1)
+        if chunk == b"VP8L":
+            (bits,) = struct.unpack("<I", data[21:25])
+            return ((int(bits) & 0x3FFF) + 1) * (((int(bits) >> 14) & 0x3FFF) + 1)
+        if chunk == b"VP8 ":
+            width, height = struct.unpack("<HH", data[26:30])
+            return (int(width) & 0x3FFF) * (int(height) & 0x3FFF)
+        return None
+    if data[:4] in (b"II*\0", b"MM\0*"):  # TIFF: width and height tags of the first image
+        order = "<" if data[:2] == b"II" else ">"
+        try:
+            (ifd,) = struct.unpack(order + "I", data[4:8])
+            (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
+            sizes = {}
+            for k in range(count):
+                tag, kind = struct.unpack(order + "HH", data[ifd + 2 + 12 * k:ifd + 6 + 12 * k])
+                value = data[ifd + 10 + 12 * k:ifd + 14 + 12 * k]
+                if tag in (256, 257):
+                    sizes[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), value[:2 if kind == 3 else 4])[0]
+        except struct.error:
+            return None
+        return int(sizes[256]) * int(sizes[257]) if len(sizes) == 2 else None
     return None
 
 
 def check_photo_bytes(data: bytes) -> str | None:
-    """Why these bytes are not decoded (too big, too many pixels), or None."""
+    """Why these bytes are not decoded (too big, too many pixels, a size that cannot be read first), or None.
+
+    OpenCV picks the decoder by content, not by the file name, and decodes a few hundred bytes of BMP, TIFF,
+    PGM or HDR into hundreds of megapixels: so only the formats whose size is read here are decoded at all.
+    """
     if len(data) > MAX_PHOTO_BYTES:
         return f"file larger than {MAX_PHOTO_BYTES // (1024 * 1024)} MiB"
     pixels = image_pixels(data)
-    if pixels is not None and pixels > MAX_IMAGE_PIXELS:
+    if pixels is None:
+        return "not a JPEG, PNG, BMP, WebP or TIFF image whose size can be read before decoding"
+    if pixels > MAX_IMAGE_PIXELS:
         return f"image has {pixels / 1e6:.0f} megapixels (at most {MAX_IMAGE_PIXELS // 1_000_000})"
     return None
 

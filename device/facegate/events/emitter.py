@@ -106,7 +106,8 @@ class EventEmitter:
         return len(self._outbox)
 
     def add_listener(self, listener: EventListener) -> None:
-        """Call ``listener(event)`` after each stored event, on the emitting thread; it must be quick.
+        """Call ``listener(event)`` after each event, on the emitting thread; it must be quick. An event the outbox
+        refused (full) is passed too, with ``seq`` None: the journal keeps the door's history even then.
 
         Exceptions from a listener are logged and swallowed: a logging or wake-up hook must not stop events.
         """
@@ -151,6 +152,10 @@ class EventEmitter:
                 self._unreported += 1
                 self._first_drop_ts = self._first_drop_ts if self._unreported > 1 else ts
                 self._last_drop_ts = ts
+                # Not delivered, but it happened: listeners (the local journal, the status) still hear of it,
+                # with no seq since it has no place in the delivery sequence.
+                stored.append({"event_id": uuid7(), "seq": None, "ts": ts, "device_id": self._device_id,
+                               "type": type, **body})
             else:
                 stored.append(event)
             listeners = self._listeners

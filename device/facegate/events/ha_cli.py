@@ -51,11 +51,22 @@ def cmd_code_hash(args: argparse.Namespace, io: Output) -> int:
     return EXIT_OK
 
 
+def _regex(text: str) -> str:
+    """argparse type for --code-format: a regular expression Python can compile."""
+    import re
+
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a regular expression: {exc}") from None
+    return text
+
+
 def add_code_commands(sub: Any) -> None:
     """Attach ``code hash`` to the top-level ``facegate`` sub-parsers."""
     code = sub.add_parser("code", help="Home Assistant unlock codes").add_subparsers(dest="action", required=True)
     p = code.add_parser("hash", help="read a code from stdin and print its scrypt hash for home_assistant_codes")
-    p.add_argument("--code-format", default=r"^\d{6,12}$",
+    p.add_argument("--code-format", type=_regex, default=r"^\d{6,12}$",
                    help=r"refuse codes that do not match this regex (default ^\d{6,12}$, the door's default "
                         "commands.home_assistant_code_format); '' accepts any")
     p.set_defaults(func=cmd_code_hash)

@@ -31,6 +31,8 @@ CHANGE_EVENTS = frozenset({
     "access_granted", "access_denied", "unknown_face", "spoof_detected",
     "door_opened", "door_closed", "door_held_open", "door_forced_open", "door_unlocked", "door_locked",
     "camera_error", "camera_ok", "gallery_updated", "outbox_full", "service_started",
+    # the access panel's link and counters (the status's ``panel`` object, facegate/panel)
+    "osdp_online", "osdp_offline", "osdp_secure_channel_failed", "osdp_tamper", "credential_sent",
 })
 
 

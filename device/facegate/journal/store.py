@@ -158,6 +158,7 @@ class Journal:
                 if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
                     self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._count: int = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.Error as exc:
             self._db.close()
             raise JournalError(f"{self.path}: cannot use journal: {exc}") from None
@@ -233,6 +234,10 @@ class Journal:
         cutoff = round((self._clock() - self.retention_days * 86_400.0) * 1000)
         deleted = 0
         try:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:  # another connection (a CLI purge) changed the file: count again
+                self._data_version = version
+                self._count = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
             with self._transaction():
                 cur = self._db.execute(
                     "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts_ms < ? ORDER BY ts_ms LIMIT ?)",

@@ -24,7 +24,10 @@ def parse_time(text: str, now: dt.datetime | None = None) -> dt.datetime:
         return current
     match = _RELATIVE.match(value)
     if match:
-        return current - dt.timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
+        try:
+            return current - dt.timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
+        except OverflowError:
+            raise ValueError(f"{text!r} is too far back to be a time") from None
     try:
         stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import os
 import termios
+from typing import NamedTuple
 
 from facegate.config import Config, ConfigError
-from facegate.doctor import Check
 from facegate.panel.wiegand import FORMATS
+
+
+class PanelCheck(NamedTuple):
+    """The result; facegate.doctor turns it into its ``Check`` (importing that here would be an import cycle)."""
+
+    ok: bool
+    detail: str
+    fix: str = ""
 
 
 def _port_problem(port: str) -> str | None:
@@ -35,7 +43,7 @@ def _cards_that_do_not_fit(config: Config, fmt_name: str) -> list[str]:
         return [p["id"] for p in gallery.persons() if p["card_number"] is not None and p["card_number"] > top]
 
 
-def check_panel(config: Config) -> Check:
+def check_panel(config: Config) -> PanelCheck:
     parts, problems, fixes = [], [], []
     if config.osdp is not None:
         o = config.osdp
@@ -66,7 +74,7 @@ def check_panel(config: Config) -> Check:
         w = config.wiegand
         parts.append(f"Wiegand {w.format}-bit on pins {w.data0_pin}/{w.data1_pin}")
     if not parts:
-        return Check("panel", True, "no access panel configured")
+        return PanelCheck(True, "no access panel configured")
     if problems:
-        return Check("panel", False, "; ".join(problems), "; ".join(fixes))
-    return Check("panel", True, "; ".join(parts))
+        return PanelCheck(False, "; ".join(problems), "; ".join(fixes))
+    return PanelCheck(True, "; ".join(parts))

@@ -83,6 +83,9 @@ class OsdpReader:
                                          event_completion_handler=self._on_event_done)
         self._link = LinkMonitor(emit, require_secure_channel=not self._install)
         self._lock = threading.Lock()
+        # Held from the online check to the submit, and by the flush when the link drops: a read can never be
+        # submitted just after that flush (checked while the link was up) and then wait in LibOSDP's queue.
+        self._submit_lock = threading.Lock()
         self._pending: dict[int, str] = {}  # id(event dict) -> person id, until LibOSDP says it was delivered
         self._inflight: list[dict[str, Any]] = []  # keeps those dicts alive so their ids stay unique
         self._sent = 0
@@ -122,22 +125,23 @@ class OsdpReader:
         except CardFormatError as exc:
             failed("card_number_does_not_fit", str(exc))
             return
-        if not (self._pd.is_online() and (self._pd.is_sc_active() or self._install)):
-            failed("panel_offline", "the panel is not polling this reader over a secure channel")
-            return
-        bits = encode(self.format, self._config.facility_code, card_number)
-        event = {"event": osdp.Event.CardRead, "reader_no": 0, "direction": 0, "length": len(bits),
-                 "format": osdp.CardFormat.Wiegand, "data": to_bytes(bits)}
-        with self._lock:
-            if len(self._inflight) >= PENDING_LIMIT:
-                failed("busy", f"{PENDING_LIMIT} card reads not yet delivered")
+        with self._submit_lock:
+            if not (self._pd.is_online() and (self._pd.is_sc_active() or self._install)):
+                failed("panel_offline", "the panel is not polling this reader over a secure channel")
                 return
-            self._inflight.append(event)
-            self._pending[id(event)] = person_id
-        if not self._pd.submit_event(event):
+            bits = encode(self.format, self._config.facility_code, card_number)
+            event = {"event": osdp.Event.CardRead, "reader_no": 0, "direction": 0, "length": len(bits),
+                     "format": osdp.CardFormat.Wiegand, "data": to_bytes(bits)}
             with self._lock:
-                self._forget(event)
-            failed("rejected", "LibOSDP refused the card read")
+                if len(self._inflight) >= PENDING_LIMIT:
+                    failed("busy", f"{PENDING_LIMIT} card reads not yet delivered")
+                    return
+                self._inflight.append(event)
+                self._pending[id(event)] = person_id
+            if not self._pd.submit_event(event):
+                with self._lock:
+                    self._forget(event)
+                failed("rejected", "LibOSDP refused the card read")
 
     def status(self) -> dict[str, object]:
         link = self._link.state
@@ -292,14 +296,15 @@ class OsdpReader:
     def _drop_undelivered(self) -> None:
         """The link went down: card reads LibOSDP still holds must never reach the panel later (the person has
         gone; whoever stands at the door then would be let in), so they are flushed and reported."""
-        lock = getattr(self._pd, "lock", None)
-        if lock is not None:
-            with lock:
-                self._pd.ctx.flush_events()
-        with self._lock:
-            people = list(self._pending.values())
-            self._pending.clear()
-            self._inflight.clear()
+        with self._submit_lock:
+            lock = getattr(self._pd, "lock", None)
+            if lock is not None:
+                with lock:
+                    self._pd.ctx.flush_events()
+            with self._lock:
+                people = list(self._pending.values())
+                self._pending.clear()
+                self._inflight.clear()
         for person in people:
             self._emit("credential_failed", person_id=person, channel=self.channel, format=self.format.name,
                        reason="not_delivered", detail="the link went down before the panel took the card read")

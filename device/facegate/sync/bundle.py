@@ -488,7 +488,7 @@ def _parse_payload(raw: bytes, header: BundleHeader) -> tuple[list[PersonRecord]
             if isinstance(card, bool) or not isinstance(card, int) or not 0 <= card <= MAX_CARD_NUMBER:
                 raise _bad(f"{where}.card_number", f"must be null or an integer from 0 to {MAX_CARD_NUMBER}")
             if card in cards:
-                raise _bad(f"{where}.card_number", f"{card} is also the card number of {cards[card]!r}")
+                raise _bad(f"{where}.card_number", f"the same card number as {cards[card]!r}")
             cards[card] = pid
         persons.append(PersonRecord(
             id=pid, name=_str(p, "name", where, optional=True), metadata=metadata,
