@@ -216,7 +216,7 @@ class Service:
 
             self.configuration_url = console_url(config.web.bind, config.web.port,
                                                  config.web.tls_cert_file is not None, config.web.public_url)
-            self.console = Console(self)
+            self.console = Console(self, make_pipeline=lambda: build_pipeline(config))
             try:
                 self.web = ConsoleServer(self.console)
             except (OSError, ValueError) as exc:  # port in use, unreadable or mismatched TLS files

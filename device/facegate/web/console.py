@@ -20,6 +20,7 @@ import platform
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -78,8 +79,11 @@ def quality_feedback(faces: tuple[LiveFace, ...]) -> dict[str, Any]:
 
 
 class Console:
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, make_pipeline: Callable[[], FacePipeline]) -> None:
+        """``make_pipeline`` builds the console's own pipeline for uploads; the service passes it so that this
+        module never imports the service at run time (the service imports this one)."""
         self.service = service
+        self._make_pipeline = make_pipeline
         self.config = service.config.web
         self.slot = LiveSlot()
         self.hub = EventHub()
@@ -290,9 +294,7 @@ class Console:
     def pipeline(self) -> FacePipeline:
         """The console's own pipeline for uploaded photos (built on first use; callers hold ``_pipeline_lock``)."""
         if self._pipeline is None:
-            from facegate.service import build_pipeline
-
-            self._pipeline = build_pipeline(self.service.config)
+            self._pipeline = self._make_pipeline()
         return self._pipeline
 
     def upload_photo(self, user: str, person_id: str, data: bytes, filename: str) -> dict[str, Any]:
