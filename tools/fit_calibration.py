@@ -169,6 +169,14 @@ class FairCalMap:
         raw = np.einsum("ij,ij->i", a, b)
         ca = np.argmax(np.nan_to_num(a) @ self.centroids.T, axis=1)
         cb = np.argmax(np.nan_to_num(b) @ self.centroids.T, axis=1)
+        return self._combine(raw, ca, cb)
+
+    def upper_scores(self, v: np.ndarray) -> np.ndarray:
+        iu, ju = np.triu_indices(len(v), k=1)
+        c = np.argmax(np.nan_to_num(v) @ self.centroids.T, axis=1)
+        return self._combine((v @ v.T)[iu, ju], c[iu], c[ju])
+
+    def _combine(self, raw: np.ndarray, ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
         level = (self._level(raw, ca) + self._level(raw, cb)) / 2
         slope = (self.global_knots[-1] - self.global_knots[-2]) / (self.grid[-1] - self.grid[-2])
         back = np.interp(level, self.grid, self.global_knots)
@@ -181,6 +189,20 @@ class Raw:
 
     def pair_scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return ev.similarities(a, b)
+
+
+def upper_scores(scorer: Any, v: np.ndarray) -> np.ndarray:
+    """Scores of every pair i < j of rows of v (row-major triu order), without materialising pair arrays."""
+    if hasattr(scorer, "upper_scores"):
+        return np.asarray(scorer.upper_scores(v))
+    iu, ju = np.triu_indices(len(v), k=1)
+    m = np.nan_to_num(v) @ np.nan_to_num(v).T
+    if isinstance(scorer, FairCalibration):
+        half = scorer.half_offsets(np.nan_to_num(v))
+        m = m - half[:, None] - half[None, :]
+    out = m[iu, ju].astype(np.float64)
+    bad = np.isnan(v[:, 0])
+    return np.where(bad[iu] | bad[ju], -np.inf, out)
 
 
 # ---------------------------------------------------------------- measuring (labels used here only)
@@ -201,7 +223,7 @@ def measure(scorer: Any, people: dict[str, list[Path]], emb: ev.Embeddings, grou
     gen = scorer.pair_scores(v[proto.genuine_pairs[:, 0]], v[proto.genuine_pairs[:, 1]])
     rows = proto.impostor_rows
     iu, ju = np.triu_indices(len(rows), k=1)
-    imp = scorer.pair_scores(v[rows[iu]], v[rows[ju]])
+    imp = upper_scores(scorer, v[rows])
     imp = np.where(np.isnan(imp), -np.inf, imp)
     own_t = ev.threshold_at_far(imp, TARGET_FAR)
     t = own_t if threshold is None else threshold
@@ -220,9 +242,7 @@ def measure(scorer: Any, people: dict[str, list[Path]], emb: ev.Embeddings, grou
 def operating_threshold(scorer: Any, half: Half, people: dict[str, list[Path]], emb: ev.Embeddings) -> float:
     """The FAR-1e-4 similarity on the fitting half, by the same protocol as thresholds.json."""
     proto = ev.open_protocol(people, emb.row, 20)
-    rows = proto.impostor_rows
-    iu, ju = np.triu_indices(len(rows), k=1)
-    imp = scorer.pair_scores(emb.vectors[rows[iu]], emb.vectors[rows[ju]])
+    imp = upper_scores(scorer, emb.vectors[proto.impostor_rows])
     return ev.threshold_at_far(np.where(np.isnan(imp), -np.inf, imp), TARGET_FAR)
 
 
@@ -333,7 +353,8 @@ def update_manifest(path: Path, data: dict[str, Any]) -> None:
                                     "2007), View-1 training people, embeddings of the default embedder",
                    "embedder_sha256": data["embedder_sha256"],
                    "transform": f"spherical k-means (k={data['k']}, seed 0) of the embeddings; per cluster the "
-                                f"threshold at FAR {data['fit']['fit_far']:g} on cross-person pairs involving it, "
+                                f"threshold at FAR {data['fit']['fit_far']:g} on cross-person pairs "
+                                f"{'with both faces in it' if data['method'] == 'fsn_within' else 'involving it'}, "
                                 "offset = cluster threshold - global threshold (Terhoerst et al. 2020); no "
                                 "demographic label used"},
         "licence": "Apache-2.0 (facegate code and parameters); derived from LFW face images (a research "
