@@ -40,6 +40,8 @@ def test_evaluate_per_group_has_the_stable_shape(tmp_path: Path) -> None:
                                   "threshold": 0.5}
     assert per["0.0001"]["a"]["fmr"] == 0.0 and per["0.01"]["b"]["fmr"] == 0.0
     assert summary["0.0001"]["fmr_vs_nominal"]["b"] == pytest.approx(1e4)
+    # a b-probe meets 2 other b's (both match) and 3 a's (none): 6 of 15 pair-sides
+    assert summary["0.0001"]["fmr_probe_vs_everyone"] == {"a": 0.0, "b": pytest.approx(6 / 15)}
     json.dumps(per)  # plain JSON types only
 
 

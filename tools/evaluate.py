@@ -299,9 +299,20 @@ def per_group_at(groups_csv: Path, proto: OpenProtocol, gen: np.ndarray, imp: np
     """``per_group`` ({far: {group: counts and rates}}) and ``per_group_summary`` at each (far, threshold)."""
     per: dict[str, Any] = {}
     summary: dict[str, Any] = {}
+    group_of = read_groups(groups_csv)
+    imp_people = np.asarray([group_of.get(n, "") for n in proto.impostor_people])
+    a_group, b_group = imp_people[iu], imp_people[ju]
     for far, threshold in points:
         rep = group_report(groups_csv, proto, gen, imp, iu, ju, threshold)
         key = str(far)
+        accepted = imp >= threshold
+
+        def vs_everyone(group: str, accepted: np.ndarray = accepted) -> float | None:
+            """A probe of this group against everyone else (either side of a pair; a same-group pair counts for
+            both of its people): the rate a label-free calibration on this population can see."""
+            weight = (a_group == group).astype(np.int64) + (b_group == group).astype(np.int64)
+            return float(np.sum(weight * accepted) / np.sum(weight)) if weight.any() else None
+
         per[key] = {g: {"fmr": v["fmr"], "fnmr": v["fnmr"], "impostor_pairs": v["impostor_pairs"],
                         "genuine_pairs": v["genuine_pairs"], "threshold": threshold}
                     for g, v in rep["groups"].items()}
@@ -310,6 +321,7 @@ def per_group_at(groups_csv: Path, proto: OpenProtocol, gen: np.ndarray, imp: np
             "fnmr_max_min_ratio": rep["fnmr_max_min_ratio"],
             "fmr_vs_nominal": {g: (v["fmr"] / far if v["fmr"] is not None else None)
                                for g, v in rep["groups"].items()},
+            "fmr_probe_vs_everyone": {g: vs_everyone(g) for g in rep["groups"]},
         }
     return per, summary
 
