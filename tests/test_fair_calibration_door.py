@@ -30,6 +30,9 @@ def test_calibrated_door_grants_then_refuses_the_stranger_behind(tmp_path, photo
     assert service.threshold == table.for_far(1e-4)  # the calibrated table, not the raw one
     assert service.engine.new_person_below == table.for_far(config.recognition.new_person_far)
     assert service.status()["fair_calibration"] is True
+    # the sync receiver hands over indexes built without calibration: they are scored alike when installed
+    service.swap_index(service.gallery.build_index(), {"astro": "Eileen Collins"}, service.gallery.revision)
+    assert service.index.calibration is service.calibration
     got = decisions(service)
     assert [e["type"] for e in got] == ["access_granted", "unknown_face"]
     assert got[0]["person_id"] == "astro" and got[0]["similarity"] >= service.threshold
