@@ -6,7 +6,12 @@ Works on any folder laid out ``<identity>/<images>``. Reports, as JSON (and a DE
 - the open protocol: genuine = every same-person pair (at most ``--max-per-person`` images each), impostors =
   every cross-person pair of one image per person; TAR at FAR 1e-2..1e-5 with the thresholds, and EER;
 - open-set identification: FNIR at FPIR, with half the multi-image people enrolled and everyone else a stranger;
-- per-group FMR/FNMR (ISO/IEC 19795-10 style) when ``--groups CSV`` maps identities to groups.
+- per-group FMR/FNMR (ISO/IEC 19795-10 style) when ``--groups CSV`` maps identities to groups: ``per_group``
+  at every operating point of models/thresholds.json (``{far: {group: {fmr, fnmr, impostor_pairs,
+  genuine_pairs, threshold}}}``), ``per_group_summary`` (max/min ratios, each group's FMR over the nominal FAR)
+  and, with ``--out``, a plot of FMR against threshold per group.
+Scores are the device's: with the fair score calibration (facegate.recognition.calibration) unless
+``--no-fair-calibration``; ``--write-thresholds`` writes both tables (raw and calibrated).
 An image where no face is found counts as a rejection on both sides (never a false accept) and is listed.
 
     python tools/evaluate.py --faces ../shared/faces/lfw_dev --pairs ../shared/faces/lfw_dev_meta/pairsDevTrain.txt
@@ -31,9 +36,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "device"))
 
-from facegate.errors import ImageError  # noqa: E402
+from facegate.errors import ImageError, ModelError  # noqa: E402
 from facegate.imageio import read_image  # noqa: E402
 from facegate.models import Manifest  # noqa: E402
+from facegate.recognition.calibration import ROLE as CALIBRATION_ROLE  # noqa: E402
+from facegate.recognition.calibration import FairCalibration  # noqa: E402
+from facegate.thresholds import ThresholdTable  # noqa: E402
 from facegate.vision.pipeline import FacePipeline, PipelineOptions  # noqa: E402
 
 FARS = (1e-2, 1e-3, 1e-4, 1e-5)
@@ -215,7 +223,8 @@ def impostor_scores(vectors: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, 
     return scores.astype(np.float64), iu, ju
 
 
-def open_set(people: dict[str, list[Path]], emb: Embeddings, max_per_person: int) -> dict[str, Any]:
+def open_set(people: dict[str, list[Path]], emb: Embeddings, max_per_person: int,
+             calibration: FairCalibration | None = None) -> dict[str, Any]:
     """Half of the multi-image people are enrolled with their first image; everyone else is a stranger."""
     multi = [n for n, imgs in people.items() if len(imgs) >= 2]
     enrolled = multi[::2]
@@ -232,6 +241,9 @@ def open_set(people: dict[str, list[Path]], emb: Embeddings, max_per_person: int
         q = np.stack(probes)
         bad = np.isnan(q[:, 0])
         sims = np.nan_to_num(q, nan=0.0) @ gallery.T
+        if calibration is not None:  # the same shift EmbeddingIndex.search applies
+            sims = sims - calibration.half_offsets(np.nan_to_num(q, nan=0.0))[:, None] \
+                - calibration.half_offsets(gallery)[None, :]
         best = sims.argmax(axis=1)
         score = sims[np.arange(len(q)), best]
         return best, np.where(bad, -np.inf, score)
@@ -249,11 +261,17 @@ def open_set(people: dict[str, list[Path]], emb: Embeddings, max_per_person: int
             "rank1_identification_rate": float(np.mean(correct)), "fnir_at_fpir": rows}
 
 
+def read_groups(groups_csv: Path) -> dict[str, str]:
+    """``identity,group`` rows (a header row ``identity,group`` is skipped)."""
+    with groups_csv.open() as handle:
+        return {row[0]: row[1] for row in csv.reader(handle)
+                if len(row) >= 2 and (row[0], row[1]) != ("identity", "group")}
+
+
 def group_report(groups_csv: Path, proto: OpenProtocol, gen: np.ndarray, imp: np.ndarray,
                  iu: np.ndarray, ju: np.ndarray, threshold: float) -> dict[str, Any]:
     """FMR and FNMR per demographic group at one global threshold, and their max/min ratios."""
-    with groups_csv.open() as handle:
-        group_of = {row[0]: row[1] for row in csv.reader(handle) if len(row) >= 2}
+    group_of = read_groups(groups_csv)
     per: dict[str, dict[str, Any]] = {}
     owners = np.asarray([group_of.get(n, "") for n in proto.genuine_people])
     imp_people = np.asarray([group_of.get(n, "") for n in proto.impostor_people])
@@ -274,6 +292,89 @@ def group_report(groups_csv: Path, proto: OpenProtocol, gen: np.ndarray, imp: np
 
     return {"threshold": threshold, "groups": per, "fnmr_max_min_ratio": ratio("fnmr"),
             "fmr_max_min_ratio": ratio("fmr")}
+
+
+def per_group_at(groups_csv: Path, proto: OpenProtocol, gen: np.ndarray, imp: np.ndarray, iu: np.ndarray,
+                 ju: np.ndarray, points: list[tuple[float, float]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``per_group`` ({far: {group: counts and rates}}) and ``per_group_summary`` at each (far, threshold)."""
+    per: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    group_of = read_groups(groups_csv)
+    imp_people = np.asarray([group_of.get(n, "") for n in proto.impostor_people])
+    a_group, b_group = imp_people[iu], imp_people[ju]
+    for far, threshold in points:
+        rep = group_report(groups_csv, proto, gen, imp, iu, ju, threshold)
+        key = str(far)
+        accepted = imp >= threshold
+
+        def vs_everyone(group: str, accepted: np.ndarray = accepted) -> float | None:
+            """A probe of this group against everyone else (either side of a pair; a same-group pair counts for
+            both of its people): the rate a label-free calibration on this population can see."""
+            weight = (a_group == group).astype(np.int64) + (b_group == group).astype(np.int64)
+            return float(np.sum(weight * accepted) / np.sum(weight)) if weight.any() else None
+
+        per[key] = {g: {"fmr": v["fmr"], "fnmr": v["fnmr"], "impostor_pairs": v["impostor_pairs"],
+                        "genuine_pairs": v["genuine_pairs"], "threshold": threshold}
+                    for g, v in rep["groups"].items()}
+        summary[key] = {
+            "threshold": threshold, "fmr_max_min_ratio": rep["fmr_max_min_ratio"],
+            "fnmr_max_min_ratio": rep["fnmr_max_min_ratio"],
+            "fmr_vs_nominal": {g: (v["fmr"] / far if v["fmr"] is not None else None)
+                               for g, v in rep["groups"].items()},
+            "fmr_probe_vs_everyone": {g: vs_everyone(g) for g in rep["groups"]},
+        }
+    return per, summary
+
+
+def group_fmr_plot(path: Path, groups_csv: Path, proto: OpenProtocol, imp: np.ndarray, iu: np.ndarray,
+                   ju: np.ndarray, points: list[tuple[float, float]]) -> None:
+    """FMR of same-group impostor pairs against the threshold, one line per group, operating points marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    group_of = read_groups(groups_csv)
+    imp_people = np.asarray([group_of.get(n, "") for n in proto.impostor_people])
+    finite = imp[np.isfinite(imp)]
+    ts = np.linspace(float(np.quantile(finite, 0.99)), float(finite.max()), 300)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for group in sorted(set(group_of.values())):
+        scores = np.sort(imp[(imp_people[iu] == group) & (imp_people[ju] == group)])
+        if len(scores) == 0:
+            continue
+        fmr = 1 - np.searchsorted(scores, ts, side="left") / len(scores)
+        keep = fmr > 0
+        ax.semilogy(ts[keep], fmr[keep], label=f"{group} ({len(scores)} impostor pairs)")
+    for far, t in points:
+        ax.axvline(t, color="grey", lw=0.6, ls=":")
+        ax.axhline(far, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("similarity threshold")
+    ax.set_ylabel("false match rate (same-group impostors)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def load_calibration(manifest: Manifest, embedder_sha256: str, wanted: bool | None) -> FairCalibration | None:
+    """The shipped calibration (default: when the models have one for this embedder); None for raw cosine."""
+    if wanted is False:
+        return None
+    has = any(e.role == CALIBRATION_ROLE for e in manifest.entries)
+    if not has and wanted is None:
+        return None
+    try:
+        return FairCalibration.load(manifest, embedder_sha256)
+    except ModelError:
+        if wanted:
+            raise
+        return None
+
+
+def shifted(scores: np.ndarray, shift_a: np.ndarray, shift_b: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(scores), scores - shift_a - shift_b, scores)
 
 
 def det_plot(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -313,6 +414,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                               five_point=args.five_point, flip_fusion=args.flip)
     manifest = Manifest.load(args.models)
     pipeline = FacePipeline(manifest, options)
+    calibration = load_calibration(manifest, pipeline.embedder_sha256, args.fair_calibration)
     key = hashlib.sha256(json.dumps([str(root), pipeline.embedder_sha256, args.detector, args.five_point,
                                      args.flip]).encode()).hexdigest()[:16]
     cache = None if args.no_cache else ROOT / "build" / "eval-cache" / f"{key}.npz"
@@ -324,7 +426,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "config": {"embedder": manifest.get("embedder", args.embedder).name,
                    "embedder_sha256": pipeline.embedder_sha256,
                    "detector": manifest.get("detector", args.detector).name,
-                   "five_point": args.five_point, "flip_fusion": args.flip, "threads": args.threads},
+                   "five_point": args.five_point, "flip_fusion": args.flip, "threads": args.threads,
+                   "fair_calibration": calibration is not None,
+                   "calibration_sha256": calibration.sha256 if calibration is not None else None},
         "detection_failures": len(failed), "detection_failure_rate": len(failed) / max(len(paths), 1),
         "failed_images": [str(p.relative_to(root)) for p in failed],
         "ms_per_image": 1000 * emb.seconds / max(len(paths), 1),
@@ -333,35 +437,70 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if pairs:
         a = np.stack([emb.vectors[emb.row[p]] for p, _, _ in pairs])
         b = np.stack([emb.vectors[emb.row[p]] for _, p, _ in pairs])
-        scores = similarities(a, b)
+        scores = similarities(a, b) if calibration is None else shifted(
+            similarities(a, b), calibration.half_offsets(np.nan_to_num(a)), calibration.half_offsets(np.nan_to_num(b)))
         same = np.asarray([s for _, _, s in pairs])
         report["pairs"] = {"file": str(args.pairs), "count": len(pairs), **pairs_accuracy(scores, same),
                            "tar_at_far": tar_at_far(scores[same], scores[~same], (1e-2,))}
     proto = open_protocol(people, emb.row, args.max_per_person)
-    gen = similarities(emb.vectors[proto.genuine_pairs[:, 0]], emb.vectors[proto.genuine_pairs[:, 1]])
-    imp, iu, ju = impostor_scores(emb.vectors, proto.impostor_rows)
+    raw_gen = similarities(emb.vectors[proto.genuine_pairs[:, 0]], emb.vectors[proto.genuine_pairs[:, 1]])
+    raw_imp, iu, ju = impostor_scores(emb.vectors, proto.impostor_rows)
+    cal_gen = cal_imp = None
+    if calibration is not None:  # each image's share of the shift, as EmbeddingIndex precomputes per template
+        half = calibration.half_offsets(np.nan_to_num(emb.vectors, nan=0.0)).astype(np.float64)
+        cal_gen = shifted(raw_gen, half[proto.genuine_pairs[:, 0]], half[proto.genuine_pairs[:, 1]])
+        imp_half = half[proto.impostor_rows]
+        cal_imp = shifted(raw_imp, imp_half[iu], imp_half[ju])
+    gen, imp = (raw_gen, raw_imp) if cal_gen is None or cal_imp is None else (cal_gen, cal_imp)
     eer, eer_t = equal_error_rate(gen, imp)
     report["open_protocol"] = {"genuine_pairs": len(gen), "impostor_pairs": len(imp),
                                "tar_at_far": tar_at_far(gen, imp, FARS),
                                "eer": eer, "eer_threshold": eer_t}
-    report["open_set"] = open_set(people, emb, args.max_per_person)
+    report["open_set"] = open_set(people, emb, args.max_per_person, calibration)
     curves["open protocol"] = (gen, imp)
     if args.groups:
         t = threshold_at_far(imp, 1e-3)
         report["groups"] = group_report(args.groups, proto, gen, imp, iu, ju, t)
+        points, points_from = operating_points(args, manifest, pipeline.embedder_sha256, calibration, report)
+        report["per_group"], report["per_group_summary"] = per_group_at(args.groups, proto, gen, imp, iu, ju,
+                                                                        points)
+        report["per_group_thresholds_from"] = points_from
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "report.json").write_text(json.dumps(report, indent=2))
         det_plot(args.out / "det.png", curves)
+        if args.groups:
+            group_fmr_plot(args.out / "fmr_by_group.png", args.groups, proto, imp, iu, ju, points)
     if args.write_thresholds:
-        points = [{"far": r["far"], "similarity": r["threshold"], "tar": r["tar"]}
-                  for r in report["open_protocol"]["tar_at_far"]]
-        args.write_thresholds.write_text(json.dumps({
-            "embedder_sha256": pipeline.embedder_sha256, "points": points,
-            "source": f"tools/evaluate.py open protocol on {root.name}: {len(gen)} genuine, {len(imp)} impostor "
-                      f"pairs; five_point={args.five_point} flip_fusion={args.flip}",
-        }, indent=2) + "\n")
+        source = (f"tools/evaluate.py open protocol on {root.name}: {len(gen)} genuine, {len(imp)} impostor "
+                  f"pairs; five_point={args.five_point} flip_fusion={args.flip}")
+
+        def table_points(g: np.ndarray, i: np.ndarray) -> list[dict[str, float]]:
+            return [{"far": r["far"], "similarity": r["threshold"], "tar": r["tar"]} for r in tar_at_far(g, i, FARS)]
+
+        data: dict[str, Any] = {"embedder_sha256": pipeline.embedder_sha256,
+                                "points": table_points(raw_gen, raw_imp), "source": source}
+        if cal_gen is not None and cal_imp is not None and calibration is not None:
+            data["calibrated"] = {"calibration_sha256": calibration.sha256,
+                                  "points": table_points(cal_gen, cal_imp),
+                                  "source": source + "; scores after the fair score calibration"}
+        args.write_thresholds.write_text(json.dumps(data, indent=2) + "\n")
     return report
+
+
+def operating_points(args: argparse.Namespace, manifest: Manifest, embedder_sha256: str,
+                     calibration: FairCalibration | None,
+                     report: dict[str, Any]) -> tuple[list[tuple[float, float]], str]:
+    """(far, similarity) of models/thresholds.json for these scores (this run's own when it has none for them,
+    or when writing a new table), and where they came from."""
+    try:
+        table = ThresholdTable.load(manifest.directory / "thresholds.json",
+                                    calibration.sha256 if calibration is not None else None)
+        if table.embedder_sha256 == embedder_sha256 and not args.write_thresholds:
+            return [(p.far, p.similarity) for p in table.points], str(manifest.directory / "thresholds.json")
+    except ModelError:
+        pass
+    return [(r["far"], r["threshold"]) for r in report["open_protocol"]["tar_at_far"]], "this run"
 
 
 def summary(report: dict[str, Any]) -> Iterator[str]:
@@ -393,6 +532,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="write report.json and det.png here")
     p.add_argument("--write-thresholds", type=Path, default=None, help="write a thresholds.json for the device")
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--fair-calibration", dest="fair_calibration", action="store_true", default=None,
+                   help="score with the fair score calibration (default: when the models have one)")
+    p.add_argument("--no-fair-calibration", dest="fair_calibration", action="store_false",
+                   help="raw cosine similarity")
     return p.parse_args(argv)
 
 

@@ -20,11 +20,13 @@ from facegate.config import EXIT_CONFIG, Config, ConfigError, load_config
 from facegate.enrolment.photo import assess
 from facegate.errors import FacegateError, GalleryError, ImageError
 from facegate.events.ha_cli import add_code_commands
+from facegate.fairness.cli import add_fairness_command
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.imageio import read_image
 from facegate.journal.cli import add_events_command, add_purge_options, purge_events, purge_target
 from facegate.models import Manifest
 from facegate.panel.cli import add_gallery_card_command, card_number_arg
+from facegate.recognition.calibration import FairCalibration
 from facegate.sync.cli import add_gallery_sync_commands
 from facegate.thresholds import DEFAULT_FAR, ThresholdTable
 from facegate.vision.pipeline import FacePipeline, FaceResult, PipelineOptions
@@ -54,11 +56,20 @@ def _pipeline(args: argparse.Namespace) -> FacePipeline:
     return FacePipeline(Manifest.load(args.models), options)
 
 
-def _thresholds(args: argparse.Namespace, pipeline: FacePipeline) -> tuple[float, float | None]:
+def _calibration(args: argparse.Namespace, pipeline: FacePipeline) -> FairCalibration | None:
+    """The fair score calibration with ``--fair-calibration``, as a door with ``recognition.fair_calibration``."""
+    if not args.fair_calibration:
+        return None
+    return FairCalibration.load(pipeline.manifest, pipeline.embedder_sha256)
+
+
+def _thresholds(args: argparse.Namespace, pipeline: FacePipeline,
+                calibration: FairCalibration | None = None) -> tuple[float, float | None]:
     """The match threshold and the false-match rate it stands for (None when given by hand)."""
     if args.threshold is not None:
         return args.threshold, None
-    table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json")
+    table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json",
+                                calibration.sha256 if calibration is not None else None)
     if table.embedder_sha256 != pipeline.embedder_sha256:
         raise FacegateError(
             f"thresholds.json in {pipeline.manifest.directory} was measured for another embedder; "
@@ -151,10 +162,11 @@ def _open_existing_gallery(path: Path) -> Gallery:
 
 def cmd_identify(args: argparse.Namespace, io: Output) -> int:
     pipeline = _pipeline(args)
-    threshold, far = _thresholds(args, pipeline)
+    calibration = _calibration(args, pipeline)
+    threshold, far = _thresholds(args, pipeline, calibration)
     with _open_existing_gallery(args.gallery) as gallery:
         gallery.check_embedder(pipeline.embedder_sha256)
-        index = gallery.build_index()
+        index = gallery.build_index(calibration)
     if index.templates == 0:
         raise GalleryError(f"{args.gallery}: gallery is empty (enrol someone first)")
     failed = 0
@@ -180,22 +192,25 @@ def cmd_identify(args: argparse.Namespace, io: Output) -> int:
                 "margin": round(best.similarity - top[1].similarity, 4) if len(top) > 1 else None,
                 "quality_failures": r.failures,
             })
-        io.result({"image": str(path), "faces": faces, "threshold": round(threshold, 4), "far": far})
+        io.result({"image": str(path), "faces": faces, "threshold": round(threshold, 4), "far": far,
+                   "fair_calibration": calibration is not None})
     return EXIT_BAD_INPUT if failed else EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace, io: Output) -> int:
     pipeline = _pipeline(args)
-    threshold, far = _thresholds(args, pipeline)
+    calibration = _calibration(args, pipeline)
+    threshold, far = _thresholds(args, pipeline, calibration)
     vectors: list[np.ndarray] = []
     for path in (args.a, args.b):
         results = pipeline.process(read_image(path), largest_only=True)
         if not results or results[0].embedding is None:
             raise ImageError(f"{path}: no face found")
         vectors.append(results[0].embedding)
-    similarity = float(vectors[0] @ vectors[1])
+    similarity = (float(vectors[0] @ vectors[1]) if calibration is None
+                  else calibration.score(vectors[0], vectors[1]))
     io.result({"similarity": round(similarity, 4), "match": similarity >= threshold,
-               "threshold": round(threshold, 4), "far": far})
+               "threshold": round(threshold, 4), "far": far, "fair_calibration": calibration is not None})
     return EXIT_OK
 
 
@@ -269,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--threshold", type=float, default=None, help="cosine similarity needed for a match")
     match.add_argument("--far", type=float, default=DEFAULT_FAR,
                        help=f"false-accept rate to pick the threshold for (default {DEFAULT_FAR:g})")
+    match.add_argument("--fair-calibration", dest="fair_calibration", action="store_true", default=False,
+                       help="score as a door with recognition.fair_calibration = true (default: raw cosine)")
+    match.add_argument("--no-fair-calibration", dest="fair_calibration", action="store_false",
+                       help="raw cosine similarity and its thresholds (the default, as recognition.fair_calibration)")
 
     p = sub.add_parser("embed", parents=[models], help="embedding of the largest face in each image")
     p.add_argument("images", nargs="+", type=Path)
@@ -301,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
     p.set_defaults(func=cmd_verify)
+
+    add_fairness_command(sub, [models, match])  # facegate fairness --gallery DB --groups CSV (issue 11)
 
     p = sub.add_parser("run", help="run the door service")
     p.add_argument("--config", type=Path, required=True, help="TOML config file")

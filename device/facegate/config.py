@@ -69,6 +69,10 @@ class RecognitionConfig(Section):
     # the next person in a queue steps into the same spot before the track could time out.
     new_person_far: float = Field(0.01, gt=0, lt=1)
     max_faces: int = Field(3, ge=1, le=20)
+    # Fair score calibration (models/fair_calibration.json, cluster-based score normalisation): off by default
+    # because on lfw_dev it did not narrow the women/men false-match gap (README, Fairness); true = calibrated
+    # scores with their own thresholds, everywhere a similarity is decided.
+    fair_calibration: bool = False
     quality: QualityConfig = QualityConfig()
 
     @model_validator(mode="after")

@@ -39,6 +39,7 @@ from facegate.liveness.gate import LivenessGate
 from facegate.models import Manifest
 from facegate.panel.build import build_outputs
 from facegate.panel.output import wants
+from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
 from facegate.sdnotify import SystemdNotifier
 from facegate.sync.receiver import SyncReceiver
@@ -71,11 +72,22 @@ def build_pipeline(config: Config) -> FacePipeline:
     return FacePipeline(Manifest.load(m.dir), options)
 
 
-def match_threshold(config: Config, pipeline: FacePipeline) -> float:
-    """The configured similarity, else the one that gives the configured FAR for this embedder."""
+def load_calibration(config: Config, pipeline: FacePipeline) -> FairCalibration | None:
+    """The fair score calibration when ``recognition.fair_calibration`` is on (a bad file stops the start)."""
+    if not config.recognition.fair_calibration:
+        return None
+    try:
+        return FairCalibration.load(pipeline.manifest, pipeline.embedder_sha256)
+    except ModelError as exc:
+        raise ConfigError(f"recognition.fair_calibration: {exc}") from None
+
+
+def match_threshold(config: Config, pipeline: FacePipeline, calibration: FairCalibration | None = None) -> float:
+    """The configured similarity, else the one that gives the configured FAR for this embedder (and calibration)."""
     if config.recognition.threshold is not None:
         return config.recognition.threshold
-    table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json")
+    table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json",
+                                calibration.sha256 if calibration is not None else None)
     if table.embedder_sha256 != pipeline.embedder_sha256:
         raise ConfigError(
             "recognition.threshold: models/thresholds.json was measured for another embedder; "
@@ -84,14 +96,16 @@ def match_threshold(config: Config, pipeline: FacePipeline) -> float:
     return table.for_far(config.recognition.far)
 
 
-def new_person_threshold(config: Config, pipeline: FacePipeline) -> float | None:
+def new_person_threshold(config: Config, pipeline: FacePipeline,
+                         calibration: FairCalibration | None = None) -> float | None:
     """Similarity below which a frame shows someone other than the decided person (``new_person_far``).
 
     None when the table is not for this embedder (a hand-set threshold): the engine then uses the match
     threshold, so a decided track is handed over more readily, which costs at most an extra event, never a grant.
     """
     try:
-        table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json")
+        table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json",
+                                    calibration.sha256 if calibration is not None else None)
     except ModelError:
         return None
     if table.embedder_sha256 != pipeline.embedder_sha256:
@@ -152,17 +166,19 @@ class Service:
                 log.error("access journal unavailable, events are not kept locally: %s", exc)
 
         self.pipeline = build_pipeline(config)
-        self.threshold = match_threshold(config, self.pipeline)
+        # Fair score calibration (issue 11): the index, the thresholds and so the engine all use calibrated scores.
+        self.calibration = load_calibration(config, self.pipeline)
+        self.threshold = match_threshold(config, self.pipeline, self.calibration)
         self.gallery = Gallery(config.gallery_path)
         self.gallery.check_embedder(self.pipeline.embedder_sha256)
         self.policy = AccessPolicy(self.gallery, config.access)
         self._index_revision = self.gallery.revision  # read before the build: never newer than the index
-        self.index: EmbeddingIndex = self.gallery.build_index()
+        self.index: EmbeddingIndex = self.gallery.build_index(self.calibration)
         self._names = {p["id"]: p["name"] for p in self.gallery.persons()}
         self.liveness = LivenessGate.from_config(config.liveness, self.pipeline.manifest,
                                                  own_mesh=self.pipeline.mesh is None)
         self.engine = DecisionEngine(config.recognition, self.threshold,
-                                     new_person_below=new_person_threshold(config, self.pipeline),
+                                     new_person_below=new_person_threshold(config, self.pipeline, self.calibration),
                                      liveness=self.liveness.new_track if self.liveness else None)
         self._last_person: str | None = None
 
@@ -269,6 +285,7 @@ class Service:
         frame loop reads ``self.index`` once per frame, so each frame is matched entirely against the old or the
         new gallery. Names first, so a grant against the new index never lacks its name.
         """
+        index = index.calibrated(self.calibration)  # the sync receiver builds raw indexes: score them alike
         with self._db_lock:
             if revision < self._index_revision:
                 return
@@ -284,7 +301,7 @@ class Service:
             revision = self.gallery.revision
             if revision == self._index_revision:
                 return False
-            index = self.gallery.build_index()
+            index = self.gallery.build_index(self.calibration)
             names = {p["id"]: p["name"] for p in self.gallery.persons()}
         log.info("gallery changed on disk (revision %d): index rebuilt, %d templates", revision, index.templates)
         self.swap_index(index, names, revision)
@@ -311,6 +328,7 @@ class Service:
             "gallery": {"version": version, "persons": persons, "templates": templates},
             "gallery_persons": persons, "last_person": self._last_person,
             "models": models, "threshold": round(self.threshold, 4), "far": self.config.recognition.far,
+            "fair_calibration": self.calibration is not None,
             "lockdown": lockdown, "door": {**self.door.state(), "forced_open": self.facts.forced_open},
             "outbox": {"pending": len(self.outbox), "dropped": self.emitter.dropped},
             "journal": self.journal.status() if self.journal is not None else {

@@ -2,6 +2,10 @@
 
 The table is produced by ``tools/evaluate.py --write-thresholds`` for one embedder and one alignment
 method; a table made for another embedder is ignored because its similarities mean something else.
+
+The file holds two tables: ``points`` for raw cosine similarity and, under ``calibrated``, the same operating
+points for scores after the fair score calibration (``recognition.fair_calibration``), tagged with the SHA-256
+of the calibration file they were measured with. A file with only ``points`` (older releases) still loads.
 """
 
 from __future__ import annotations
@@ -28,14 +32,26 @@ class ThresholdTable:
     points: tuple[OperatingPoint, ...]
     source: str
 
+    calibration_sha256: str | None = None  # the calibration these scores are after; None: raw cosine
+
     @classmethod
-    def load(cls, path: Path) -> ThresholdTable:
+    def load(cls, path: Path, calibration_sha256: str | None = None) -> ThresholdTable:
+        """The raw-cosine table, or with ``calibration_sha256`` the one measured on that calibration's scores."""
         try:
             data = json.loads(path.read_text())
+            block = data
+            if calibration_sha256 is not None:
+                block = data.get("calibrated")
+                if not isinstance(block, dict) or block.get("calibration_sha256") != calibration_sha256:
+                    raise ModelError(
+                        f"threshold table {path} has no operating points for the shipped score calibration "
+                        f"(sha256 {calibration_sha256[:12]}…): re-run tools/evaluate.py --write-thresholds, or set "
+                        "recognition.fair_calibration = false"
+                    )
             points = tuple(
-                OperatingPoint(float(p["far"]), float(p["similarity"]), p.get("tar")) for p in data["points"]
+                OperatingPoint(float(p["far"]), float(p["similarity"]), p.get("tar")) for p in block["points"]
             )
-            return cls(str(data["embedder_sha256"]), points, str(data.get("source", "")))
+            return cls(str(data["embedder_sha256"]), points, str(block.get("source", "")), calibration_sha256)
         except FileNotFoundError:
             raise ModelError(f"threshold table missing: {path} (run tools/evaluate.py --write-thresholds)") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:

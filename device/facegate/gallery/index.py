@@ -8,8 +8,12 @@ builds a new one and swaps the reference, so recognition never pauses or sees a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from facegate.recognition.calibration import FairCalibration
 
 
 @dataclass(frozen=True)
@@ -19,14 +23,30 @@ class Match:
 
 
 class EmbeddingIndex:
-    def __init__(self, person_ids: list[str], embeddings: np.ndarray) -> None:
-        """``person_ids[i]`` owns row i; rows of one person need not be adjacent."""
+    def __init__(self, person_ids: list[str], embeddings: np.ndarray,
+                 calibration: FairCalibration | None = None) -> None:
+        """``person_ids[i]`` owns row i; rows of one person need not be adjacent.
+
+        With ``calibration`` every similarity is the calibrated score (facegate.recognition.calibration): each
+        template's share of the shift is computed here, once, so a search costs one subtraction more.
+        """
         order = np.argsort(np.asarray(person_ids, dtype=object), kind="stable")
         self._matrix = np.ascontiguousarray(embeddings[order] if person_ids else embeddings, dtype=np.float32)
         sorted_ids = [person_ids[i] for i in order]
         starts = [i for i in range(len(sorted_ids)) if i == 0 or sorted_ids[i] != sorted_ids[i - 1]]
         self._starts = np.asarray(starts, dtype=np.intp)
         self._persons = [sorted_ids[i] for i in starts]
+        self._ids = sorted_ids
+        self.calibration = calibration
+        self._row_shift = (calibration.half_offsets(self._matrix) if calibration is not None and sorted_ids
+                           else None)
+
+    def calibrated(self, calibration: FairCalibration | None) -> EmbeddingIndex:
+        """The same templates scored with ``calibration`` (self when it is already the one in use)."""
+        if calibration is self.calibration:
+            return self
+        matrix = self._matrix if self._ids else np.zeros((0, 0), dtype=np.float32)
+        return EmbeddingIndex(list(self._ids), matrix, calibration)
 
     @property
     def persons(self) -> int:
@@ -40,7 +60,10 @@ class EmbeddingIndex:
         """The k best persons (best template each), most similar first."""
         if not self._persons:
             return []
-        sims = self._matrix @ np.asarray(query, dtype=np.float32)
+        q = np.asarray(query, dtype=np.float32)
+        sims = self._matrix @ q
+        if self.calibration is not None and self._row_shift is not None:
+            sims = sims - self._row_shift - self.calibration.half_offsets(q)[0]
         per_person = np.maximum.reduceat(sims, self._starts)
         k = min(k, len(self._persons))
         top = np.argpartition(-per_person, k - 1)[:k]

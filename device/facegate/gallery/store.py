@@ -13,13 +13,16 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from facegate.errors import GalleryError
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.schema import POLICY_SCHEMA
+
+if TYPE_CHECKING:
+    from facegate.recognition.calibration import FairCalibration
 
 SCHEMA_VERSION = 1
 
@@ -315,9 +318,9 @@ class Gallery:
         templates = self._db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
         return int(persons), int(templates)
 
-    def build_index(self) -> EmbeddingIndex:
+    def build_index(self, calibration: FairCalibration | None = None) -> EmbeddingIndex:
         rows = self._db.execute("SELECT person_id, embedding FROM templates").fetchall()
         if not rows:
-            return EmbeddingIndex([], np.zeros((0, 0), dtype=np.float32))
+            return EmbeddingIndex([], np.zeros((0, 0), dtype=np.float32), calibration)
         matrix = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows])
-        return EmbeddingIndex([r[0] for r in rows], matrix)
+        return EmbeddingIndex([r[0] for r in rows], matrix, calibration)
