@@ -39,6 +39,11 @@ bench: $(STAMP)
 evaluate: $(STAMP)
 	$(PY) tools/evaluate.py --pairs ../shared/faces/lfw_dev_meta/pairsDevTrain.txt --out reports/lfw_dev
 
+# Against a real Home Assistant (newest release, in a cached Debian trixie chroot under build/): root, minutes.
+.PHONY: ha-check
+ha-check: $(STAMP) mosquitto
+	$(PY) tools/check_ha_live.py
+
 models-check: $(STAMP)
 	$(PY) tools/build_models.py --check
 

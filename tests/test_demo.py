@@ -49,3 +49,16 @@ def test_demo_once_ends_by_itself(tmp_path: Path) -> None:
                            "--dir", str(tmp_path)], capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "playing the scenes once" in proc.stdout and "access_granted" in proc.stdout
+
+
+def test_demo_extra_config_reaches_the_service(tmp_path: Path) -> None:
+    """--extra-config (tools/check_ha_live.py's code mode) is appended to the door's config and loaded by it:
+    a bad key there stops the service at start, naming the key."""
+    extra = tmp_path / "extra.toml"
+    extra.write_text('[commands]\nhome_assistant_codes = ["not-a-hash"]\n')
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--once", "--port", "1",
+                           "--dir", str(tmp_path / "demo"), "--extra-config", str(extra)],
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert 'home_assistant_codes = ["not-a-hash"]' in (tmp_path / "demo" / "facegate.toml").read_text()
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "home_assistant_codes" in proc.stdout + proc.stderr

@@ -158,6 +158,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="MQTT broker (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=1883, help="MQTT port (default 1883)")
     parser.add_argument("--dir", type=Path, default=DEMO, help=f"working folder, wiped first (default {DEMO})")
+    parser.add_argument("--extra-config", type=Path, default=None, metavar="TOML",
+                        help="TOML appended to the demo's config, e.g. a [commands] section (tools/check_ha_live.py)")
     return parser.parse_args(argv)
 
 
@@ -171,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     enrol(state / "gallery.db")
     mqtt = broker_up(args.host, args.port)
     write_config(demo / "facegate.toml", frames, state, mqtt, loop=not args.once, host=args.host, port=args.port)
+    if args.extra_config is not None:
+        with (demo / "facegate.toml").open("a") as config:
+            config.write("\n" + args.extra_config.read_text())
     print(f"demo: {count} frames in {frames}; 'astronaut' enrolled; MQTT "
           + (f"on {args.host}:{args.port} (watch: mosquitto_sub -v -t 'facegate/demo-door/#')" if mqtt else
              "broker not found: events stay in the outbox"), flush=True)
