@@ -21,13 +21,13 @@ Methods (all shift a comparison of clusters a, b by a symmetric amount):
   score - table[a, b]. Config ``pair:<k>:<fit_far>``.
 - ``density_m<m>`` (second attempt): local density d = mean cosine to the m nearest of K k-means centroids;
   score - lam * (d_a + d_b - 2 mean d). Config ``density_m<m>:<K>:<lam>``; lam ``nan`` = fitted label-free (the
-  grid value that makes the FMR most equal across pairs of 10 coarse clusters on the fitting half).
+  grid value that makes the FMR most equal across pairs of 10 coarse clusters on the fitting half);
+  ``densityq_m<m>:<K>:nan`` fits lam to equalise pairs of 5 density quantile bins instead.
 
 None reaches the issue's bar (tables in README "Fairness"). The second attempt's table:
 
     python tools/fit_calibration.py --experiments --groups ../shared/faces/lfw_dev_meta/gender.csv --splits 3 \
-      --configs raw:0:0,pair:5:1e-4,pair:10:1e-4,pair:20:1e-4,pair:40:1e-4,pair:20:1e-3,density_m5:50:nan,\
-    density_m20:200:nan,density_m5:200:nan,density_m20:200:0.5,density_m20:200:-0.5,density_m20:200:-1,density_m5:50:-1
+        --configs second_attempt
 """
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ from facegate.recognition.calibration import FairCalibration  # noqa: E402
 from facegate.vision.pipeline import FacePipeline, PipelineOptions  # noqa: E402
 
 TARGET_FAR = 1e-4
+PRESETS = {  # named --configs lists (the README tables)
+    "second_attempt": "raw:0:0,pair:5:1e-4,pair:10:1e-4,pair:20:1e-4,pair:40:1e-4,pair:20:1e-3,density_m5:50:nan,"
+                      "density_m20:200:nan,density_m5:200:nan,densityq_m20:200:nan,densityq_m5:50:nan,"
+                      "density_m20:200:0.5,density_m20:200:-0.5,density_m20:200:-1,density_m5:50:-1",
+}
 
 
 # ---------------------------------------------------------------- fitting (no demographic label anywhere here)
@@ -134,6 +139,9 @@ def fit(vectors: np.ndarray, owners: np.ndarray, k: int, method: str, far: float
     vectors, owners = vectors[ok], owners[ok]
     if method.startswith("density_m"):  # density_m<m>:<K>:<lambda or nan = fitted>
         return fit_density(vectors, owners, k, int(method[len("density_m"):]), far, seed)
+    if method.startswith("densityq_m"):  # the same, lambda fitted to equalise density-bin pairs
+        return fit_density(vectors, owners, k, int(method[len("densityq_m"):]), far, seed, cells_k=5,
+                           by_density=True)
     centroids = kmeans(vectors, k, seed)
     imp = impostor_set(vectors, owners, centroids)
     if method == "faircal":
@@ -276,11 +284,11 @@ class DensityNorm:
         return np.where(bad[iu] | bad[ju], -np.inf, m[iu, ju].astype(np.float64))
 
 
-LAMBDA_GRID = np.arange(0.0, 3.01, 0.25)
+LAMBDA_GRID = np.arange(-2.0, 3.01, 0.25)
 
 
 def fit_density(vectors: np.ndarray, owners: np.ndarray, big_k: int, m: int, lam: float, seed: int,
-                cells_k: int = 10, far: float = 1e-3) -> DensityNorm:
+                cells_k: int = 10, far: float = 1e-3, by_density: bool = False) -> DensityNorm:
     """Centroids by k-means; lam given, or (lam NaN) the grid value that makes the FMR most equal across
     unordered pairs of ``cells_k`` coarse clusters (label-free: clusters, not groups) at the global threshold for
     ``far`` on the fitting half (1e-3: enough exceedances per cell to compare)."""
@@ -295,6 +303,9 @@ def fit_density(vectors: np.ndarray, owners: np.ndarray, big_k: int, m: int, lam
     iu, ju = np.triu_indices(len(vectors), k=1)
     keep = owners[iu] != owners[ju]
     dsum = (d[iu] + d[ju])[keep].astype(np.float32) - 2 * mu
+    if by_density:  # cells = pairs of density quantile bins instead of k-means clusters
+        bins = np.searchsorted(np.quantile(d, np.linspace(0, 1, cells_k + 1)[1:-1]), d)
+        imp = ImpostorSet(imp.scores, bins[iu][keep], bins[ju][keep])
     cells = cell_ids(imp.ca, imp.cb, cells_k)
     n = np.bincount(cells, minlength=cells_k * cells_k).astype(float)
     use = n * far >= 30
@@ -525,7 +536,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--experiments", action="store_true", help="cross-validate the candidates, print the table")
     p.add_argument("--configs", default="raw:0:0,fsn:5:1e-4,fsn:10:1e-4,fsn:20:1e-4,fsn:50:1e-4,fsn:20:1e-3,"
                                         "fsn_within:20:1e-3,faircal:20:0",
-                   help="method:k:fit_far,... for --experiments")
+                   help="method:k:fit_far,... for --experiments, or a preset: " + ", ".join(PRESETS))
     p.add_argument("--splits", type=int, default=3, help="random person splits (each measured both ways)")
     p.add_argument("--out", type=Path, default=None, help="write the experiment rows as JSON here")
     p.add_argument("--write", type=Path, default=None, help="fit on all people and write the calibration file")
@@ -542,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.groups is None:
             raise SystemExit("--experiments needs --groups (labels are used to measure, never to fit)")
         group_of = dict(ev.read_groups(args.groups))
-        configs = [(m, int(k), float(f)) for m, k, f in (c.split(":") for c in args.configs.split(","))]
+        spec = PRESETS.get(args.configs, args.configs)
+        configs = [(m, int(k), float(f)) for m, k, f in (c.split(":") for c in spec.split(","))]
         rows = experiments(emb, people, group_of, configs, args.splits)
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
