@@ -89,6 +89,44 @@ def test_fitted_offsets_equalise_cluster_false_match_rates() -> None:
     assert cal_a / cal_b < raw_a / raw_b / 2
 
 
+def test_pair_table_raises_the_heavy_cell_and_shrinks_thin_cells() -> None:
+    """The second attempt's pairwise table (tools only): cell offsets where the tail is measurable, 0 otherwise."""
+    rng = np.random.default_rng(1)
+    d, n = 16, 300
+    axis = np.eye(d, dtype=np.float32)
+    a = axis[0] * 2.2 + rng.normal(0, 0.45, (n, d))  # tight kind: heavy within-cell impostor tail
+    b = axis[1] * 2.2 + rng.normal(0, 0.75, (n, d))
+    x = np.concatenate([a, b]).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    scorer = fc.fit(x, np.arange(len(x)), k=2, method="pair", far=1e-2)
+    assert isinstance(scorer, fc.PairTable)
+    ca = int(scorer._c(axis[:1])[0])
+    t = scorer.table
+    assert np.allclose(t, t.T)
+    assert t[ca, ca] > 0 > t[ca, 1 - ca]  # within the tight kind: stricter; across kinds: looser
+    iu, ju = np.triu_indices(len(x), 1)
+    assert scorer.upper_scores(x) == pytest.approx(scorer.pair_scores(x[iu], x[ju]), abs=1e-5)
+    thin = fc.ImpostorSet(np.array([0.9, 0.1, 0.2], dtype=np.float32), np.array([0, 0, 1]), np.array([0, 1, 1]))
+    assert np.all(np.abs(fc.fit_pair_table(thin, 2, 1e-4)) < 1e-3)  # 3 pairs cannot move a 1e-4 threshold
+
+
+def test_density_normalisation_is_separable_and_zero_lambda_is_cosine() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    scorer = fc.fit(x, np.arange(len(x)), k=10, method="density_m3", far=0.5)
+    assert isinstance(scorer, fc.DensityNorm) and scorer.lam == 0.5
+    d = scorer.density(x)
+    top3 = np.sort(x @ scorer.centroids.T, axis=1)[:, -3:].mean(axis=1)
+    assert d == pytest.approx(top3, abs=1e-6)
+    s = scorer.pair_scores(x[:5], x[5:10])
+    expected = np.einsum("ij,ij->i", x[:5], x[5:10]) - 0.5 * (d[:5] + d[5:10] - 2 * scorer.mu)
+    assert s == pytest.approx(expected, abs=1e-6)
+    assert scorer.pair_scores(x[5:10], x[:5]) == pytest.approx(s, abs=1e-7)
+    flat = fc.DensityNorm(scorer.centroids, 3, 0.0, scorer.mu)
+    assert flat.pair_scores(x[:5], x[5:10]) == pytest.approx(np.einsum("ij,ij->i", x[:5], x[5:10]), abs=1e-6)
+
+
 def shipped_dir(tmp_path: Path) -> Path:
     models = tmp_path / "models"
     shutil.copytree(ROOT / "models", models)
