@@ -265,7 +265,7 @@ class Service:
             runner_up = top[1].similarity if len(top) > 1 else -1.0
             extra: dict[str, object] = {}
             if self.liveness is not None:
-                extra["liveness"] = self.liveness.evidence(frame.image, r, frame.ts, mesh=r.mesh)
+                extra["liveness"] = self.liveness.evidence(frame.image, r, frame.decision_ts, mesh=r.mesh)
             observations.append(Observation(
                 box=r.detection.box, person_id=best_id, similarity=best, runner_up=runner_up,
                 quality_ok=not r.failures, frame_ts=frame.ts, frame=frame.name, extra=extra,
@@ -293,7 +293,8 @@ class Service:
                               similarity=round(decision.similarity, 4), **live, **trace)
             return
         with self._db_lock:
-            verdict = self.policy.check(person, datetime.now(UTC))
+            # The frame's capture time, not now: a replayed or delayed frame is judged at the time it shows.
+            verdict = self.policy.check(person, datetime.fromtimestamp(obs.frame_ts, UTC))
         if verdict.allowed:
             self._last_person = name or person
             self.door.unlock(reason="face")
@@ -324,7 +325,8 @@ class Service:
                 # Nothing inside one step may end the loop: a dead service is a door that no one can open, or,
                 # fail-safe (maglock), one that anyone can. Each failure is logged and the next frame goes on.
                 try:
-                    decisions = self.engine.update(self.observe(frame), frame.ts)
+                    # Frame time, never a clock read here: the same frames give the same decisions (issue 13).
+                    decisions = self.engine.update(self.observe(frame), frame.decision_ts)
                 except Exception:
                     log.exception("frame %s failed", frame.name or frame.index)
                     continue
