@@ -29,12 +29,12 @@ from facegate.events.commands import CommandVerifier
 from facegate.events.communicator import Command, Communicator, NullCommunicator
 from facegate.events.emitter import EventEmitter
 from facegate.events.mqtt import MqttCommunicator
-from facegate.events.outbox import Outbox
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
 from facegate.liveness.gate import LivenessGate
 from facegate.models import Manifest
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
+from facegate.recovery import check_gallery, open_outbox
 from facegate.sdnotify import SystemdNotifier
 from facegate.sync.receiver import SyncReceiver
 from facegate.thresholds import ThresholdTable
@@ -125,12 +125,17 @@ class Service:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self._db_lock = threading.Lock()
 
-        self.outbox = Outbox(config.state_dir / "outbox.db", config.outbox.max_events)
+        # Damaged files found at start (issue 13, facegate/recovery.py): the outbox is quarantined and its readable
+        # events carried over, reported as outbox_quarantined; a damaged gallery stops the start with what to do.
+        self.outbox, quarantine = open_outbox(config.state_dir / "outbox.db", config.outbox.max_events)
         self.emitter = EventEmitter(config.device_id, self.outbox)
         self.emitter.add_listener(lambda event: log.info("event %s", event["type"], extra={"event": event}))
+        if quarantine is not None:
+            self.emitter.emit("outbox_quarantined", **quarantine.as_event())
 
         self.pipeline = build_pipeline(config)
         self.threshold = match_threshold(config, self.pipeline)
+        check_gallery(config.gallery_path)
         self.gallery = Gallery(config.gallery_path)
         self.gallery.check_embedder(self.pipeline.embedder_sha256)
         self.policy = AccessPolicy(self.gallery, config.access)
