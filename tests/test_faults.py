@@ -356,3 +356,32 @@ def test_relock_and_decisions_survive_a_broker_that_never_comes_back(tmp_path, p
     _service, seen = run_service(config, factory)
     assert "access_granted" in types(seen) and len(pulses(factory.pin(17))) == 1
     assert [e["event_id"] for e in test_service.outbox_rows(config)] == [e["event_id"] for e in seen]
+
+
+@pytest.mark.parametrize(("taken", "outcome"), [("2026-11-30T07:00:00+00:00", "access_denied"),
+                                                ("2026-11-30T09:00:00+00:00", "access_granted")],
+                         ids=["before_opening_hours", "within_opening_hours"])
+def test_schedules_are_checked_at_the_frame_capture_time(tmp_path, photos, astro_templates, pipeline, factory,  # type: ignore[no-untyped-def]
+                                                         taken, outcome) -> None:
+    """As documented (docs/mqtt.md): the policy judges the time the frame was taken, here a replay's file time
+    (a Monday), whatever the wall clock says while it is read. A wrong device clock gives wrong schedule answers
+    for a live camera: `facegate doctor` checks the clock."""
+    from datetime import datetime
+
+    from facegate.access.policy import AccessPolicy
+    from facegate.gallery.store import Gallery
+
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2), ("astro", 10)])
+    first = sorted(frames.iterdir())[0]
+    stamp = datetime.fromisoformat(taken).timestamp()
+    os.utime(first, (stamp, stamp))
+    config = make_config(tmp_path, frames, None, access={"timezone": "UTC"})
+    enrol(config, astro_templates, pipeline)
+    with Gallery(config.gallery_path) as g, AccessPolicy(g) as policy:
+        policy.set_person("astro", schedule={"mon": [["08:00", "18:00"]]})
+    _service, seen = run_service(config, factory)
+    decided = [e for e in seen if e["type"] in ("access_granted", "access_denied")]
+    assert [e["type"] for e in decided] == [outcome]
+    assert decided[0]["frame_ts"].startswith(taken[:13])
+    if outcome == "access_denied":
+        assert decided[0]["reason"] == "schedule"
