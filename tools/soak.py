@@ -6,7 +6,8 @@ walks up, leaves, a stranger walks up, leaves) against a gallery of ``--persons`
 astronaut, synced from an admin gallery as a signed full bundle. A real Mosquitto, started here on a free
 loopback port (persistence on, as a site broker runs), is stopped and restarted every
 ``--broker-restart-minutes``; signed and bogus commands arrive every ``--command-seconds``; a signed gallery
-delta (one more person) is published every ``--delta-minutes``. A collector with a persistent session counts
+delta (one more person, enrolled, exported and published by child processes as an admin would) is published
+every ``--delta-minutes``. A collector with a persistent session counts
 every event on ``facegate/soak/events``. Every ``--sample-seconds`` it samples RSS, open fds, threads, outbox
 size, frame rate and decision latency (first frame of the visit → relay on).
 
@@ -50,7 +51,6 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import paho.mqtt.client as paho  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: E402
 from demo import augment, in_scene, shipped_photos  # noqa: E402
 from facegate.camera.replay import ReplaySource  # noqa: E402
 from facegate.camera.source import Frame  # noqa: E402
@@ -61,8 +61,7 @@ from facegate.service import Service  # noqa: E402
 from facegate.sync.apply import apply_bundle  # noqa: E402
 from facegate.sync.bundle import verify_bundle  # noqa: E402
 from facegate.sync.export import export_bundle  # noqa: E402
-from facegate.sync.keys import key_id  # noqa: E402
-from facegate.sync.mqtt import MqttTarget, PublishError, publish_bundle  # noqa: E402
+from facegate.sync.keys import generate_keypair, key_id, public_key_b64  # noqa: E402
 from facegate.vision.embedder import l2_normalise  # noqa: E402
 from facegate.vision.pipeline import FacePipeline  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
@@ -253,6 +252,26 @@ def build_galleries(work: Path, persons: int, key: Ed25519PrivateKey) -> tuple[P
     return admin, door, pipeline.embedder_sha256, full.version
 
 
+def publish_delta(work: Path, admin_db: Path, embedder: str, base: int, port: int, n: int) -> int:
+    """The admin side, in child processes (so its memory is not in the door's figures): enrol one more
+    person, export a signed delta against ``base`` and publish it; returns the new version."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "device")}
+    enrol = ("import sys, numpy as np; from facegate.gallery.store import Gallery, NewTemplate; "
+             "from facegate.vision.embedder import l2_normalise; "
+             "v = l2_normalise(np.random.default_rng(int(sys.argv[3])).normal(size=(1, 192)).astype(np.float32))[0]; "
+             "g = Gallery(sys.argv[1]); g.enroll(f'new{sys.argv[3]}', [NewTemplate(v, {})], sys.argv[2]); g.close()")
+    subprocess.run([sys.executable, "-c", enrol, str(admin_db), embedder, str(n)], env=env, check=True,
+                   capture_output=True, text=True)
+    out = work / "delta.bundle"
+    cli = [sys.executable, "-m", "facegate.cli", "gallery"]
+    done = subprocess.run([*cli, "export", "--gallery", str(admin_db), "--key", str(work / "admin.key"), "--out",
+                           str(out), "--base", str(base)], env=env, check=True, capture_output=True, text=True)
+    version = int(json.loads(done.stdout)["version"])
+    subprocess.run([*cli, "publish", str(out), "--host", "127.0.0.1", "--port", str(port), "--topic", SYNC_TOPIC],
+                   env=env, check=True, capture_output=True, text=True, timeout=120)
+    return version
+
+
 def rss_bytes() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -320,9 +339,8 @@ def main() -> int:
     rng = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="facegate-soak-"))
-    sync_key = Ed25519PrivateKey.generate()
-    public_b64 = __import__("base64").b64encode(sync_key.public_key().public_bytes(Encoding.Raw,
-                                                                                   PublicFormat.Raw)).decode()
+    sync_key = generate_keypair(work / "admin.key", work / "admin.pub")
+    public_b64 = public_key_b64(sync_key.public_key())
     print(f"soak: building frames and a {args.persons}-person gallery in {work}", file=sys.stderr)
     first_face = build_frames(work / "frames")
     admin_db, door_db, embedder, version = build_galleries(work, args.persons, sync_key)
@@ -419,16 +437,12 @@ def main() -> int:
                 publisher.publish(f"facegate/{DEVICE}/lock/set", b"", qos=1, retain=True)  # clear the retained one
             if now >= next_delta and broker.up:
                 next_delta += args.delta_minutes * 60
-                with Gallery(admin_db) as g:
-                    g.enroll(f"new{len(deltas)}", [NewTemplate(l2_normalise(np.random.default_rng(len(deltas)).normal(
-                        size=(1, 192)).astype(np.float32))[0], {})], embedder)
-                    delta = export_bundle(g, sync_key, base=version)
                 try:
-                    publish_bundle(delta.data, MqttTarget("127.0.0.1", broker.port), SYNC_TOPIC, timeout=30)
-                    deltas.append({"t": round(now - started, 1), "version": delta.version, "kind": delta.kind})
-                    version = delta.version
-                except PublishError as exc:
-                    deltas.append({"t": round(now - started, 1), "error": str(exc)})
+                    new_version = publish_delta(work, admin_db, embedder, version, broker.port, len(deltas))
+                    deltas.append({"t": round(now - started, 1), "version": new_version, "base": version})
+                    version = new_version
+                except subprocess.CalledProcessError as exc:
+                    deltas.append({"t": round(now - started, 1), "error": (exc.stderr or "")[-300:]})
             time.sleep(0.2)
     finally:
         stop.set()
