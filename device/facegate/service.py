@@ -148,6 +148,7 @@ class Service:
                                      new_person_below=new_person_threshold(config, self.pipeline),
                                      liveness=self.liveness.new_track if self.liveness else None)
         self._last_person: str | None = None
+        self._release_thread: threading.Thread | None = None  # started by a stop signal (install_signal_handlers)
 
         try:
             self.door = Door(config.door, self.emitter.emit, pin_factory=pin_factory)
@@ -359,6 +360,8 @@ class Service:
     def shutdown(self) -> None:
         self.notifier.stopping()
         self.door.close()
+        if self._release_thread is not None:  # a signal's relay release: its door_locked comes before service_stopped
+            self._release_thread.join(5.0)
         if self.sync is not None:
             self.sync.stop()
         self.emitter.emit("service_stopped")
@@ -369,9 +372,18 @@ class Service:
         self.gallery.close()
 
     def install_signal_handlers(self) -> None:
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
+        def release(signum: int) -> None:
             log.info("signal %d: stopping", signum)
             self.door.close()  # release the relay first, whatever happens next
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            # Not door.close() in the handler itself: it runs on the main thread wherever that was interrupted,
+            # possibly inside EventEmitter.emit holding its lock, and close() emits door_locked: the service hung
+            # on SIGTERM (found by tests/test_sigkill_service.py). A helper thread releases the relay as soon as
+            # the interrupted call lets go of the door/emitter locks (milliseconds).
+            self._release_thread = threading.Thread(target=release, args=(signum,), name="facegate-release",
+                                                    daemon=True)
+            self._release_thread.start()
             self.stop_event.set()
 
         signal.signal(signal.SIGTERM, on_signal)
