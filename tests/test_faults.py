@@ -132,6 +132,10 @@ def test_a_damaged_gallery_stops_the_start_saying_what_to_do(tmp_path, photos, a
     assert code == 2
     assert f"gallery {config.gallery_path} is damaged" in err
     assert "facegate gallery apply" in err and "restore a backup" in err
+    from facegate.doctor import check_gallery
+
+    check = check_gallery(config)  # facegate doctor says the same
+    assert not check.ok and "is damaged" in check.detail and "re-sync" in check.fix
 
 
 # ------------------------------------------------------------------ the state directory's file system fills up
