@@ -32,6 +32,7 @@ from facegate.events.mqtt import MqttCommunicator
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
 from facegate.liveness.gate import LivenessGate
+from facegate.memtrim import release_free_memory
 from facegate.models import Manifest
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
 from facegate.recovery import check_gallery, open_outbox
@@ -215,6 +216,7 @@ class Service:
             self._names = names
             self.index = index
             self._index_revision = revision
+        release_free_memory()  # the old index and the rebuild's rows (issue 13: RSS rose at every synced delta)
         self.publish_status()
 
     def reload_gallery_if_changed(self) -> bool:
