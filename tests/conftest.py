@@ -13,6 +13,16 @@ from broker import broker  # noqa: F401  (the per-test Mosquitto fixture, for ev
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="fuzz targets (tests/test_fuzz.py) run 10,000 cases each; same as FACEGATE_FUZZ_LONG=1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--long"):
+        os.environ["FACEGATE_FUZZ_LONG"] = "1"  # read when tests/test_fuzz.py is imported (after this)
+
+
 def shared_dir() -> Path:
     return Path(os.environ.get("FACEGATE_SHARED", ROOT.parent / "shared"))
 

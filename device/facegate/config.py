@@ -386,11 +386,18 @@ def parse_config(data: dict[str, object], origin: str = "config") -> Config:
 def load_config(path: Path, overrides: dict[str, object] | None = None) -> Config:
     """Read TOML and validate; ``overrides`` are dotted keys from the command line (e.g. camera.source)."""
     try:
-        data: dict[str, object] = tomllib.loads(Path(path).read_text())
+        data: dict[str, object] = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    # Found by the config fuzzer (tests/test_fuzz.py): these escaped as tracebacks instead of exit code 78.
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

@@ -53,6 +53,11 @@ def check_gallery(config: Config) -> Check:
     if not path.is_file():
         return Check("gallery", False, f"{path} does not exist",
                      "enrol people with 'facegate enroll --gallery PATH' or configure [sync]")
+    from facegate.recovery import integrity_problem
+
+    if (problem := integrity_problem(path)) is not None:  # issue 13: the same check the service makes at start
+        return Check("gallery", False, f"{path} is damaged ({problem})",
+                     "move it aside, then restore a backup, re-sync ('facegate gallery apply BUNDLE') or re-enrol")
     try:
         with Gallery(path) as gallery:
             gallery.check_embedder(Manifest.load(config.models.dir).get("embedder", config.models.embedder).sha256)

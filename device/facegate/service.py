@@ -30,17 +30,18 @@ from facegate.events.communicator import Command, Communicator, NullCommunicator
 from facegate.events.discovery import DoorFeatures, discovery_payload, pi_model
 from facegate.events.emitter import EventEmitter
 from facegate.events.mqtt import MqttCommunicator
-from facegate.events.outbox import Outbox
 from facegate.events.status import CHANGE_EVENTS, EventFacts, StatusPublisher
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
 from facegate.journal import JournalError, JournalWriter, open_journal
 from facegate.liveness.gate import LivenessGate
+from facegate.memtrim import release_free_memory
 from facegate.models import Manifest
 from facegate.panel.build import build_outputs
 from facegate.panel.output import wants
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
+from facegate.recovery import check_gallery, open_outbox
 from facegate.sdnotify import SystemdNotifier
 from facegate.sync.receiver import SyncReceiver
 from facegate.thresholds import ThresholdTable
@@ -148,9 +149,13 @@ class Service:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self._db_lock = threading.Lock()
 
-        self.outbox = Outbox(config.state_dir / "outbox.db", config.outbox.max_events)
+        # Damaged files found at start (issue 13, facegate/recovery.py): the outbox is quarantined and its readable
+        # events carried over, reported as outbox_quarantined; a damaged gallery stops the start with what to do.
+        self.outbox, quarantine = open_outbox(config.state_dir / "outbox.db", config.outbox.max_events)
         self.emitter = EventEmitter(config.device_id, self.outbox)
         self.emitter.add_listener(lambda event: log.info("event %s", event["type"], extra={"event": event}))
+        if quarantine is not None:
+            self.emitter.emit("outbox_quarantined", **quarantine.as_event())
 
         # Access journal (issue 9): every event also goes into local history, apart from the outbox. Written on
         # its own thread from a bounded queue; a failure is counted in the status, never raised into the loop.
@@ -169,6 +174,7 @@ class Service:
         # Fair score calibration (issue 11): the index, the thresholds and so the engine all use calibrated scores.
         self.calibration = load_calibration(config, self.pipeline)
         self.threshold = match_threshold(config, self.pipeline, self.calibration)
+        check_gallery(config.gallery_path)
         self.gallery = Gallery(config.gallery_path)
         self.gallery.check_embedder(self.pipeline.embedder_sha256)
         self.policy = AccessPolicy(self.gallery, config.access)
@@ -181,6 +187,7 @@ class Service:
                                      new_person_below=new_person_threshold(config, self.pipeline, self.calibration),
                                      liveness=self.liveness.new_track if self.liveness else None)
         self._last_person: str | None = None
+        self._release_thread: threading.Thread | None = None  # started by a stop signal (install_signal_handlers)
 
         try:
             self.door = Door(config.door, self.emitter.emit, pin_factory=pin_factory)
@@ -292,6 +299,7 @@ class Service:
             self._names = names
             self.index = index
             self._index_revision = revision
+        release_free_memory()  # the old index and the rebuild's rows (issue 13: RSS rose at every synced delta)
         self.publish_status()
 
     def reload_gallery_if_changed(self) -> bool:
@@ -355,13 +363,15 @@ class Service:
             runner_up = top[1].similarity if len(top) > 1 else -1.0
             extra: dict[str, object] = {}
             if self.liveness is not None:
-                extra["liveness"] = self.liveness.evidence(frame.image, r, frame.ts, mesh=r.mesh)
+                extra["liveness"] = self.liveness.evidence(frame.image, r, frame.decision_ts, mesh=r.mesh)
             observations.append(Observation(
                 box=r.detection.box, person_id=best_id, similarity=best, runner_up=runner_up,
                 quality_ok=not r.failures, frame_ts=frame.ts, frame=frame.name, extra=extra,
             ))
         if self.console is not None:
-            self.console.slot.put(frame.image, frame.ts, results, observations, self.threshold)
+            # Stamped when it reached the console, not with the frame's capture time: the console asks "is the
+            # camera feed alive now?", and a replay's frames carry file time (camera/replay.py).
+            self.console.slot.put(frame.image, time.time(), results, observations, self.threshold)
         self.stats.tick(len(results))
         return observations
 
@@ -385,7 +395,8 @@ class Service:
                               similarity=round(decision.similarity, 4), **live, **trace)
             return
         with self._db_lock:
-            verdict = self.policy.check(person, datetime.now(UTC))
+            # The frame's capture time, not now: a replayed or delayed frame is judged at the time it shows.
+            verdict = self.policy.check(person, datetime.fromtimestamp(obs.frame_ts, UTC))
         if verdict.allowed:
             self._last_person = name or person
             self.door.unlock(reason="face")
@@ -440,7 +451,8 @@ class Service:
                 # Nothing inside one step may end the loop: a dead service is a door that no one can open, or,
                 # fail-safe (maglock), one that anyone can. Each failure is logged and the next frame goes on.
                 try:
-                    decisions = self.engine.update(self.observe(frame), frame.ts)
+                    # Frame time, never a clock read here: the same frames give the same decisions (issue 13).
+                    decisions = self.engine.update(self.observe(frame), frame.decision_ts)
                 except Exception:
                     log.exception("frame %s failed", frame.name or frame.index)
                     continue
@@ -470,6 +482,8 @@ class Service:
         if self.web is not None and self.console is not None:
             self.web.stop()
             self.console.close()
+        if self._release_thread is not None:  # a signal's relay release: its door_locked comes before service_stopped
+            self._release_thread.join(5.0)
         if self.sync is not None:
             self.sync.stop()
         self.emitter.emit("service_stopped")
@@ -486,9 +500,18 @@ class Service:
         self.gallery.close()
 
     def install_signal_handlers(self) -> None:
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
+        def release(signum: int) -> None:
             log.info("signal %d: stopping", signum)
             self.door.close()  # release the relay first, whatever happens next
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            # Not door.close() in the handler itself: it runs on the main thread wherever that was interrupted,
+            # possibly inside EventEmitter.emit holding its lock, and close() emits door_locked: the service hung
+            # on SIGTERM (found by tests/test_sigkill_service.py). A helper thread releases the relay as soon as
+            # the interrupted call lets go of the door/emitter locks (milliseconds).
+            self._release_thread = threading.Thread(target=release, args=(signum,), name="facegate-release",
+                                                    daemon=True)
+            self._release_thread.start()
             self.stop_event.set()
 
         signal.signal(signal.SIGTERM, on_signal)

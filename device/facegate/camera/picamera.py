@@ -43,7 +43,7 @@ class PiCameraSource:
         except Exception as exc:
             raise CameraError(f"Pi camera capture failed: {exc}") from None
         self._index += 1
-        return Frame(image=bgr[:, :, ::-1].copy(), ts=time.time(), index=self._index)
+        return Frame(image=bgr[:, :, ::-1].copy(), ts=time.time(), index=self._index, mono_ts=time.monotonic())
 
     def close(self) -> None:
         if self._cam is not None:

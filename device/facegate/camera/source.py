@@ -20,10 +20,27 @@ class FrameError(FacegateError):
 
 @dataclass(frozen=True)
 class Frame:
+    """One captured frame and its two times.
+
+    ``ts`` is when the frame was taken on the wall clock (seconds since the epoch): it goes into the event's
+    ``frame_ts`` and is the time the access policy checks schedules and validity dates against.
+    ``mono_ts`` is the same instant on a timeline that never jumps: every timed rule of the decision path
+    (tracker timeout, cooldown, liveness evidence) measures differences of it, never ``time.time()`` read in
+    the loop. Cameras stamp it with ``time.monotonic()`` at capture, so a wall-clock step (NTP, a dead RTC)
+    cannot shorten a cooldown; a replay stamps both from the files' pacing (``index / fps``), so the same
+    files give the same decisions however loaded the machine is. ``None`` (a hand-made frame) means ``ts``.
+    """
+
     image: np.ndarray  # RGB uint8
     ts: float  # wall-clock capture time, seconds since the epoch
     index: int
     name: str | None = None  # file name for replayed frames, so a decision can be traced to its frame
+    mono_ts: float | None = None  # capture time on the decision timeline (see above)
+
+    @property
+    def decision_ts(self) -> float:
+        """The time the decision path uses for this frame: ``mono_ts``, else ``ts``."""
+        return self.ts if self.mono_ts is None else self.mono_ts
 
 
 class FrameSource(Protocol):

@@ -21,6 +21,9 @@ one door is worthless at another even though it is not sent in the payload. Chec
    NTP sync every command is refused, which is the safe failure).
 7. ``replayed`` - the nonce was accepted before. Accepted nonces are kept in SQLite with their ``ts`` and pruned
    after ``2 x max_age_seconds`` (older ones fail step 6 anyway), so the store stays small and survives restarts.
+   The pruning horizon is remembered too: a command older than any nonce already forgotten is ``expired``
+   whatever the clock says, so a clock that jumped forward and came back cannot make a captured command valid
+   again (after a backwards step, remote commands are refused until the clock passes the horizon again).
 
 Authentication comes before the freshness and replay checks so unauthenticated traffic can neither fill the
 nonce store nor burn a legitimate sender's nonce.
@@ -243,6 +246,10 @@ class CommandVerifier:
             # FULL: an accepted nonce must survive a power cut, or the same unlock could be replayed after boot.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, ts REAL NOT NULL)")
+            # The newest pruning horizon ever used: nonces of commands older than it are forgotten, so such a
+            # command can no longer be told from a replay and is refused whatever the clock says now.
+            self._db.execute("CREATE TABLE IF NOT EXISTS forgotten (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                             "before_ts REAL NOT NULL)")
         except (sqlite3.Error, OSError) as exc:
             raise FacegateError(f"{self._nonce_path}: cannot open the command nonce store: {exc}") from exc
 
@@ -348,7 +355,17 @@ class CommandVerifier:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    # Found by the clock-jump fault test (tests/test_faults.py): the door's and the sender's clocks
+                    # jump forward, one command there prunes every nonce, the clocks come back, and a command
+                    # captured earlier would verify again. Forgotten means refused.
+                    row = self._db.execute("SELECT before_ts FROM forgotten WHERE id = 1").fetchone()
+                    if row is not None and ts < float(row[0]):
+                        raise CommandRejected("expired", f"command (ts {ts:.0f}) is older than the nonces this door "
+                                              f"has forgotten (before {float(row[0]):.0f}): the clock went back?",
+                                              action)
                     self._db.execute("DELETE FROM nonces WHERE ts < ?", (horizon,))
+                    self._db.execute("INSERT INTO forgotten (id, before_ts) VALUES (1, ?) ON CONFLICT (id) "
+                                     "DO UPDATE SET before_ts = MAX(before_ts, excluded.before_ts)", (horizon,))
                     self._db.execute("INSERT INTO nonces (nonce, ts) VALUES (?, ?)", (nonce, ts))
                     self._db.execute("COMMIT")
                 except sqlite3.IntegrityError:

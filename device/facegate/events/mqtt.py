@@ -39,6 +39,7 @@ from facegate.events.commands import CommandRejected, CommandVerifier
 from facegate.events.communicator import Command, CommandHandler, status_seq
 from facegate.events.discovery import Topics, discovery_payload, topics
 from facegate.events.emitter import EventEmitter, format_ts
+from facegate.events.outbox import OutboxError
 from facegate.events.ratelimit import ReportLimiter
 from facegate.mqtt_client import MqttTarget, connect_async, new_client
 
@@ -125,6 +126,7 @@ class MqttCommunicator:
         self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (outbox rowid, monotonic send time)
         self._inflight_rows: set[int] = set()
         self._cursor = 0  # highest outbox row id handed to paho
+        self._ack_backlog: list[int] = []  # delivered rows whose ack could not be written yet (a full disk)
         self._barrier = False  # after a reconnect: wait for re-sent in-flight events before sending new ones
         self._hold_until = 0.0
         self._published_generation = 0
@@ -464,8 +466,18 @@ class MqttCommunicator:
                 self._hold_until = time.monotonic() + self._failure_retry
             else:
                 delivered.append(rowid)
+        # Found by the full-disk fault test (tests/test_faults.py): a failed ack (SQLITE_FULL) lost the row ids,
+        # and the rows, already past the cursor, stayed pending until the next restart. Keep them and retry.
+        delivered = self._ack_backlog + delivered
         if delivered:
-            self._outbox.ack_many(delivered)
+            try:
+                self._outbox.ack_many(delivered)
+            except OutboxError as exc:
+                if not self._ack_backlog:
+                    log.warning("cannot record %d delivered event(s) yet, will retry: %s", len(delivered), exc)
+                self._ack_backlog = delivered
+            else:
+                self._ack_backlog = []
         if not self._inflight:
             self._barrier = False
 

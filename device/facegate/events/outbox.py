@@ -171,7 +171,10 @@ class Outbox:
                 yield
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite rolls back by itself on some errors (SQLITE_FULL): a second ROLLBACK would then raise
+                # "no transaction is active" and hide the real error (found by the full-disk fault test).
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise OutboxError(f"{self._path}: {what}: {exc}") from exc
