@@ -178,7 +178,7 @@ def test_upload_refuses_a_non_image_with_its_reason(door: Door) -> None:
     status, _, body = c.request("POST", "/api/people/up1/photo", raw=b"not an image",
                                 headers={"X-CSRF-Token": c.csrf or "", "Content-Type": "image/jpeg",
                                          "X-Filename": "x.jpg"})
-    assert status == 400 and "not an image" in json.loads(body)["error"]
+    assert status == 400 and "not a JPEG, PNG" in json.loads(body)["error"]
     c.post("/api/people/up1/remove", {})
 
 
@@ -373,3 +373,87 @@ def test_home_assistant_device_page_links_to_the_running_console(tmp_path: Path)
         found = seen.wait_for(lambda m: any(x.topic.endswith("/config") for x in m), timeout=15)
         device = next(x for x in found if x.topic.endswith("/config")).json()["dev"]
         assert device["configuration_url"] == f"http://127.0.0.1:{d.port}/" == d.service.configuration_url
+
+
+# ---------------------------------------------------------------- review r2: regressions for defects found
+
+
+def test_upload_refuses_an_image_too_large_to_decode(door: Door) -> None:
+    """A photo upload goes through the same size gate as `facegate enroll`: a small file that decodes to 48 MP
+    (a decompression bomb) is refused before OpenCV allocates it, and nothing is enrolled."""
+    import cv2
+    import numpy as np
+
+    ok, png = cv2.imencode(".png", np.zeros((6000, 8000), dtype=np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok and len(png) < 1024 * 1024
+    c = admin(door)
+    assert c.post("/api/people", {"id": "bomb1", "name": "Bomb"})[0] == 200
+    enrolled = len(door.events("console_action"))
+    status, _, body = c.request("POST", "/api/people/bomb1/photo", raw=png.tobytes(),
+                                headers={"X-CSRF-Token": c.csrf or "", "Content-Type": "image/png",
+                                         "X-Filename": "bomb.png"})
+    assert status == 413 and "megapixels" in json.loads(body)["error"], body
+    assert not [e for e in door.events("console_action")[enrolled:] if e["action"] == "photo_enrolled"]
+    c.post("/api/people/bomb1/remove", {})
+
+
+def _open_stream(door: Door, cookie: str | None) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", door.port), timeout=10)
+    s.sendall(f"GET /api/live.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n".encode())
+    assert s.recv(64).startswith(b"HTTP/1.1 200")
+    return s
+
+
+def _stream_ends(s: socket.socket, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if s.recv(65536) == b"":
+                return True
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def test_live_stream_ends_when_the_session_ends(door: Door) -> None:
+    """Logging out, a changed password or a removed account stops an open camera stream too (not only SSE)."""
+    users = UserStore(door.state_dir)
+    users.add("watcher", "viewer", "watcher pass 1")
+    c = Client(door)
+    assert c.login("watcher", "watcher pass 1") == 200
+    s = _open_stream(door, c.cookie)
+    try:
+        users.remove("watcher")
+        assert _stream_ends(s, 10), "the removed user's camera stream went on"
+    finally:
+        s.close()
+    c = admin(door)
+    s = _open_stream(door, c.cookie)
+    try:
+        assert c.post("/api/logout")[0] == 200
+        assert _stream_ends(s, 10), "the camera stream outlived its logged-out session"
+    finally:
+        s.close()
+
+
+def test_a_successful_login_does_not_reset_the_failure_count(door: Door) -> None:
+    """Someone who holds any account (say a viewer's) cannot interleave their own good logins to keep guessing
+    the admin's password at full speed: the 10th failure from an address in a minute is throttled regardless."""
+    c = Client(door, source="127.0.0.5")
+    statuses = []
+    for _ in range(3):
+        statuses += [c.login(ADMIN, f"guess {i}") for i in range(4)]
+        statuses.append(c.login(VIEWER, VIEWER_PASSWORD))
+    assert 429 in statuses, statuses
+
+
+def test_login_limit_counts_an_ipv6_64_as_one_address() -> None:
+    """One IPv6 subscriber holds a whole /64: counting each of its addresses apart would not limit them."""
+    from facegate.web.netaddr import limiter_key
+
+    assert limiter_key("2001:db8:1:2::1") == limiter_key("2001:db8:1:2:ffff:1:2:3")
+    assert limiter_key("2001:db8:1:2::1") != limiter_key("2001:db8:1:3::1")
+    assert limiter_key("::ffff:192.0.2.1") == limiter_key("192.0.2.1") != limiter_key("192.0.2.2")
+    assert limiter_key("127.0.0.1") == "127.0.0.1"

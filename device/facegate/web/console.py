@@ -299,7 +299,13 @@ class Console:
 
     def upload_photo(self, user: str, person_id: str, data: bytes, filename: str) -> dict[str, Any]:
         from facegate.enrolment.photo import assess
+        from facegate.enrolment.sources import check_photo_bytes
 
+        # The same size gate as `facegate enroll`: a few KB of PNG/BMP/PGM can decode to gigabytes in the
+        # service's own process (the door's), so only images whose size is read and bounded first are decoded.
+        problem = check_photo_bytes(data)
+        if problem is not None:
+            raise ConsoleError(f"{filename}: {problem}", 413 if "megapixels" in problem or "MiB" in problem else 400)
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise ConsoleError(f"{filename}: not an image this device can read (JPEG, PNG, BMP, WebP)")

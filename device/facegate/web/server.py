@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from facegate.web.console import Console, ConsoleError, dumps
-from facegate.web.netaddr import host_header_is_local, is_local_client
+from facegate.web.netaddr import host_header_is_local, is_local_client, limiter_key
 from facegate.web.priority import lower_this_thread
 from facegate.web.sessions import Session
 
@@ -45,6 +45,7 @@ MAX_ZIP_BYTES = 256 * 1024 * 1024
 STREAM_WRITE_TIMEOUT_SECONDS = 5.0
 SSE_KEEPALIVE_SECONDS = 15.0
 MAX_EVENT_STREAMS = 16
+SESSION_RECHECK_SECONDS = 2.0  # a camera stream ends this soon after its session does (logout, passwd, remove)
 MAX_CONNECTIONS = 64  # one thread each; beyond this a new connection is closed at once (a flood costs no threads)
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
@@ -242,7 +243,7 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/terminal/state":
                 return lambda: self._terminal(lambda: self._json(self.console.terminal_state()))
             if path == "/terminal/stream.mjpg":
-                return lambda: self._terminal(lambda: self._mjpeg("live"))
+                return lambda: self._terminal(lambda: self._mjpeg("live", session_bound=False))
             simple: dict[str, tuple[str, Callable[[Session], None]]] = {
                 "/api/session": ("viewer", lambda s: self._json({"user": s.user, "role": s.role, "csrf": s.csrf})),
                 "/api/status": ("viewer", lambda s: self._json(self.console.live_state())),
@@ -326,9 +327,10 @@ class Handler(BaseHTTPRequestHandler):
     def _login(self) -> None:
         self._check_origin()
         address = self._client()
-        wait = self.console.limiter.retry_after(address)
+        key = limiter_key(address)  # an IPv6 /64 is one client (see facegate.web.netaddr)
+        wait = self.console.limiter.retry_after(key)
         if wait > 0:
-            if self.console.limiter.note_throttled(address):
+            if self.console.limiter.note_throttled(key):
                 self.console.service.emitter.emit("console_login_throttled", address=address)
             raise HttpError(429, "too many failed logins; try again later", {"Retry-After": str(int(wait) + 1)})
         body = self._json_body()
@@ -337,9 +339,10 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(400, "user and password required")
         user = self.console.users.authenticate(name, password)
         if user is None:
-            self.console.limiter.failed(address)
+            self.console.limiter.failed(key)
             raise HttpError(401, "wrong user name or password")
-        self.console.limiter.succeeded(address)
+        # No reset of the failure count on success: a holder of any account (a viewer) could otherwise
+        # interleave their own good logins and guess the admin's password without limit.
         session = self.console.sessions.create(user.name, user.role, self.console.users.fingerprint(user))
         self.console.service.emitter.emit("console_login", user=user.name, role=user.role, address=address)
         cookie = f"{COOKIE}={session.token}; Path=/; HttpOnly; Secure; SameSite=Strict"
@@ -388,7 +391,7 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.settimeout(STREAM_WRITE_TIMEOUT_SECONDS)  # a client that stops reading is dropped
 
-    def _mjpeg(self, view: str) -> None:
+    def _mjpeg(self, view: str, session_bound: bool = True) -> None:
         console = self.console
         if not console.acquire_stream(console.config.max_stream_clients):
             raise HttpError(503, "too many live viewers", {"Retry-After": "5"})
@@ -398,7 +401,12 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self._start_stream("multipart/x-mixed-replace; boundary=frame")
             seq = 0
+            last_check = time.monotonic()
             while not console.stopping.is_set():
+                if session_bound and time.monotonic() - last_check >= SESSION_RECHECK_SECONDS:
+                    last_check = time.monotonic()
+                    if self._session() is None:  # logged out, expired, password changed, user removed
+                        break
                 got = encoder.wait_jpeg(seq, timeout=2.0)
                 if got is None:
                     continue
