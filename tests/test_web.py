@@ -457,3 +457,23 @@ def test_login_limit_counts_an_ipv6_64_as_one_address() -> None:
     assert limiter_key("2001:db8:1:2::1") != limiter_key("2001:db8:1:3::1")
     assert limiter_key("::ffff:192.0.2.1") == limiter_key("192.0.2.1") != limiter_key("192.0.2.2")
     assert limiter_key("127.0.0.1") == "127.0.0.1"
+
+
+def test_one_address_cannot_hold_every_connection(door: Door) -> None:
+    """Slowloris: idle connections from one client (each may wait 30 s per read) must not use up the whole
+    connection budget; another client (the door screen, an admin) is still served."""
+    from facegate.web.server import MAX_CONNECTIONS
+
+    held = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            s = socket.socket()
+            s.bind(("127.0.0.6", 0))
+            s.connect(("127.0.0.1", door.port))
+            held.append(s)
+        time.sleep(0.5)
+        assert Client(door, source="127.0.0.7").request("GET", "/login")[0] == 200
+        assert Client(door).request("GET", "/terminal")[0] == 200
+    finally:
+        for s in held:
+            s.close()

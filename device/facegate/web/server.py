@@ -47,6 +47,7 @@ SSE_KEEPALIVE_SECONDS = 15.0
 MAX_EVENT_STREAMS = 16
 SESSION_RECHECK_SECONDS = 2.0  # a camera stream ends this soon after its session does (logout, passwd, remove)
 MAX_CONNECTIONS = 64  # one thread each; beyond this a new connection is closed at once (a flood costs no threads)
+MAX_CONNECTIONS_PER_CLIENT = 16  # per IPv4 address / IPv6 /64: one slow client cannot take them all
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -484,15 +485,39 @@ class ConsoleServer(ThreadingHTTPServer):
             self.extra_headers["Strict-Transport-Security"] = "max-age=31536000"
         self._thread: threading.Thread | None = None
         self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._per_client_lock = threading.Lock()
+        self._per_client: dict[str, int] = {}
+
+    def _take_client_slot(self, client_address: Any) -> bool:
+        key = limiter_key(str(client_address[0]))
+        with self._per_client_lock:
+            if self._per_client.get(key, 0) >= MAX_CONNECTIONS_PER_CLIENT:
+                return False
+            self._per_client[key] = self._per_client.get(key, 0) + 1
+            return True
+
+    def _release_client_slot(self, client_address: Any) -> None:
+        key = limiter_key(str(client_address[0]))
+        with self._per_client_lock:
+            left = self._per_client.get(key, 1) - 1
+            if left > 0:
+                self._per_client[key] = left
+            else:
+                self._per_client.pop(key, None)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._take_client_slot(client_address):
+            self.shutdown_request(request)
+            return
         if not self._connections.acquire(blocking=False):
+            self._release_client_slot(client_address)
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
             self._connections.release()
+            self._release_client_slot(client_address)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -501,6 +526,7 @@ class ConsoleServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._connections.release()
+            self._release_client_slot(client_address)
 
     @property
     def port(self) -> int:
