@@ -477,3 +477,24 @@ def test_one_address_cannot_hold_every_connection(door: Door) -> None:
     finally:
         for s in held:
             s.close()
+
+
+def test_event_streams_do_not_use_up_the_camera_streams(door: Door) -> None:
+    """Every Live tab holds an SSE stream beside its camera stream; SSE streams (any viewer can open them) were
+    counted against max_stream_clients, so a few open tabs left the door screen without its camera."""
+    c = Client(door)
+    assert c.login(VIEWER, VIEWER_PASSWORD) == 200
+    held = []
+    try:
+        for _ in range(door.service.config.web.max_stream_clients):
+            s = socket.create_connection(("127.0.0.1", door.port), timeout=10)
+            s.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {c.cookie}\r\n\r\n".encode())
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+            held.append(s)
+        s = socket.create_connection(("127.0.0.1", door.port), timeout=10)
+        held.append(s)
+        s.sendall(b"GET /terminal/stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert s.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in held:
+            s.close()

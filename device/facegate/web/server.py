@@ -45,6 +45,7 @@ MAX_ZIP_BYTES = 256 * 1024 * 1024
 STREAM_WRITE_TIMEOUT_SECONDS = 5.0
 SSE_KEEPALIVE_SECONDS = 15.0
 MAX_EVENT_STREAMS = 16
+MAX_TERMINAL_STREAMS = 2  # the door screen's camera, apart from the viewers' max_stream_clients
 SESSION_RECHECK_SECONDS = 2.0  # a camera stream ends this soon after its session does (logout, passwd, remove)
 MAX_CONNECTIONS = 64  # one thread each; beyond this a new connection is closed at once (a flood costs no threads)
 MAX_CONNECTIONS_PER_CLIENT = 16  # per IPv4 address / IPv6 /64: one slow client cannot take them all
@@ -394,7 +395,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _mjpeg(self, view: str, session_bound: bool = True) -> None:
         console = self.console
-        if not console.acquire_stream(console.config.max_stream_clients):
+        kind, limit = ("camera", console.config.max_stream_clients) if session_bound else \
+            ("terminal", MAX_TERMINAL_STREAMS)
+        if not console.acquire_stream(limit, kind):
             raise HttpError(503, "too many live viewers", {"Retry-After": "5"})
         encoder = console.encoders[view]
         encoder.attach()
@@ -419,11 +422,11 @@ class Handler(BaseHTTPRequestHandler):
             dropped = True
         finally:
             encoder.detach()
-            console.release_stream(dropped)
+            console.release_stream(dropped, kind)
 
     def _events(self, session: Session) -> None:
         console = self.console
-        if not console.acquire_stream(MAX_EVENT_STREAMS + console.config.max_stream_clients):
+        if not console.acquire_stream(MAX_EVENT_STREAMS, "events"):
             raise HttpError(503, "too many event streams", {"Retry-After": "5"})
         sub = console.hub.subscribe()
         dropped = False
@@ -450,7 +453,7 @@ class Handler(BaseHTTPRequestHandler):
             dropped = True
         finally:
             console.hub.unsubscribe(sub)
-            console.release_stream(dropped)
+            console.release_stream(dropped, "events")
 
 
 class _Redirect(Exception):
