@@ -84,3 +84,22 @@ def test_sessions_expire_when_idle_and_the_limiter_forgets_after_its_window() ->
     assert limiter.note_throttled("a") and not limiter.note_throttled("a")
     time.sleep(0.35)
     assert limiter.retry_after("a") == 0
+
+
+def test_a_password_change_is_seen_even_with_the_same_size_and_mtime(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The service re-reads the account file when it changes. A new hash has the same length, and two writes
+    in one timestamp tick keep the mtime, so (mtime, size) alone missed 'user passwd': the old password went
+    on working and the user's sessions were not ended. The rename gives the file a new inode: that is seen."""
+    import os
+
+    from facegate.web.accounts import UserStore
+
+    cli, service = UserStore(tmp_path), UserStore(tmp_path)
+    cli.add("ann", "admin", "first password")
+    stamp = os.stat(cli.path).st_mtime_ns
+    old = service.get("ann")
+    assert old is not None
+    cli.passwd("ann", "second password")
+    os.utime(cli.path, ns=(stamp, stamp))  # the same tick
+    assert service.authenticate("ann", "first password") is None
+    assert service.authenticate("ann", "second password") is not None

@@ -84,7 +84,7 @@ class UserStore:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / USERS_FILE
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._users: dict[str, User] = {}
 
     def _load_locked(self) -> dict[str, User]:
@@ -93,7 +93,7 @@ class UserStore:
         except FileNotFoundError:
             self._stamp, self._users = None, {}
             return self._users
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # every save is a rename: a new inode, even in one tick
         if stamp != self._stamp:
             try:
                 data = json.loads(self.path.read_text())
