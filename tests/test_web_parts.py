@@ -103,3 +103,19 @@ def test_a_password_change_is_seen_even_with_the_same_size_and_mtime(tmp_path) -
     os.utime(cli.path, ns=(stamp, stamp))  # the same tick
     assert service.authenticate("ann", "first password") is None
     assert service.authenticate("ann", "second password") is not None
+
+
+def test_concurrent_account_changes_from_separate_processes_are_all_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two `facegate user ...` commands at once (each its own process, so its own in-memory lock) both read,
+    change and rename the one file: without a lock on the file, one change was lost, e.g. a 'user remove' of a
+    leaked account undone by a concurrent 'user add'."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from facegate.web.accounts import UserStore; "
+            "UserStore(sys.argv[1]).add(sys.argv[2], 'viewer', 'password 123')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), f"u{i}"]) for i in range(6)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 6
+    from facegate.web.accounts import UserStore
+
+    assert sorted(u.name for u in UserStore(tmp_path).users()) == [f"u{i}" for i in range(6)]
