@@ -498,3 +498,33 @@ def test_event_streams_do_not_use_up_the_camera_streams(door: Door) -> None:
     finally:
         for s in held:
             s.close()
+
+
+def test_a_request_head_sent_byte_by_byte_is_cut_off(door: Door) -> None:
+    """Slowloris: each read may take 30 s, so a client trickling one header byte a second held its connection
+    (and thread) for ever. The request line and headers must now arrive within REQUEST_HEAD_SECONDS in all."""
+    from facegate.web.server import REQUEST_HEAD_SECONDS
+
+    s = socket.socket()
+    s.bind(("127.0.0.8", 0))
+    s.connect(("127.0.0.1", door.port))
+    s.settimeout(0.5)
+    started = time.monotonic()
+    closed_after = None
+    try:
+        s.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        while time.monotonic() - started < REQUEST_HEAD_SECONDS + 8:
+            try:
+                s.sendall(b"a")
+                if s.recv(4096) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed_after = time.monotonic() - started
+                break
+    finally:
+        s.close()
+    assert closed_after is not None and closed_after < REQUEST_HEAD_SECONDS + 5, closed_after
+    assert Client(door).request("GET", "/login")[0] == 200

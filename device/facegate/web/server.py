@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -43,6 +44,7 @@ MAX_JSON_BYTES = 64 * 1024
 MAX_PHOTO_BYTES = 16 * 1024 * 1024
 MAX_ZIP_BYTES = 256 * 1024 * 1024
 STREAM_WRITE_TIMEOUT_SECONDS = 5.0
+REQUEST_HEAD_SECONDS = 10.0  # TLS handshake + request line + headers, in all (each read alone may take `timeout`)
 SSE_KEEPALIVE_SECONDS = 15.0
 MAX_EVENT_STREAMS = 16
 MAX_TERMINAL_STREAMS = 2  # the door screen's camera, apart from the viewers' max_stream_clients
@@ -92,6 +94,27 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 30  # seconds a client may take to send a request (socket timeout)
 
     # ------------------------------------------------------------------ plumbing
+
+    def handle_one_request(self) -> None:
+        """One request, whose head must arrive within ``REQUEST_HEAD_SECONDS``: the socket timeout bounds each
+        read, not their sum, so without this a client trickling a byte at a time holds a connection for ever."""
+        self._head_timer = threading.Timer(REQUEST_HEAD_SECONDS, self._head_too_slow)
+        self._head_timer.daemon = True
+        self._head_timer.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._head_timer.cancel()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()  # reads the headers
+        self._head_timer.cancel()
+        return ok
+
+    def _head_too_slow(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # the plain socket's shutdown: the reading thread sees end of file
+            socket.socket.shutdown(self.connection, socket.SHUT_RDWR)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.client_address[0], format % args)
@@ -475,8 +498,6 @@ class ConsoleServer(ThreadingHTTPServer):
         self.extra_headers: dict[str, str] = {}
         family_v6 = ":" in config.bind
         if family_v6:
-            import socket
-
             self.address_family = socket.AF_INET6
         super().__init__((config.bind, config.port), Handler)
         if config.tls_cert_file is not None and config.tls_key_file is not None:
