@@ -528,3 +528,34 @@ def test_a_request_head_sent_byte_by_byte_is_cut_off(door: Door) -> None:
         s.close()
     assert closed_after is not None and closed_after < REQUEST_HEAD_SECONDS + 5, closed_after
     assert Client(door).request("GET", "/login")[0] == 200
+
+
+def test_a_chunked_body_is_never_read_as_the_next_request(door: Door) -> None:
+    """A POST with Transfer-Encoding: chunked is refused (411) and its unread body must not then be parsed as a
+    second request on the same connection (request smuggling behind a proxy that shares connections)."""
+    smuggled = b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    assert _answers(door, b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n" + smuggled).startswith(b"HTTP/1.1 411")
+    # The same for a body on a method that takes none (PUT is refused, GET ignores it).
+    for head in [b"PUT /api/door/unlock HTTP/1.1", b"GET /login HTTP/1.1"]:
+        _answers(door, head + b"\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled)
+
+
+def _answers(door: Door, raw: bytes) -> bytes:
+    """The server's whole answer to ``raw`` on one connection; asserts it is exactly one response."""
+    s = socket.create_connection(("127.0.0.1", door.port), timeout=5)
+    try:
+        s.sendall(raw)
+        answer = b""
+        while True:
+            try:
+                data = s.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            answer += data
+    finally:
+        s.close()
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[:300]
+    return answer

@@ -130,8 +130,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
-        if self.command == "POST" and not self._body_read and self.headers.get("Content-Length", "0") != "0":
-            self.close_connection = True  # an unread body would be taken for the next request
+        if not getattr(self, "_body_read", False) and (self.headers.get("Content-Length", "0") != "0"
+                                                       or "Transfer-Encoding" in self.headers):
+            self.close_connection = True  # an unread body (sized or chunked) would be taken for the next request
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
