@@ -559,3 +559,26 @@ def _answers(door: Door, raw: bytes) -> bytes:
         s.close()
     assert answer.count(b"HTTP/1.1 ") == 1, answer[:300]
     return answer
+
+
+def test_lockdown_takes_only_a_boolean(door: Door) -> None:
+    """{"on": "false"} (a string from a script) turned lockdown ON and {"purge_events": "no"} purged: bool() of text."""
+    c = admin(door)
+    status, body = c.post("/api/door/lockdown", {"on": "false"})
+    assert status == 400 and "on" in body["error"]
+    assert not door.service.console.lockdown()  # type: ignore[union-attr]
+    assert c.post("/api/people", {"id": "keep1", "name": "Keep"})[0] == 200
+    status, body = c.post("/api/people/keep1/remove", {"purge_events": "no"})  # not a purge of their history
+    assert status == 400 and "purge_events" in body["error"]
+    assert c.post("/api/people/keep1/remove", {})[0] == 200
+
+
+def test_head_on_a_stream_sends_headers_only(door: Door) -> None:
+    c = admin(door)
+    for path in ["/api/live.mjpg", "/api/events"]:
+        s = socket.create_connection(("127.0.0.1", door.port), timeout=8)
+        try:
+            s.sendall(f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {c.cookie}\r\n\r\n".encode())
+            assert _stream_ends(s, 6), path  # answered and closed, not an endless body
+        finally:
+            s.close()

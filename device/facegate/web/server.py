@@ -295,7 +295,7 @@ class Handler(BaseHTTPRequestHandler):
             actions: dict[str, Callable[[Session], Any]] = {
                 "/api/door/unlock": lambda s: self.console.unlock(s.user),
                 "/api/door/lock": lambda s: self.console.lock(s.user),
-                "/api/door/lockdown": lambda s: self.console.set_lockdown(s.user, bool(self._json_body().get("on"))),
+                "/api/door/lockdown": lambda s: self.console.set_lockdown(s.user, _flag(self._json_body(), "on")),
                 "/api/people": lambda s: self.console.save_person(s.user, self._json_body()),
             }
             if path in actions:
@@ -316,7 +316,7 @@ class Handler(BaseHTTPRequestHandler):
         c = self.console
         verbs: dict[str, Callable[[Session], Any]] = {
             "": lambda s: c.save_person(s.user, self._json_body(), pid),
-            "remove": lambda s: c.remove_person(s.user, pid, bool(self._json_body().get("purge_events"))),
+            "remove": lambda s: c.remove_person(s.user, pid, _flag(self._json_body(), "purge_events", False)),
             "capture": lambda s: c.capture(s.user, pid),
             "photo": lambda s: c.upload_photo(s.user, pid, self._body(MAX_PHOTO_BYTES),
                                               self.headers.get("X-Filename", "upload")[:200]),
@@ -418,6 +418,9 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.settimeout(STREAM_WRITE_TIMEOUT_SECONDS)  # a client that stops reading is dropped
 
     def _mjpeg(self, view: str, session_bound: bool = True) -> None:
+        if self.command == "HEAD":
+            self._start_stream("multipart/x-mixed-replace; boundary=frame")
+            return
         console = self.console
         kind, limit = ("camera", console.config.max_stream_clients) if session_bound else \
             ("terminal", MAX_TERMINAL_STREAMS)
@@ -449,6 +452,9 @@ class Handler(BaseHTTPRequestHandler):
             console.release_stream(dropped, kind)
 
     def _events(self, session: Session) -> None:
+        if self.command == "HEAD":
+            self._start_stream("text/event-stream")
+            return
         console = self.console
         if not console.acquire_stream(MAX_EVENT_STREAMS, "events"):
             raise HttpError(503, "too many event streams", {"Retry-After": "5"})
@@ -478,6 +484,14 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             console.hub.unsubscribe(sub)
             console.release_stream(dropped, "events")
+
+
+def _flag(body: dict[str, Any], key: str, default: bool | None = None) -> bool:
+    """A JSON true/false: bool("false") is True, which turned lockdown on and purged journals by mistake."""
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise HttpError(400, f"{key}: must be true or false")
+    return value
 
 
 class _Redirect(Exception):
