@@ -582,3 +582,18 @@ def test_head_on_a_stream_sends_headers_only(door: Door) -> None:
             assert _stream_ends(s, 6), path  # answered and closed, not an endless body
         finally:
             s.close()
+
+
+def test_request_headers_are_capped_in_total(door: Door) -> None:
+    """http.server takes 100 header lines of 64 KB each (~6.5 MB, held several times while parsed) from anyone
+    before any check: 64 such connections could take a Pi Zero's memory from the door. The head is capped."""
+    from facegate.web.server import MAX_HEAD_BYTES
+
+    filler = "".join(f"X-Fill-{i}: {'a' * 2000}\r\n" for i in range(MAX_HEAD_BYTES // 2000 + 2))
+    s = socket.create_connection(("127.0.0.1", door.port), timeout=8)
+    try:
+        s.sendall(f"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n{filler}\r\n".encode())
+        assert s.recv(64).startswith(b"HTTP/1.1 431")
+    finally:
+        s.close()
+    assert Client(door).request("GET", "/login", headers={"X-Fill": "a" * 2000})[0] == 200

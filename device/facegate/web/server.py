@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import http.client
 import io
 import json
 import logging
@@ -44,6 +45,7 @@ MAX_JSON_BYTES = 64 * 1024
 MAX_PHOTO_BYTES = 16 * 1024 * 1024
 MAX_ZIP_BYTES = 256 * 1024 * 1024
 STREAM_WRITE_TIMEOUT_SECONDS = 5.0
+MAX_HEAD_BYTES = 32 * 1024  # request headers in all (http.server alone allows 100 lines of 64 KB)
 REQUEST_HEAD_SECONDS = 10.0  # TLS handshake + request line + headers, in all (each read alone may take `timeout`)
 SSE_KEEPALIVE_SECONDS = 15.0
 MAX_EVENT_STREAMS = 16
@@ -107,7 +109,12 @@ class Handler(BaseHTTPRequestHandler):
             self._head_timer.cancel()
 
     def parse_request(self) -> bool:
-        ok = super().parse_request()  # reads the headers
+        rfile = self.rfile
+        self.rfile = _HeadLimit(rfile, MAX_HEAD_BYTES)  # type: ignore[assignment]
+        try:
+            ok = super().parse_request()  # reads the headers (431 when over the limit)
+        finally:
+            self.rfile = rfile
         self._head_timer.cancel()
         return ok
 
@@ -484,6 +491,22 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             console.hub.unsubscribe(sub)
             console.release_stream(dropped, "events")
+
+
+class _HeadLimit:
+    """The request's reader while its headers are parsed: more than ``limit`` bytes in all is a LineTooLong,
+    which http.server answers with 431."""
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self._raw, self._left = raw, limit
+
+    def readline(self, size: int = -1) -> bytes:
+        cap = self._left + 1 if size < 0 else min(size, self._left + 1)
+        line: bytes = self._raw.readline(cap)
+        self._left -= len(line)
+        if self._left < 0:
+            raise http.client.LineTooLong(f"request headers over {MAX_HEAD_BYTES} bytes")
+        return line
 
 
 def _flag(body: dict[str, Any], key: str, default: bool | None = None) -> bool:
