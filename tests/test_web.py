@@ -178,7 +178,7 @@ def test_upload_refuses_a_non_image_with_its_reason(door: Door) -> None:
     status, _, body = c.request("POST", "/api/people/up1/photo", raw=b"not an image",
                                 headers={"X-CSRF-Token": c.csrf or "", "Content-Type": "image/jpeg",
                                          "X-Filename": "x.jpg"})
-    assert status == 400 and "not an image" in json.loads(body)["error"]
+    assert status == 400 and "not a JPEG, PNG" in json.loads(body)["error"]
     c.post("/api/people/up1/remove", {})
 
 
@@ -373,3 +373,227 @@ def test_home_assistant_device_page_links_to_the_running_console(tmp_path: Path)
         found = seen.wait_for(lambda m: any(x.topic.endswith("/config") for x in m), timeout=15)
         device = next(x for x in found if x.topic.endswith("/config")).json()["dev"]
         assert device["configuration_url"] == f"http://127.0.0.1:{d.port}/" == d.service.configuration_url
+
+
+# ---------------------------------------------------------------- review r2: regressions for defects found
+
+
+def test_upload_refuses_an_image_too_large_to_decode(door: Door) -> None:
+    """A photo upload goes through the same size gate as `facegate enroll`: a small file that decodes to 48 MP
+    (a decompression bomb) is refused before OpenCV allocates it, and nothing is enrolled."""
+    import cv2
+    import numpy as np
+
+    ok, png = cv2.imencode(".png", np.zeros((6000, 8000), dtype=np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok and len(png) < 1024 * 1024
+    c = admin(door)
+    assert c.post("/api/people", {"id": "bomb1", "name": "Bomb"})[0] == 200
+    enrolled = len(door.events("console_action"))
+    status, _, body = c.request("POST", "/api/people/bomb1/photo", raw=png.tobytes(),
+                                headers={"X-CSRF-Token": c.csrf or "", "Content-Type": "image/png",
+                                         "X-Filename": "bomb.png"})
+    assert status == 413 and "megapixels" in json.loads(body)["error"], body
+    assert not [e for e in door.events("console_action")[enrolled:] if e["action"] == "photo_enrolled"]
+    c.post("/api/people/bomb1/remove", {})
+
+
+def _open_stream(door: Door, cookie: str | None) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", door.port), timeout=10)
+    s.sendall(f"GET /api/live.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n".encode())
+    assert s.recv(64).startswith(b"HTTP/1.1 200")
+    return s
+
+
+def _stream_ends(s: socket.socket, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if s.recv(65536) == b"":
+                return True
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def test_live_stream_ends_when_the_session_ends(door: Door) -> None:
+    """Logging out, a changed password or a removed account stops an open camera stream too (not only SSE)."""
+    users = UserStore(door.state_dir)
+    users.add("watcher", "viewer", "watcher pass 1")
+    c = Client(door)
+    assert c.login("watcher", "watcher pass 1") == 200
+    s = _open_stream(door, c.cookie)
+    try:
+        users.remove("watcher")
+        assert _stream_ends(s, 10), "the removed user's camera stream went on"
+    finally:
+        s.close()
+    c = admin(door)
+    s = _open_stream(door, c.cookie)
+    try:
+        assert c.post("/api/logout")[0] == 200
+        assert _stream_ends(s, 10), "the camera stream outlived its logged-out session"
+    finally:
+        s.close()
+
+
+def test_a_successful_login_does_not_reset_the_failure_count(door: Door) -> None:
+    """Someone who holds any account (say a viewer's) cannot interleave their own good logins to keep guessing
+    the admin's password at full speed: the 10th failure from an address in a minute is throttled regardless."""
+    c = Client(door, source="127.0.0.5")
+    statuses = []
+    for _ in range(3):
+        statuses += [c.login(ADMIN, f"guess {i}") for i in range(4)]
+        statuses.append(c.login(VIEWER, VIEWER_PASSWORD))
+    assert 429 in statuses, statuses
+
+
+def test_login_limit_counts_an_ipv6_64_as_one_address() -> None:
+    """One IPv6 subscriber holds a whole /64: counting each of its addresses apart would not limit them."""
+    from facegate.web.netaddr import limiter_key
+
+    assert limiter_key("2001:db8:1:2::1") == limiter_key("2001:db8:1:2:ffff:1:2:3")
+    assert limiter_key("2001:db8:1:2::1") != limiter_key("2001:db8:1:3::1")
+    assert limiter_key("::ffff:192.0.2.1") == limiter_key("192.0.2.1") != limiter_key("192.0.2.2")
+    assert limiter_key("127.0.0.1") == "127.0.0.1"
+
+
+def test_one_address_cannot_hold_every_connection(door: Door) -> None:
+    """Slowloris: idle connections from one client (each may wait 30 s per read) must not use up the whole
+    connection budget; another client (the door screen, an admin) is still served."""
+    from facegate.web.server import MAX_CONNECTIONS
+
+    held = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            s = socket.socket()
+            s.bind(("127.0.0.6", 0))
+            s.connect(("127.0.0.1", door.port))
+            held.append(s)
+        time.sleep(0.5)
+        assert Client(door, source="127.0.0.7").request("GET", "/login")[0] == 200
+        assert Client(door).request("GET", "/terminal")[0] == 200
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_event_streams_do_not_use_up_the_camera_streams(door: Door) -> None:
+    """Every Live tab holds an SSE stream beside its camera stream; SSE streams (any viewer can open them) were
+    counted against max_stream_clients, so a few open tabs left the door screen without its camera."""
+    c = Client(door)
+    assert c.login(VIEWER, VIEWER_PASSWORD) == 200
+    held = []
+    try:
+        for _ in range(door.service.config.web.max_stream_clients):
+            s = socket.create_connection(("127.0.0.1", door.port), timeout=10)
+            s.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {c.cookie}\r\n\r\n".encode())
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+            held.append(s)
+        s = socket.create_connection(("127.0.0.1", door.port), timeout=10)
+        held.append(s)
+        s.sendall(b"GET /terminal/stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert s.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_request_head_sent_byte_by_byte_is_cut_off(door: Door) -> None:
+    """Slowloris: each read may take 30 s, so a client trickling one header byte a second held its connection
+    (and thread) for ever. The request line and headers must now arrive within REQUEST_HEAD_SECONDS in all."""
+    from facegate.web.server import REQUEST_HEAD_SECONDS
+
+    s = socket.socket()
+    s.bind(("127.0.0.8", 0))
+    s.connect(("127.0.0.1", door.port))
+    s.settimeout(0.5)
+    started = time.monotonic()
+    closed_after = None
+    try:
+        s.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        while time.monotonic() - started < REQUEST_HEAD_SECONDS + 8:
+            try:
+                s.sendall(b"a")
+                if s.recv(4096) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed_after = time.monotonic() - started
+                break
+    finally:
+        s.close()
+    assert closed_after is not None and closed_after < REQUEST_HEAD_SECONDS + 5, closed_after
+    assert Client(door).request("GET", "/login")[0] == 200
+
+
+def test_a_chunked_body_is_never_read_as_the_next_request(door: Door) -> None:
+    """A POST with Transfer-Encoding: chunked is refused (411) and its unread body must not then be parsed as a
+    second request on the same connection (request smuggling behind a proxy that shares connections)."""
+    smuggled = b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    assert _answers(door, b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n" + smuggled).startswith(b"HTTP/1.1 411")
+    # The same for a body on a method that takes none (PUT is refused, GET ignores it).
+    for head in [b"PUT /api/door/unlock HTTP/1.1", b"GET /login HTTP/1.1"]:
+        _answers(door, head + b"\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled)
+
+
+def _answers(door: Door, raw: bytes) -> bytes:
+    """The server's whole answer to ``raw`` on one connection; asserts it is exactly one response."""
+    s = socket.create_connection(("127.0.0.1", door.port), timeout=5)
+    try:
+        s.sendall(raw)
+        answer = b""
+        while True:
+            try:
+                data = s.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            answer += data
+    finally:
+        s.close()
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[:300]
+    return answer
+
+
+def test_lockdown_takes_only_a_boolean(door: Door) -> None:
+    """{"on": "false"} (a string from a script) turned lockdown ON and {"purge_events": "no"} purged: bool() of text."""
+    c = admin(door)
+    status, body = c.post("/api/door/lockdown", {"on": "false"})
+    assert status == 400 and "on" in body["error"]
+    assert not door.service.console.lockdown()  # type: ignore[union-attr]
+    assert c.post("/api/people", {"id": "keep1", "name": "Keep"})[0] == 200
+    status, body = c.post("/api/people/keep1/remove", {"purge_events": "no"})  # not a purge of their history
+    assert status == 400 and "purge_events" in body["error"]
+    assert c.post("/api/people/keep1/remove", {})[0] == 200
+
+
+def test_head_on_a_stream_sends_headers_only(door: Door) -> None:
+    c = admin(door)
+    for path in ["/api/live.mjpg", "/api/events"]:
+        s = socket.create_connection(("127.0.0.1", door.port), timeout=8)
+        try:
+            s.sendall(f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {c.cookie}\r\n\r\n".encode())
+            assert _stream_ends(s, 6), path  # answered and closed, not an endless body
+        finally:
+            s.close()
+
+
+def test_request_headers_are_capped_in_total(door: Door) -> None:
+    """http.server takes 100 header lines of 64 KB each (~6.5 MB, held several times while parsed) from anyone
+    before any check: 64 such connections could take a Pi Zero's memory from the door. The head is capped."""
+    from facegate.web.server import MAX_HEAD_BYTES
+
+    filler = "".join(f"X-Fill-{i}: {'a' * 2000}\r\n" for i in range(MAX_HEAD_BYTES // 2000 + 2))
+    s = socket.create_connection(("127.0.0.1", door.port), timeout=8)
+    try:
+        s.sendall(f"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n{filler}\r\n".encode())
+        assert s.recv(64).startswith(b"HTTP/1.1 431")
+    finally:
+        s.close()
+    assert Client(door).request("GET", "/login", headers={"X-Fill": "a" * 2000})[0] == 200

@@ -84,3 +84,38 @@ def test_sessions_expire_when_idle_and_the_limiter_forgets_after_its_window() ->
     assert limiter.note_throttled("a") and not limiter.note_throttled("a")
     time.sleep(0.35)
     assert limiter.retry_after("a") == 0
+
+
+def test_a_password_change_is_seen_even_with_the_same_size_and_mtime(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The service re-reads the account file when it changes. A new hash has the same length, and two writes
+    in one timestamp tick keep the mtime, so (mtime, size) alone missed 'user passwd': the old password went
+    on working and the user's sessions were not ended. The rename gives the file a new inode: that is seen."""
+    import os
+
+    from facegate.web.accounts import UserStore
+
+    cli, service = UserStore(tmp_path), UserStore(tmp_path)
+    cli.add("ann", "admin", "first password")
+    stamp = os.stat(cli.path).st_mtime_ns
+    old = service.get("ann")
+    assert old is not None
+    cli.passwd("ann", "second password")
+    os.utime(cli.path, ns=(stamp, stamp))  # the same tick
+    assert service.authenticate("ann", "first password") is None
+    assert service.authenticate("ann", "second password") is not None
+
+
+def test_concurrent_account_changes_from_separate_processes_are_all_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two `facegate user ...` commands at once (each its own process, so its own in-memory lock) both read,
+    change and rename the one file: without a lock on the file, one change was lost, e.g. a 'user remove' of a
+    leaked account undone by a concurrent 'user add'."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from facegate.web.accounts import UserStore; "
+            "UserStore(sys.argv[1]).add(sys.argv[2], 'viewer', 'password 123')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), f"u{i}"]) for i in range(6)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 6
+    from facegate.web.accounts import UserStore
+
+    assert sorted(u.name for u in UserStore(tmp_path).users()) == [f"u{i}" for i in range(6)]

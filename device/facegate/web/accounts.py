@@ -10,6 +10,8 @@ password or removed user also ends that user's sessions: see :meth:`UserStore.fi
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -17,6 +19,7 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -84,7 +87,7 @@ class UserStore:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / USERS_FILE
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._users: dict[str, User] = {}
 
     def _load_locked(self) -> dict[str, User]:
@@ -93,7 +96,7 @@ class UserStore:
         except FileNotFoundError:
             self._stamp, self._users = None, {}
             return self._users
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # every save is a rename: a new inode, even in one tick
         if stamp != self._stamp:
             try:
                 data = json.loads(self.path.read_text())
@@ -124,12 +127,25 @@ class UserStore:
 
     # -- changes (the CLI) --
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """This store's lock and an exclusive lock on the file's lock file: two ``facegate user`` commands at
+        once (separate processes) each read, change and rename the file, and without it one change is lost."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the lock
+
     def add(self, name: str, role: str, password: str) -> User:
         check_name(name)
         if role not in ROLES:
             raise AccountError(f"role {role!r}: use admin or viewer")
         user = User(name, role, hash_password(check_password(password)))
-        with self._lock:
+        with self._changing():
             users = dict(self._load_locked())
             if name in users:
                 raise AccountError(f"user {name!r} exists (use 'facegate user passwd')")
@@ -138,7 +154,7 @@ class UserStore:
         return user
 
     def passwd(self, name: str, password: str) -> User:
-        with self._lock:
+        with self._changing():
             users = dict(self._load_locked())
             if name not in users:
                 raise AccountError(f"no user {name!r}")
@@ -147,7 +163,7 @@ class UserStore:
             return users[name]
 
     def remove(self, name: str) -> None:
-        with self._lock:
+        with self._changing():
             users = dict(self._load_locked())
             if users.pop(name, None) is None:
                 raise AccountError(f"no user {name!r}")

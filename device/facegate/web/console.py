@@ -100,6 +100,7 @@ class Console:
         self._journal: Any = None
         self._streams_lock = threading.Lock()
         self.streams = 0
+        self._open_streams: dict[str, int] = {}  # by kind: camera, terminal, events (each its own limit)
         self.dropped_streams = 0
         self.stopping = threading.Event()
 
@@ -108,15 +109,19 @@ class Console:
     def name_of(self, person_id: str) -> str | None:
         return self.service._names.get(person_id)
 
-    def acquire_stream(self, limit: int) -> bool:
+    def acquire_stream(self, limit: int, kind: str = "camera") -> bool:
+        """Counted per kind, so open event streams (any viewer's tabs) never use up the camera streams, and
+        viewers' camera streams never the door screen's."""
         with self._streams_lock:
-            if self.streams >= limit:
+            if self._open_streams.get(kind, 0) >= limit:
                 return False
+            self._open_streams[kind] = self._open_streams.get(kind, 0) + 1
             self.streams += 1
             return True
 
-    def release_stream(self, dropped: bool = False) -> None:
+    def release_stream(self, dropped: bool = False, kind: str = "camera") -> None:
         with self._streams_lock:
+            self._open_streams[kind] -= 1
             self.streams -= 1
             self.dropped_streams += int(dropped)
 
@@ -299,7 +304,13 @@ class Console:
 
     def upload_photo(self, user: str, person_id: str, data: bytes, filename: str) -> dict[str, Any]:
         from facegate.enrolment.photo import assess
+        from facegate.enrolment.sources import check_photo_bytes
 
+        # The same size gate as `facegate enroll`: a few KB of PNG/BMP/PGM can decode to gigabytes in the
+        # service's own process (the door's), so only images whose size is read and bounded first are decoded.
+        problem = check_photo_bytes(data)
+        if problem is not None:
+            raise ConsoleError(f"{filename}: {problem}", 413 if "megapixels" in problem or "MiB" in problem else 400)
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise ConsoleError(f"{filename}: not an image this device can read (JPEG, PNG, BMP, WebP)")

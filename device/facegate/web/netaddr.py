@@ -18,6 +18,23 @@ def is_local_client(address: str) -> bool:
     return address in LOCAL_CLIENTS
 
 
+def limiter_key(address: str) -> str:
+    """The client a login failure is counted against: an IPv4 address, or the /64 of an IPv6 one.
+
+    One IPv6 subscriber or host is routinely given a whole /64, so counting its addresses apart would give an
+    attacker 2^64 fresh budgets; an IPv4-mapped address (``::ffff:a.b.c.d`` from a dual-stack socket) is its IPv4.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def is_loopback_host(host: str) -> bool:
     """A bind address that is reachable only from this machine (any 127.0.0.0/8 address, ::1, localhost)."""
     if host == "localhost":

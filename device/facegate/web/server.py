@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import http.client
 import io
 import json
 import logging
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -32,7 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from facegate.web.console import Console, ConsoleError, dumps
-from facegate.web.netaddr import host_header_is_local, is_local_client
+from facegate.web.netaddr import host_header_is_local, is_local_client, limiter_key
 from facegate.web.priority import lower_this_thread
 from facegate.web.sessions import Session
 
@@ -43,9 +45,14 @@ MAX_JSON_BYTES = 64 * 1024
 MAX_PHOTO_BYTES = 16 * 1024 * 1024
 MAX_ZIP_BYTES = 256 * 1024 * 1024
 STREAM_WRITE_TIMEOUT_SECONDS = 5.0
+MAX_HEAD_BYTES = 32 * 1024  # request headers in all (http.server alone allows 100 lines of 64 KB)
+REQUEST_HEAD_SECONDS = 10.0  # TLS handshake + request line + headers, in all (each read alone may take `timeout`)
 SSE_KEEPALIVE_SECONDS = 15.0
 MAX_EVENT_STREAMS = 16
+MAX_TERMINAL_STREAMS = 2  # the door screen's camera, apart from the viewers' max_stream_clients
+SESSION_RECHECK_SECONDS = 2.0  # a camera stream ends this soon after its session does (logout, passwd, remove)
 MAX_CONNECTIONS = 64  # one thread each; beyond this a new connection is closed at once (a flood costs no threads)
+MAX_CONNECTIONS_PER_CLIENT = 16  # per IPv4 address / IPv6 /64: one slow client cannot take them all
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -90,6 +97,32 @@ class Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ plumbing
 
+    def handle_one_request(self) -> None:
+        """One request, whose head must arrive within ``REQUEST_HEAD_SECONDS``: the socket timeout bounds each
+        read, not their sum, so without this a client trickling a byte at a time holds a connection for ever."""
+        self._head_timer = threading.Timer(REQUEST_HEAD_SECONDS, self._head_too_slow)
+        self._head_timer.daemon = True
+        self._head_timer.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._head_timer.cancel()
+
+    def parse_request(self) -> bool:
+        rfile = self.rfile
+        self.rfile = _HeadLimit(rfile, MAX_HEAD_BYTES)  # type: ignore[assignment]
+        try:
+            ok = super().parse_request()  # reads the headers (431 when over the limit)
+        finally:
+            self.rfile = rfile
+        self._head_timer.cancel()
+        return ok
+
+    def _head_too_slow(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # the plain socket's shutdown: the reading thread sees end of file
+            socket.socket.shutdown(self.connection, socket.SHUT_RDWR)
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.client_address[0], format % args)
 
@@ -104,8 +137,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
-        if self.command == "POST" and not self._body_read and self.headers.get("Content-Length", "0") != "0":
-            self.close_connection = True  # an unread body would be taken for the next request
+        if not getattr(self, "_body_read", False) and (self.headers.get("Content-Length", "0") != "0"
+                                                       or "Transfer-Encoding" in self.headers):
+            self.close_connection = True  # an unread body (sized or chunked) would be taken for the next request
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -242,7 +276,7 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/terminal/state":
                 return lambda: self._terminal(lambda: self._json(self.console.terminal_state()))
             if path == "/terminal/stream.mjpg":
-                return lambda: self._terminal(lambda: self._mjpeg("live"))
+                return lambda: self._terminal(lambda: self._mjpeg("live", session_bound=False))
             simple: dict[str, tuple[str, Callable[[Session], None]]] = {
                 "/api/session": ("viewer", lambda s: self._json({"user": s.user, "role": s.role, "csrf": s.csrf})),
                 "/api/status": ("viewer", lambda s: self._json(self.console.live_state())),
@@ -268,7 +302,7 @@ class Handler(BaseHTTPRequestHandler):
             actions: dict[str, Callable[[Session], Any]] = {
                 "/api/door/unlock": lambda s: self.console.unlock(s.user),
                 "/api/door/lock": lambda s: self.console.lock(s.user),
-                "/api/door/lockdown": lambda s: self.console.set_lockdown(s.user, bool(self._json_body().get("on"))),
+                "/api/door/lockdown": lambda s: self.console.set_lockdown(s.user, _flag(self._json_body(), "on")),
                 "/api/people": lambda s: self.console.save_person(s.user, self._json_body()),
             }
             if path in actions:
@@ -289,7 +323,7 @@ class Handler(BaseHTTPRequestHandler):
         c = self.console
         verbs: dict[str, Callable[[Session], Any]] = {
             "": lambda s: c.save_person(s.user, self._json_body(), pid),
-            "remove": lambda s: c.remove_person(s.user, pid, bool(self._json_body().get("purge_events"))),
+            "remove": lambda s: c.remove_person(s.user, pid, _flag(self._json_body(), "purge_events", False)),
             "capture": lambda s: c.capture(s.user, pid),
             "photo": lambda s: c.upload_photo(s.user, pid, self._body(MAX_PHOTO_BYTES),
                                               self.headers.get("X-Filename", "upload")[:200]),
@@ -326,9 +360,10 @@ class Handler(BaseHTTPRequestHandler):
     def _login(self) -> None:
         self._check_origin()
         address = self._client()
-        wait = self.console.limiter.retry_after(address)
+        key = limiter_key(address)  # an IPv6 /64 is one client (see facegate.web.netaddr)
+        wait = self.console.limiter.retry_after(key)
         if wait > 0:
-            if self.console.limiter.note_throttled(address):
+            if self.console.limiter.note_throttled(key):
                 self.console.service.emitter.emit("console_login_throttled", address=address)
             raise HttpError(429, "too many failed logins; try again later", {"Retry-After": str(int(wait) + 1)})
         body = self._json_body()
@@ -337,9 +372,10 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(400, "user and password required")
         user = self.console.users.authenticate(name, password)
         if user is None:
-            self.console.limiter.failed(address)
+            self.console.limiter.failed(key)
             raise HttpError(401, "wrong user name or password")
-        self.console.limiter.succeeded(address)
+        # No reset of the failure count on success: a holder of any account (a viewer) could otherwise
+        # interleave their own good logins and guess the admin's password without limit.
         session = self.console.sessions.create(user.name, user.role, self.console.users.fingerprint(user))
         self.console.service.emitter.emit("console_login", user=user.name, role=user.role, address=address)
         cookie = f"{COOKIE}={session.token}; Path=/; HttpOnly; Secure; SameSite=Strict"
@@ -388,9 +424,14 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.settimeout(STREAM_WRITE_TIMEOUT_SECONDS)  # a client that stops reading is dropped
 
-    def _mjpeg(self, view: str) -> None:
+    def _mjpeg(self, view: str, session_bound: bool = True) -> None:
+        if self.command == "HEAD":
+            self._start_stream("multipart/x-mixed-replace; boundary=frame")
+            return
         console = self.console
-        if not console.acquire_stream(console.config.max_stream_clients):
+        kind, limit = ("camera", console.config.max_stream_clients) if session_bound else \
+            ("terminal", MAX_TERMINAL_STREAMS)
+        if not console.acquire_stream(limit, kind):
             raise HttpError(503, "too many live viewers", {"Retry-After": "5"})
         encoder = console.encoders[view]
         encoder.attach()
@@ -398,7 +439,12 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self._start_stream("multipart/x-mixed-replace; boundary=frame")
             seq = 0
+            last_check = time.monotonic()
             while not console.stopping.is_set():
+                if session_bound and time.monotonic() - last_check >= SESSION_RECHECK_SECONDS:
+                    last_check = time.monotonic()
+                    if self._session() is None:  # logged out, expired, password changed, user removed
+                        break
                 got = encoder.wait_jpeg(seq, timeout=2.0)
                 if got is None:
                     continue
@@ -410,11 +456,14 @@ class Handler(BaseHTTPRequestHandler):
             dropped = True
         finally:
             encoder.detach()
-            console.release_stream(dropped)
+            console.release_stream(dropped, kind)
 
     def _events(self, session: Session) -> None:
+        if self.command == "HEAD":
+            self._start_stream("text/event-stream")
+            return
         console = self.console
-        if not console.acquire_stream(MAX_EVENT_STREAMS + console.config.max_stream_clients):
+        if not console.acquire_stream(MAX_EVENT_STREAMS, "events"):
             raise HttpError(503, "too many event streams", {"Retry-After": "5"})
         sub = console.hub.subscribe()
         dropped = False
@@ -441,7 +490,31 @@ class Handler(BaseHTTPRequestHandler):
             dropped = True
         finally:
             console.hub.unsubscribe(sub)
-            console.release_stream(dropped)
+            console.release_stream(dropped, "events")
+
+
+class _HeadLimit:
+    """The request's reader while its headers are parsed: more than ``limit`` bytes in all is a LineTooLong,
+    which http.server answers with 431."""
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self._raw, self._left = raw, limit
+
+    def readline(self, size: int = -1) -> bytes:
+        cap = self._left + 1 if size < 0 else min(size, self._left + 1)
+        line: bytes = self._raw.readline(cap)
+        self._left -= len(line)
+        if self._left < 0:
+            raise http.client.LineTooLong(f"request headers over {MAX_HEAD_BYTES} bytes")
+        return line
+
+
+def _flag(body: dict[str, Any], key: str, default: bool | None = None) -> bool:
+    """A JSON true/false: bool("false") is True, which turned lockdown on and purged journals by mistake."""
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise HttpError(400, f"{key}: must be true or false")
+    return value
 
 
 class _Redirect(Exception):
@@ -463,8 +536,6 @@ class ConsoleServer(ThreadingHTTPServer):
         self.extra_headers: dict[str, str] = {}
         family_v6 = ":" in config.bind
         if family_v6:
-            import socket
-
             self.address_family = socket.AF_INET6
         super().__init__((config.bind, config.port), Handler)
         if config.tls_cert_file is not None and config.tls_key_file is not None:
@@ -476,15 +547,39 @@ class ConsoleServer(ThreadingHTTPServer):
             self.extra_headers["Strict-Transport-Security"] = "max-age=31536000"
         self._thread: threading.Thread | None = None
         self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._per_client_lock = threading.Lock()
+        self._per_client: dict[str, int] = {}
+
+    def _take_client_slot(self, client_address: Any) -> bool:
+        key = limiter_key(str(client_address[0]))
+        with self._per_client_lock:
+            if self._per_client.get(key, 0) >= MAX_CONNECTIONS_PER_CLIENT:
+                return False
+            self._per_client[key] = self._per_client.get(key, 0) + 1
+            return True
+
+    def _release_client_slot(self, client_address: Any) -> None:
+        key = limiter_key(str(client_address[0]))
+        with self._per_client_lock:
+            left = self._per_client.get(key, 1) - 1
+            if left > 0:
+                self._per_client[key] = left
+            else:
+                self._per_client.pop(key, None)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._take_client_slot(client_address):
+            self.shutdown_request(request)
+            return
         if not self._connections.acquire(blocking=False):
+            self._release_client_slot(client_address)
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
             self._connections.release()
+            self._release_client_slot(client_address)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -493,6 +588,7 @@ class ConsoleServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._connections.release()
+            self._release_client_slot(client_address)
 
     @property
     def port(self) -> int:
