@@ -64,10 +64,12 @@ class CameraSupervisor:
                 log.warning("frame rejected: %s", exc)
                 self.emit("frame_rejected", error=str(exc))
                 continue
-            except CameraError as exc:
+            except Exception as exc:  # any failure to open or read is a camera outage, never the loop's end
                 if not failing:
-                    log.error("camera error: %s", exc)
-                    self.emit("camera_error", error=str(exc))
+                    error = str(exc) if isinstance(exc, CameraError) else f"{type(exc).__name__}: {exc}"
+                    fix = getattr(exc, "fix", "")
+                    log.error("camera error: %s%s", error, f" (fix: {fix})" if fix else "")
+                    self.emit("camera_error", error=error, **({"fix": fix} if fix else {}))
                     failing = True
                 self._close_quietly()
                 opened = False
