@@ -34,8 +34,10 @@ pin constraints > "$DEST/constraints.txt"
 python3 -m venv --system-site-packages "$VENV"
 "$VENV/bin/pip" install --quiet --upgrade pip
 if ! "$VENV/bin/pip" install --quiet --dry-run --report "$DEST/pip-report.json" -c "$DEST/constraints.txt" -e "$DEST"; then
-  echo "install-pi: pip found no versions of facegate's dependencies that work with the system numpy" \
-       "($(grep '^numpy' "$DEST/constraints.txt")); nothing was installed" >&2
+  # Was it the pin? Without it, the report names the numpy pip wanted and who wanted it (and check-report stops).
+  "$VENV/bin/pip" install --quiet --dry-run --report "$DEST/pip-report.json" -e "$DEST" >/dev/null 2>&1 &&
+    pin check-report "$DEST/pip-report.json"
+  echo "install-pi: pip could not resolve facegate's dependencies (above); nothing was installed" >&2
   exit 1
 fi
 pin check-report "$DEST/pip-report.json"

@@ -205,6 +205,12 @@ class Chroot:
         subprocess.run(["cp", "-a", "--reflink=auto", str(self.build / f"{self.release}-base"), str(self.root)],
                        check=True)
         shutil.copy("/etc/resolv.conf", self.root / "etc/resolv.conf")
+        # This machine's HTTPS may go through a TLS-inspecting proxy whose CA only the host's bundle has: pip in
+        # the chroot gets that bundle (and nothing else of the host's pip settings). A real Pi needs none of it.
+        host_ca = Path("/etc/ssl/certs/ca-certificates.crt")
+        if host_ca.exists():
+            shutil.copy(host_ca, self.root / "etc/pi-check-host-ca.crt")
+            (self.root / "etc/pip.conf").write_text("[global]\ncert = /etc/pi-check-host-ca.crt\n")
         self._mount(["-t", "proc", "proc"], self.root / "proc")
         for host, inside in ((self.build / "pip-cache" / self.release, "root/.cache/pip"),
                              (self.build / "debs" / self.release, "var/cache/apt/archives")):

@@ -21,6 +21,10 @@ from facegate.config import CameraConfig
 log = logging.getLogger(__name__)
 
 
+class _OpenFailed(CameraError):
+    """An unexpected exception from a source's open(): reported and retried like any camera outage."""
+
+
 def make_source(config: CameraConfig) -> FrameSource:
     source = config.source
     if source.startswith("replay:"):
@@ -56,7 +60,12 @@ class CameraSupervisor:
         while not self.stop.is_set():
             try:
                 if not opened:
-                    self.source.open()
+                    try:
+                        self.source.open()
+                    except CameraError:
+                        raise
+                    except Exception as exc:  # a library that fails to load or open in any way is a camera outage
+                        raise _OpenFailed(f"{type(exc).__name__}: {exc}") from exc
                     opened = True
                 frame = self.source.read()
             except FrameError as exc:
@@ -64,10 +73,9 @@ class CameraSupervisor:
                 log.warning("frame rejected: %s", exc)
                 self.emit("frame_rejected", error=str(exc))
                 continue
-            except Exception as exc:  # any failure to open or read is a camera outage, never the loop's end
+            except CameraError as exc:
                 if not failing:
-                    error = str(exc) if isinstance(exc, CameraError) else f"{type(exc).__name__}: {exc}"
-                    fix = getattr(exc, "fix", "")
+                    error, fix = str(exc), exc.fix
                     log.error("camera error: %s%s", error, f" (fix: {fix})" if fix else "")
                     self.emit("camera_error", error=error, **({"fix": fix} if fix else {}))
                     failing = True
