@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -183,11 +184,20 @@ unlock_seconds = 1
 enabled = false
 [outbox]
 flush_timeout_seconds = 1
+# Under emulation a frame takes seconds, not milliseconds: a track must survive that between its frames.
+[recognition]
+track_timeout_seconds = 120
 # The visitor is a photograph pasted into frames; the liveness gate would (rightly) refuse it.
 [liveness]
 enabled = false
 """)
     return [float(v) for v in best.embedding]
+
+
+def _unmount_under(root: Path) -> None:
+    mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for where in sorted((m for m in mounted if m.startswith(str(root) + "/")), reverse=True):
+        subprocess.run(["umount", "-l", where], check=False)
 
 
 class Chroot:
@@ -200,6 +210,7 @@ class Chroot:
         self.mounts: list[Path] = []
 
     def __enter__(self) -> Chroot:
+        _unmount_under(self.root)  # left by an interrupted run
         if self.root.exists():
             subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], check=True)
         subprocess.run(["cp", "-a", "--reflink=auto", str(self.build / f"{self.release}-base"), str(self.root)],
@@ -367,15 +378,15 @@ def check_release(release: str, build: Path, inputs: Path, embedding: list[float
 
         def camera_error() -> tuple[bool, str]:
             """With that venv, the service on the Pi camera reports camera_error and keeps running."""
-            proc = ch.run(["timeout", "-s", "TERM", "150", f"{VENV}/bin/facegate", "run", "--config",
-                           f"{WORK}/facegate-picamera2.toml"], timeout=400)
+            proc = ch.run(["timeout", "--preserve-status", "-s", "TERM", "120", f"{VENV}/bin/facegate", "run",
+                           "--config", f"{WORK}/facegate-picamera2.toml"], timeout=400)
             errors = [r["event"] for r in _json_lines(proc.stdout)
                       if isinstance(r.get("event"), dict) and r["event"].get("type") == "camera_error"]
             stopped = any(isinstance(r.get("event"), dict) and r["event"].get("type") == "service_stopped"
                           for r in _json_lines(proc.stdout))
             fix = str(errors[0].get("fix", "")) if errors else ""  # type: ignore[union-attr]
             return (bool(errors) and "install-pi.sh" in fix and stopped and proc.returncode == 0,
-                    f"camera_error events: {len(errors)}, stopped by SIGTERM after 150 s, exit {proc.returncode}")
+                    f"camera_error events: {len(errors)}, stopped by SIGTERM after 120 s, exit {proc.returncode}")
 
         def reinstall() -> tuple[bool, str]:
             ok, detail = install()
@@ -435,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("pi-check: run as root (debootstrap and chroot need it)")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("pi-check: stopped"))  # unwind: mounts are released
     releases = args.release or list(RELEASES)
     build: Path = args.build_dir.resolve()
     build.mkdir(parents=True, exist_ok=True)
