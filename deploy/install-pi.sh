@@ -45,6 +45,7 @@ pin check-report "$DEST/pip-report.json"
 if pin shadowed "$VENV"; then exit 1; fi
 
 install -d -m 0750 -o root -g facegate /etc/facegate
+install -d -m 0700 -o facegate -g facegate /var/lib/facegate   # so 'facegate enroll' works before the first start
 if [ ! -f /etc/facegate/facegate.toml ]; then
   install -m 0640 -o root -g facegate "$SRC/deploy/facegate.example.toml" /etc/facegate/facegate.toml
   echo "Edit /etc/facegate/facegate.toml (device_id, pins, broker, command key) before starting."
