@@ -265,8 +265,10 @@ def cmd_doctor(args: argparse.Namespace, io: Output) -> int:
     for check in checks:
         io.result(check.as_dict())
         if not check.ok:
-            io.message(f"{check.name}: {check.detail} -> {check.fix}")
-    return EXIT_OK if all(c.ok for c in checks) else EXIT_ERROR
+            warn = " (warning)" if args.installer and not check.blocking else ""
+            io.message(f"{check.name}{warn}: {check.detail} -> {check.fix}")
+    failed = [c for c in checks if not c.ok and (c.blocking or not args.installer)]
+    return EXIT_OK if not failed else EXIT_ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="check camera, GPIO, models, gallery, broker and clock")
     p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--installer", action="store_true",
+                   help="fail only on checks the install must fix (numpy, models, runtime, camera/pin library, groups)")
     p.set_defaults(func=cmd_doctor)
 
     gallery = sub.add_parser("gallery", help="inspect and edit a gallery").add_subparsers(dest="action",

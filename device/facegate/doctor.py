@@ -2,10 +2,15 @@
 
 Installers meet the same handful of problems (camera not enabled, not in the gpio group, broker
 unreachable, clock not synchronised so signed commands look expired); naming the fix saves a support call.
+A check marked ``blocking`` fails for a reason the install itself must fix (the Python environment, the
+models, the camera or pin library): ``facegate doctor --installer`` fails only on those, so deploy/install-pi.sh
+stops there, while a camera not yet connected, an empty gallery or a broker that is down are reported only.
+No check can end the run: an unexpected exception is that check's failure, with the other checks still run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -23,9 +28,41 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    blocking: bool = False  # the door cannot work until the install is fixed (see the module docstring)
 
     def as_dict(self) -> dict[str, object]:
-        return {"check": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
+        return {"check": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix, "blocking": self.blocking}
+
+
+def check_numpy(_config: Config) -> Check:
+    from facegate.pi.checks import numpy_state
+
+    state = numpy_state()
+    return Check("numpy", state.ok, state.detail, state.fix, blocking=not state.ok)
+
+
+def check_runtime(config: Config) -> Check:
+    """The TFLite runtime imports and runs the detector (LiteRT reads /proc/cpuinfo: a sandbox can break it)."""
+    from facegate.models import Manifest
+    from facegate.runtime import TFLiteModel, runtime_name
+
+    try:
+        entry = Manifest.load(config.models.dir).get("detector", config.models.detector)
+        model = TFLiteModel(entry, threads=1)
+        import numpy as np
+
+        model.run(np.zeros(model.input_shape, dtype=model.input_dtype))
+    except FacegateError as exc:
+        return Check("runtime", False, str(exc), "re-run deploy/install-pi.sh (pip install ai-edge-litert)",
+                     blocking=True)
+    return Check("runtime", True, f"{runtime_name()} runs {entry.name}")
+
+
+def check_groups(_config: Config) -> Check:
+    from facegate.pi.checks import groups_state
+
+    state = groups_state()
+    return Check("groups", state.ok, state.detail, state.fix, blocking=not state.ok)
 
 
 def check_models(config: Config) -> Check:
@@ -71,6 +108,8 @@ def check_gallery(config: Config) -> Check:
 
 
 def check_camera(config: Config) -> Check:
+    """Opens the configured camera and reads one frame (for picamera2: the import, then a test capture)."""
+    from facegate.camera.source import CameraError, CameraLibraryError
     from facegate.camera.supervisor import make_source
 
     source = make_source(config.camera)
@@ -78,12 +117,12 @@ def check_camera(config: Config) -> Check:
         source.open()
         frame = source.read()
     except FacegateError as exc:
-        fix = ("enable the camera (rpicam-hello --list-cameras), check the ribbon cable, and that the service "
-               "user is in the 'video' group") if config.camera.source == "picamera2" else \
-              "check camera.source (a V4L2 index like \"0\", a file, a URL or replay:DIR)"
-        return Check("camera", False, str(exc), fix)
+        fix = exc.fix if isinstance(exc, CameraError) and exc.fix else \
+            "check camera.source (a V4L2 index like \"0\", a file, a URL or replay:DIR)"
+        return Check("camera", False, str(exc), fix, blocking=isinstance(exc, CameraLibraryError))
     finally:
-        source.close()
+        with contextlib.suppress(Exception):  # a camera that failed to open may fail to close too
+            source.close()
     if frame is None:
         return Check("camera", False, f"{config.camera.source} delivered no frame", "check camera.source")
     h, w = frame.image.shape[:2]
@@ -91,6 +130,10 @@ def check_camera(config: Config) -> Check:
 
 
 def check_gpio(config: Config) -> Check:
+    """The relay pin can be driven, and through the right pin library (on a Pi 5 only lgpio reaches the pins)."""
+    from facegate.pi.checks import board_model
+
+    model = board_model()
     try:
         from gpiozero import OutputDevice
 
@@ -101,12 +144,18 @@ def check_gpio(config: Config) -> Check:
             factory = MockFactory()
         relay = OutputDevice(config.door.relay_pin, active_high=config.door.relay_active_high,
                              initial_value=False, pin_factory=factory)
+        factory_name = type(relay.pin_factory).__name__
         relay.close()
     except Exception as exc:  # gpiozero raises a family of errors; all mean "cannot drive the relay"
-        return Check("gpio", False, f"relay pin {config.door.relay_pin}: {exc}",
+        return Check("gpio", False, f"relay pin {config.door.relay_pin} ({model or 'not a Raspberry Pi'}): {exc}",
                      "run on a Raspberry Pi with the service user in the 'gpio' group, install lgpio "
-                     "(apt install python3-lgpio), or set door.pin_factory = \"mock\" for a demo")
-    return Check("gpio", True, f"relay on pin {config.door.relay_pin} can be driven")
+                     "(apt install python3-lgpio), or set door.pin_factory = \"mock\" for a demo",
+                     blocking=model is not None)
+    where = f"{model}" if model else "not a Raspberry Pi"
+    if model and "Raspberry Pi 5" in model and factory_name not in ("LGPIOFactory", "MockFactory"):
+        return Check("gpio", False, f"{where}: pin factory {factory_name} cannot reach the Pi 5's header pins",
+                     'apt install python3-lgpio and set door.pin_factory = "lgpio"', blocking=True)
+    return Check("gpio", True, f"relay on pin {config.door.relay_pin} can be driven through {factory_name} ({where})")
 
 
 def check_broker(config: Config) -> Check:
@@ -136,8 +185,17 @@ def check_clock(_config: Config) -> Check:
     return Check("clock", True, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
-CHECKS: list[Callable[[Config], Check]] = [check_models, check_gallery, check_camera, check_gpio, check_broker,
-                                           check_clock]
+CHECKS: list[Callable[[Config], Check]] = [check_numpy, check_models, check_runtime, check_gallery, check_camera,
+                                           check_gpio, check_groups, check_broker, check_clock]
+
+
+def _guarded(check: Callable[[Config], Check], config: Config) -> Check:
+    name = check.__name__.removeprefix("check_")
+    try:
+        return check(config)
+    except Exception as exc:  # doctor reports; it never dies with a traceback instead of the other checks
+        return Check(name, False, f"the check itself failed: {type(exc).__name__}: {exc}",
+                     "re-run deploy/install-pi.sh; if it persists, report this line", blocking=True)
 
 
 def _check_panel(config: Config) -> Check:
@@ -151,4 +209,4 @@ CHECKS.append(_check_panel)  # OSDP key and port, Wiegand/OSDP card numbers (fac
 
 
 def run_checks(config: Config) -> list[Check]:
-    return [check(config) for check in CHECKS]
+    return [_guarded(check, config) for check in CHECKS]

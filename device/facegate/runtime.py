@@ -1,7 +1,9 @@
 """The TFLite interpreter behind one small class, so the vision code does not care which runtime is installed.
 
-LiteRT (``ai-edge-litert``) is preferred; Raspberry Pi OS images often only have ``tflite_runtime``
-(which needs numpy<2), so that is the fallback.
+LiteRT (``ai-edge-litert``) is preferred; ``tflite_runtime`` is the fallback for images that only have it. It
+really exists only for Python <= 3.11 on aarch64 (2.14.0, the last release: Bookworm, not Trixie's 3.13) and,
+although its metadata says ``numpy>=1.23.2``, it is built for numpy 1.x and breaks under numpy 2, so it is
+refused there with that reason instead of failing somewhere inside.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ def _interpreter_class() -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
+        if int(np.__version__.split(".")[0]) >= 2:
+            raise ModelError(
+                f"no TFLite runtime: ai-edge-litert is not installed, and tflite_runtime (built for numpy 1.x) "
+                f"cannot run with numpy {np.__version__}; install ai-edge-litert (pip install ai-edge-litert)"
+            ) from None
         try:
             from tflite_runtime.interpreter import Interpreter
         except ImportError:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +27,9 @@ from facegate.camera.source import Frame, FrameSource
 from facegate.camera.supervisor import CameraSupervisor, make_source
 from facegate.config import Config, ConfigError
 from facegate.errors import ModelError
-from facegate.events.commands import CommandVerifier
 from facegate.events.communicator import Command, Communicator, NullCommunicator
 from facegate.events.discovery import DoorFeatures, discovery_payload, pi_model
 from facegate.events.emitter import EventEmitter
-from facegate.events.mqtt import MqttCommunicator
 from facegate.events.status import CHANGE_EVENTS, EventFacts, StatusPublisher
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
@@ -43,12 +43,14 @@ from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
 from facegate.recovery import check_gallery, open_outbox
 from facegate.sdnotify import SystemdNotifier
-from facegate.sync.receiver import SyncReceiver
 from facegate.thresholds import ThresholdTable
 from facegate.vision.pipeline import FacePipeline, PipelineOptions
 from facegate.vision.quality import QualityGates
 
+# MQTT, command verification and fleet sync are imported where the config turns them on (below): unused, their
+# libraries (paho + ssl, cryptography, urllib/http) would cost a small Pi ~17 MB resident (tools/bench_footprint.py).
 if TYPE_CHECKING:
+    from facegate.sync.receiver import SyncReceiver
     from facegate.web.console import Console
     from facegate.web.server import ConsoleServer
 
@@ -58,6 +60,16 @@ STATUS_INTERVAL_SECONDS = 60.0
 # How often the frame loop looks for gallery changes made outside the service (facegate enroll / gallery
 # remove on the device): a removed person must stop matching within seconds, not at the next restart.
 GALLERY_CHECK_SECONDS = 2.0
+
+
+def process_age_seconds() -> float:
+    """Seconds since this process started (Linux /proc; 0.0 where that cannot be read)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def iso_ts(ts: float) -> str:
@@ -180,7 +192,7 @@ class Service:
         self.policy = AccessPolicy(self.gallery, config.access)
         self._index_revision = self.gallery.revision  # read before the build: never newer than the index
         self.index: EmbeddingIndex = self.gallery.build_index(self.calibration)
-        self._names = {p["id"]: p["name"] for p in self.gallery.persons()}
+        self._names = self.gallery.names()
         self.liveness = LivenessGate.from_config(config.liveness, self.pipeline.manifest,
                                                  own_mesh=self.pipeline.mesh is None)
         self.engine = DecisionEngine(config.recognition, self.threshold,
@@ -209,6 +221,9 @@ class Service:
 
         if communicator is None:
             if config.mqtt.enabled:
+                from facegate.events.commands import CommandVerifier
+                from facegate.events.mqtt import MqttCommunicator
+
                 verifier = CommandVerifier(config.commands, config.device_id, config.state_dir / "command_nonces.db")
                 # Home Assistant discovery declares what this door has and which unlock mode it runs.
                 features = DoorFeatures(
@@ -249,6 +264,8 @@ class Service:
         self.sync: SyncReceiver | None = None
         has_source = config.sync.topic is not None or config.sync.url is not None
         if config.sync.public_keys and has_source:
+            from facegate.sync.receiver import SyncReceiver
+
             self.sync = SyncReceiver(config, self.pipeline.embedder_sha256, self.emitter.emit,
                                      on_applied=self.swap_index)
         elif config.sync.public_keys:
@@ -310,7 +327,7 @@ class Service:
             if revision == self._index_revision:
                 return False
             index = self.gallery.build_index(self.calibration)
-            names = {p["id"]: p["name"] for p in self.gallery.persons()}
+            names = self.gallery.names()
         log.info("gallery changed on disk (revision %d): index rebuilt, %d templates", revision, index.templates)
         self.swap_index(index, names, revision)
         return True
@@ -445,9 +462,15 @@ class Service:
         camera = CameraSupervisor(self.source, self.emitter.emit, self.stop_event,
                                   self.config.camera.reopen_backoff_max_seconds, heartbeat=self.notifier.watchdog)
         next_gallery_check = time.monotonic() + GALLERY_CHECK_SECONDS
+        first_frame = True
         try:
             for frame in camera.frames():
                 self.notifier.watchdog()
+                if first_frame:  # start-up cost, for tools/bench_footprint.py and the journal
+                    first_frame = False
+                    cpu = os.times()
+                    log.info("first frame %.2f s after the process started (%.2f s of CPU)", process_age_seconds(),
+                             cpu.user + cpu.system)
                 # Nothing inside one step may end the loop: a dead service is a door that no one can open, or,
                 # fail-safe (maglock), one that anyone can. Each failure is logged and the next frame goes on.
                 try:

@@ -11,7 +11,18 @@ from facegate.errors import FacegateError
 
 
 class CameraError(FacegateError):
-    """The camera cannot be opened or stopped delivering; the supervisor reopens it."""
+    """The camera cannot be opened or stopped delivering; the supervisor reopens it.
+
+    ``fix`` tells the installer what to do (it goes into the ``camera_error`` event and doctor's output).
+    """
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+class CameraLibraryError(CameraError):
+    """The camera library itself cannot be loaded: an install problem, not a cable; doctor fails the install."""
 
 
 class FrameError(FacegateError):

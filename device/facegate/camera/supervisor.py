@@ -21,6 +21,10 @@ from facegate.config import CameraConfig
 log = logging.getLogger(__name__)
 
 
+class _OpenFailed(CameraError):
+    """An unexpected exception from a source's open(): reported and retried like any camera outage."""
+
+
 def make_source(config: CameraConfig) -> FrameSource:
     source = config.source
     if source.startswith("replay:"):
@@ -56,7 +60,12 @@ class CameraSupervisor:
         while not self.stop.is_set():
             try:
                 if not opened:
-                    self.source.open()
+                    try:
+                        self.source.open()
+                    except CameraError:
+                        raise
+                    except Exception as exc:  # a library that fails to load or open in any way is a camera outage
+                        raise _OpenFailed(f"{type(exc).__name__}: {exc}") from exc
                     opened = True
                 frame = self.source.read()
             except FrameError as exc:
@@ -66,8 +75,9 @@ class CameraSupervisor:
                 continue
             except CameraError as exc:
                 if not failing:
-                    log.error("camera error: %s", exc)
-                    self.emit("camera_error", error=str(exc))
+                    error, fix = str(exc), exc.fix
+                    log.error("camera error: %s%s", error, f" (fix: {fix})" if fix else "")
+                    self.emit("camera_error", error=error, **({"fix": fix} if fix else {}))
                     failing = True
                 self._close_quietly()
                 opened = False

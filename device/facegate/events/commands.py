@@ -54,15 +54,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from facegate.config import CommandsConfig, ConfigError
 from facegate.errors import FacegateError
 from facegate.events.communicator import Command
 from facegate.events.ha_codes import CodeBook, load_code_hashes
+
+if TYPE_CHECKING:  # cryptography (~7 MB resident on x86) is imported only where Ed25519 keys are configured
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = [
     "ACTIONS",
@@ -164,6 +164,10 @@ def load_hmac_key(config: CommandsConfig) -> bytes | None:
 
 
 def _load_public_keys(config: CommandsConfig) -> list[Ed25519PublicKey]:
+    if not config.ed25519_public_keys:
+        return []
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     keys = []
     for i, text in enumerate(config.ed25519_public_keys):
         try:
@@ -338,8 +342,10 @@ class CommandVerifier:
                 raw = base64.b64decode(sig, validate=True)
             except (binascii.Error, ValueError):
                 return False
-            if len(raw) != 64:
+            if len(raw) != 64 or not self._public_keys:
                 return False
+            from cryptography.exceptions import InvalidSignature
+
             for key in self._public_keys:
                 try:
                     key.verify(raw, message)

@@ -31,7 +31,9 @@ class EmbeddingIndex:
         template's share of the shift is computed here, once, so a search costs one subtraction more.
         """
         order = np.argsort(np.asarray(person_ids, dtype=object), kind="stable")
-        self._matrix = np.ascontiguousarray(embeddings[order] if person_ids else embeddings, dtype=np.float32)
+        if person_ids and not np.array_equal(order, np.arange(len(order))):
+            embeddings = embeddings[order]  # the gallery streams rows already sorted: no copy then
+        self._matrix = np.ascontiguousarray(embeddings, dtype=np.float32)
         sorted_ids = [person_ids[i] for i in order]
         starts = [i for i in range(len(sorted_ids)) if i == 0 or sorted_ids[i] != sorted_ids[i - 1]]
         self._starts = np.asarray(starts, dtype=np.intp)

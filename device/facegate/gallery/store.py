@@ -310,6 +310,10 @@ class Gallery:
             for r in rows
         ]
 
+    def names(self) -> dict[str, str | None]:
+        """person id -> display name, without the metadata persons() parses (the service keeps only this)."""
+        return dict(self._db.execute("SELECT id, name FROM persons").fetchall())
+
     def person(self, person_id: str) -> dict[str, Any] | None:
         return next((p for p in self.persons() if p["id"] == person_id), None)
 
@@ -319,8 +323,36 @@ class Gallery:
         return int(persons), int(templates)
 
     def build_index(self, calibration: FairCalibration | None = None) -> EmbeddingIndex:
-        rows = self._db.execute("SELECT person_id, embedding FROM templates").fetchall()
-        if not rows:
+        """The search matrix, streamed row by row into one float32 array already in person order.
+
+        No list of all rows and no reordering copy (the person_id index gives the order; a window COUNT would
+        make SQLite buffer every row): building a 10k-person index peaks near the matrix itself, which on a
+        small Pi is the difference between fitting and not. The count only sizes the array; rows added between
+        the two statements grow it.
+        """
+        count = int(self._db.execute("SELECT COUNT(*) FROM templates").fetchone()[0])
+        ids: list[str] = []
+        blobs: list[bytes] = []
+        matrix: np.ndarray | None = None
+
+        def flush() -> None:  # 1024 rows at a time: one frombuffer per chunk, not per row (start-up time)
+            nonlocal matrix
+            chunk = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
+            done = len(ids) - len(blobs)
+            if matrix is None:
+                matrix = np.empty((max(count, len(ids)), chunk.shape[1]), dtype=np.float32)
+            elif len(ids) > matrix.shape[0]:
+                matrix = np.concatenate([matrix, np.empty((len(ids), matrix.shape[1]), dtype=np.float32)])
+            matrix[done:len(ids)] = chunk
+            blobs.clear()
+
+        for person_id, blob in self._db.execute("SELECT person_id, embedding FROM templates ORDER BY person_id"):
+            ids.append(person_id)
+            blobs.append(blob)
+            if len(blobs) == 1024:
+                flush()
+        if blobs:
+            flush()
+        if matrix is None:
             return EmbeddingIndex([], np.zeros((0, 0), dtype=np.float32), calibration)
-        matrix = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows])
-        return EmbeddingIndex([r[0] for r in rows], matrix, calibration)
+        return EmbeddingIndex(ids, matrix[: len(ids)], calibration)
