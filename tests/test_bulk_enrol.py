@@ -25,10 +25,10 @@ from facegate.enrolment.sources import (
     FolderPhotos,
     ZipLimits,
     ZipPhotos,
-    image_pixels,
     parse_people_csv,
 )
 from facegate.gallery.store import Gallery
+from facegate.imageio import image_dimensions
 
 sys.path.insert(0, str(ROOT / "tools"))
 from demo import augment, shipped_photos
@@ -258,10 +258,13 @@ def test_archives_too_big_or_with_too_many_members_are_refused_whole(tmp_path) -
     assert ZipLimits().max_members == 10_000  # the console's defaults
 
 
-def test_image_pixels_reads_real_headers(staff) -> None:  # type: ignore[no-untyped-def]
-    assert image_pixels((staff / "astro" / "front.jpg").read_bytes()) == 512 * 512
-    assert image_pixels((staff / "astro" / "tilted.png").read_bytes()) == 512 * 512
-    assert image_pixels(b"GIF89a") is None
+def test_photo_sizes_are_read_from_real_headers(staff) -> None:  # type: ignore[no-untyped-def]
+    from facegate.enrolment.sources import check_photo_bytes
+
+    assert image_dimensions((staff / "astro" / "front.jpg").read_bytes()) == ("JPEG", 512, 512)
+    assert image_dimensions((staff / "astro" / "tilted.png").read_bytes()) == ("PNG", 512, 512)
+    assert check_photo_bytes((staff / "astro" / "front.jpg").read_bytes()) is None
+    assert "size can be read" in (check_photo_bytes(b"GIF89a") or "")
 
 
 def _tiny_giants() -> dict[str, bytes]:
@@ -285,11 +288,13 @@ def test_every_format_opencv_decodes_is_sized_before_decoding() -> None:
     for kind, data in _tiny_giants().items():
         reason = check_photo_bytes(data)
         assert reason is not None, f"a {len(data)}-byte {kind} declaring a giant image would be decoded"
-    for ext in (".bmp", ".tiff", ".webp", ".png", ".jpg"):
+    for ext in (".bmp", ".webp", ".png", ".jpg", ".ppm"):
         ok, encoded = cv2.imencode(ext, np.zeros((48, 64, 3), np.uint8))
         assert ok
-        assert image_pixels(encoded.tobytes()) == 48 * 64, ext
+        assert image_dimensions(encoded.tobytes())[1:] == (64, 48), ext  # type: ignore[index]
         assert check_photo_bytes(encoded.tobytes()) is None, ext
+    ok, tiff = cv2.imencode(".tiff", np.zeros((48, 64, 3), np.uint8))
+    assert ok and check_photo_bytes(tiff.tobytes()) is not None  # no header reader for TIFF: never decoded
 
 
 # ------------------------------------------------------------------ real people (../shared, when present)

@@ -19,7 +19,6 @@ import csv
 import io
 import os
 import stat
-import struct
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from facegate.errors import FacegateError
+from facegate.imageio import image_dimensions
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -36,7 +36,6 @@ __all__ = [
     "Photo",
     "ZipLimits",
     "ZipPhotos",
-    "image_pixels",
     "parse_people_csv",
 ]
 
@@ -108,74 +107,19 @@ def _bad_person_id(person_id: str) -> str | None:
     return None
 
 
-def image_pixels(data: bytes) -> int | None:
-    """Width x height from a PNG or JPEG header without decoding; None for other formats or a broken header."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        return int(width) * int(height)
-    if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 <= len(data):
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            if marker == 0xFF:  # fill byte
-                i += 1
-                continue
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                i += 2
-                continue
-            (length,) = struct.unpack(">H", data[i + 2:i + 4])
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
-                height, width = struct.unpack(">HH", data[i + 5:i + 9])
-                return int(width) * int(height)
-            i += 2 + length
-        return None
-    if data[:2] == b"BM" and len(data) >= 26:  # BMP: the DIB header's width and height (negative: top-down)
-        if struct.unpack("<I", data[14:18])[0] == 12:
-            width, height = struct.unpack("<HH", data[18:22])
-        else:
-            width, height = struct.unpack("<ii", data[18:26])
-        return abs(int(width)) * abs(int(height))
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
-        chunk = data[12:16]
-        if chunk == b"VP8X":
-            return (int.from_bytes(data[24:27], "little") + 1) * (int.from_bytes(data[27:30], "little") + 1)
-        if chunk == b"VP8L":
-            (bits,) = struct.unpack("<I", data[21:25])
-            return ((int(bits) & 0x3FFF) + 1) * (((int(bits) >> 14) & 0x3FFF) + 1)
-        if chunk == b"VP8 ":
-            width, height = struct.unpack("<HH", data[26:30])
-            return (int(width) & 0x3FFF) * (int(height) & 0x3FFF)
-        return None
-    if data[:4] in (b"II*\0", b"MM\0*"):  # TIFF: width and height tags of the first image
-        order = "<" if data[:2] == b"II" else ">"
-        try:
-            (ifd,) = struct.unpack(order + "I", data[4:8])
-            (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
-            sizes = {}
-            for k in range(count):
-                tag, kind = struct.unpack(order + "HH", data[ifd + 2 + 12 * k:ifd + 6 + 12 * k])
-                value = data[ifd + 10 + 12 * k:ifd + 14 + 12 * k]
-                if tag in (256, 257):
-                    sizes[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), value[:2 if kind == 3 else 4])[0]
-        except struct.error:
-            return None
-        return int(sizes[256]) * int(sizes[257]) if len(sizes) == 2 else None
-    return None
-
-
 def check_photo_bytes(data: bytes) -> str | None:
     """Why these bytes are not decoded (too big, too many pixels, a size that cannot be read first), or None.
 
     OpenCV picks the decoder by content, not by the file name, and decodes a few hundred bytes of BMP, TIFF,
-    PGM or HDR into hundreds of megapixels: so only the formats whose size is read here are decoded at all.
+    PGM or HDR into hundreds of megapixels: so only the formats whose size ``facegate.imageio`` reads from the
+    header are decoded at all.
     """
     if len(data) > MAX_PHOTO_BYTES:
         return f"file larger than {MAX_PHOTO_BYTES // (1024 * 1024)} MiB"
-    pixels = image_pixels(data)
-    if pixels is None:
-        return "not a JPEG, PNG, BMP, WebP or TIFF image whose size can be read before decoding"
+    header = image_dimensions(data)  # the same header reader decode_image uses
+    if header is None:
+        return "not a JPEG, PNG, BMP, WebP or PNM image whose size can be read before decoding"
+    pixels = header[1] * header[2]
     if pixels > MAX_IMAGE_PIXELS:
         return f"image has {pixels / 1e6:.0f} megapixels (at most {MAX_IMAGE_PIXELS // 1_000_000})"
     return None

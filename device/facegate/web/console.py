@@ -29,8 +29,9 @@ import numpy as np
 
 from facegate import __version__
 from facegate.access.policy import AccessPolicy, PolicyError
-from facegate.errors import FacegateError, GalleryError
+from facegate.errors import FacegateError, GalleryError, ImageError
 from facegate.gallery.store import Gallery, NewTemplate
+from facegate.imageio import decode_image
 from facegate.web.accounts import UserStore
 from facegate.web.hub import EventHub
 from facegate.web.live import LiveFace, LiveSlot
@@ -304,17 +305,17 @@ class Console:
 
     def upload_photo(self, user: str, person_id: str, data: bytes, filename: str) -> dict[str, Any]:
         from facegate.enrolment.photo import assess
-        from facegate.enrolment.sources import check_photo_bytes
+        from facegate.enrolment.sources import MAX_IMAGE_PIXELS, check_photo_bytes
 
         # The same size gate as `facegate enroll`: a few KB of PNG/BMP/PGM can decode to gigabytes in the
         # service's own process (the door's), so only images whose size is read and bounded first are decoded.
         problem = check_photo_bytes(data)
         if problem is not None:
             raise ConsoleError(f"{filename}: {problem}", 413 if "megapixels" in problem or "MiB" in problem else 400)
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ConsoleError(f"{filename}: not an image this device can read (JPEG, PNG, BMP, WebP)")
-        rgb = np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        try:
+            rgb = np.ascontiguousarray(decode_image(data, filename, max_pixels=MAX_IMAGE_PIXELS))
+        except ImageError as exc:
+            raise ConsoleError(str(exc)) from None
         with self._pipeline_lock:
             template, reason = assess(self.pipeline(), rgb, filename)
         if template is None:
