@@ -19,6 +19,7 @@ from facegate.access.door import Door  # noqa: E402
 from facegate.config import DoorConfig, OsdpConfig  # noqa: E402
 from facegate.panel.osdp_pd import OsdpReader  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
+from recorded_events import Events  # noqa: E402
 
 KEY = bytes.fromhex("8c1f5a2e9b7d4c3a0f6e1d2c3b4a5968")
 WRONG = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -52,20 +53,6 @@ class CutChannel(osdp.Channel):  # type: ignore[misc]
 
     def flush(self) -> None:
         pass
-
-
-class Events:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.items: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, type: str, **fields: Any) -> None:
-        with self.lock:
-            self.items.append((type, fields))
-
-    def of(self, type: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [f for t, f in self.items if t == type]
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:

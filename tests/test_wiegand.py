@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from typing import Any
 
@@ -13,6 +12,7 @@ from facegate.panel.wiegand import FORMATS, CardFormatError, decode, encode, to_
 from facegate.panel.wiegand_tx import WiegandOutput
 from gpiozero.pins.mock import MockFactory
 from pydantic import ValidationError
+from recorded_events import Events
 
 D0, D1 = 23, 24
 
@@ -23,20 +23,6 @@ H10301_18_12345 = "0" + "00010010" + "0011000000111001" + "1"
 # 34-bit, facility 1000 = 0000001111101000 (six 1s -> even parity 0), card 54321 = 1101010000110001
 # (seven 1s -> odd parity 0).
 W34_1000_54321 = "0" + "0000001111101000" + "1101010000110001" + "0"
-
-
-class Events:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.items: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, type: str, **fields: Any) -> None:
-        with self.lock:
-            self.items.append((type, fields))
-
-    def of(self, type: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [f for t, f in self.items if t == type]
 
 
 def pulses_from(pin: Any, active: bool) -> list[tuple[float, float]]:
