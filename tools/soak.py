@@ -18,17 +18,22 @@ every replayed visit decided (a grant and an unknown_face per loop), no bogus co
     python tools/soak.py --minutes 60 --out reports/soak            # the default run: 60 min
     python tools/soak.py --minutes 15 --broker-restart-minutes 2    # shorter
 
-``--console-url URL`` is the hook for the web console (built separately): when given, a client streams the
-live view from URL for the whole run and its bytes, reconnects and errors go into the report. Without it
-nothing of the console is needed.
+``--console`` turns the service's own web console on (loopback, plain HTTP, a free port), creates an admin
+account in the soak's state dir, and a client signs in (POST /api/login) and streams ``/api/live.mjpg`` and
+``/api/events`` for the whole run, signing in again and reconnecting after any drop; frames, events, longest
+silence per stream and errors go into the report's ``console`` field (and one more pass criterion: both
+streams flowed, no silence over ``--console-max-gap-seconds``). ``--console-url URL`` is the older generic hook:
+it streams any URL without signing in and counts bytes (``console.url_hook``).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -40,6 +45,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +70,7 @@ from facegate.sync.export import export_bundle  # noqa: E402
 from facegate.sync.keys import generate_keypair, key_id, public_key_b64  # noqa: E402
 from facegate.vision.embedder import l2_normalise  # noqa: E402
 from facegate.vision.pipeline import FacePipeline  # noqa: E402
+from facegate.web.accounts import UserStore  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 DEVICE = "soak"
@@ -184,6 +191,125 @@ class ConsoleStream:
 
     def report(self) -> dict[str, Any]:
         return {"url": self.url, "bytes": self.bytes, "connects": self.connects, "errors": dict(self.errors)}
+
+
+class ConsoleClient:
+    """A signed-in console user (``--console``): streams ``/api/live.mjpg`` and ``/api/events`` for the whole run.
+
+    Each stream has its own thread and connection, counts whole JPEG frames (checked SOI/EOI) and SSE events
+    (``data:`` lines; their event_ids are kept to compare with what the outbox stored), reconnects after any
+    drop and signs in again when the server answers 401 (session expired, or lost). The longest silence on each
+    stream is a figure: the run's console criterion is that both streams kept flowing.
+    """
+
+    def __init__(self, port: int, user: str, password: str, stop: threading.Event) -> None:
+        self.port, self.user, self.password, self.stop = port, user, password, stop
+        self.cookie: str | None = None
+        self.cookie_lock = threading.Lock()
+        self.logins = 0
+        self.live: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.event_ids: set[str] = set()
+        self.longest_gap: dict[str, float] = {"live": 0.0, "events": 0.0}
+        self.threads = [threading.Thread(target=self._loop, args=(name, reader), name=f"soak-console-{name}",
+                                         daemon=True)
+                        for name, reader in [("live", self._read_mjpeg), ("events", self._read_sse)]]
+        for thread in self.threads:
+            thread.start()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+    def _login(self) -> str:
+        """POST /api/login with JSON, as the console's page does; returns the session cookie."""
+        conn = self._connection()
+        try:
+            conn.request("POST", "/api/login", json.dumps({"user": self.user, "password": self.password}),
+                         {"Content-Type": "application/json"})
+            res = conn.getresponse()
+            res.read()
+            if res.status != 200:
+                raise RuntimeError(f"login answered {res.status}")
+            self.logins += 1
+            return (res.getheader("Set-Cookie") or "").split(";")[0]
+        finally:
+            conn.close()
+
+    def _loop(self, name: str, reader: Any) -> None:
+        path = {"live": "/api/live.mjpg", "events": "/api/events"}[name]
+        last: float | None = None  # the first item starts the clock (model loading is not a gap)
+        while not self.stop.is_set():
+            try:
+                with self.cookie_lock:
+                    if self.cookie is None:
+                        self.cookie = self._login()
+                    cookie = self.cookie
+                conn = self._connection()
+                try:
+                    conn.request("GET", path, headers={"Cookie": cookie})
+                    res = conn.getresponse()
+                    if res.status == 401:
+                        with self.cookie_lock:
+                            if self.cookie == cookie:
+                                self.cookie = None
+                        self.errors[f"{name}_401"] += 1
+                        continue
+                    if res.status != 200:
+                        raise RuntimeError(f"{path} answered {res.status}")
+                    counts = self.live if name == "live" else self.events
+                    counts["connects"] += 1
+                    for _ in reader(res):
+                        now = time.monotonic()
+                        if last is not None:
+                            self.longest_gap[name] = max(self.longest_gap[name], now - last)
+                        last = now
+                        if self.stop.is_set():
+                            break
+                finally:
+                    conn.close()
+            except Exception as exc:  # any failure is a figure for the report, never the end of the soak
+                self.errors[f"{name}_{type(exc).__name__}"] += 1
+            self.stop.wait(1.0)
+
+    def _read_mjpeg(self, res: http.client.HTTPResponse) -> Iterator[None]:
+        while line := res.readline():
+            if line.strip() != b"--frame":
+                continue
+            length = 0
+            while (header := res.readline().strip()) and header:
+                key, _, value = header.partition(b":")
+                if key.strip().lower() == b"content-length":
+                    length = int(value)
+            jpeg = res.read(length)
+            whole = len(jpeg) == length > 0 and jpeg[:2] == b"\xff\xd8" and jpeg[-2:] == b"\xff\xd9"
+            self.live["frames" if whole else "bad_frames"] += 1
+            self.live["bytes"] += len(jpeg)
+            yield None
+
+    def _read_sse(self, res: http.client.HTTPResponse) -> Iterator[None]:
+        while line := res.readline():
+            if line.startswith(b": "):
+                self.events["keepalives"] += 1
+                yield None
+            elif line.startswith(b"data: "):
+                try:
+                    event = json.loads(line[6:])
+                    self.event_ids.add(str(event["event_id"]))
+                    self.events["received"] += 1
+                except (ValueError, KeyError, TypeError):
+                    self.events["unparsable"] += 1
+                yield None
+
+    def report(self, stored: dict[str, str]) -> dict[str, Any]:
+        """``stored``: event_id -> type of every event the outbox accepted (SSE has no replay: events before
+        the stream connected, or while it was reconnecting, are not seen there, and that is no loss)."""
+        unseen = Counter(kind for event_id, kind in stored.items() if event_id not in self.event_ids)
+        return {"port": self.port, "logins": self.logins, "live": dict(self.live), "events": dict(self.events),
+                "stored_events": len(stored), "stored_events_seen_on_sse": len(stored) - unseen.total(),
+                "stored_not_seen_on_sse_by_type": dict(unseen),
+                "longest_gap_seconds": {k: round(v, 1) for k, v in self.longest_gap.items()},
+                "errors": dict(self.errors)}
 
 
 # ------------------------------------------------------------------ the replay and galleries
@@ -333,6 +459,11 @@ def main() -> int:
     ap.add_argument("--drain-seconds", type=float, default=120.0, help="after the run: time allowed to deliver")
     ap.add_argument("--console-url", default=None,
                     help="HOOK: stream the web console's live view from this URL during the run (optional)")
+    ap.add_argument("--console", action="store_true",
+                    help="turn the service's web console on (loopback, plain HTTP), sign in as an admin and stream "
+                         "the live view and the event stream for the whole run")
+    ap.add_argument("--console-max-gap-seconds", type=float, default=30.0,
+                    help="--console passes if neither stream was silent longer than this")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "soak")
     ap.add_argument("--seed", type=int, default=13)
     args = ap.parse_args()
@@ -347,6 +478,7 @@ def main() -> int:
     broker = Broker(work)
     broker.start()
     collector = Collector(broker.port)
+    web_port = free_port()
     config = parse_config({
         "device_id": DEVICE, "state_dir": str(work / "state"),
         "camera": {"source": f"replay:{work / 'frames'}", "fps": args.fps, "loop": True},
@@ -357,7 +489,11 @@ def main() -> int:
         "commands": {"hmac_key": HMAC_KEY.hex()},
         "sync": {"public_keys": [public_b64], "topic": SYNC_TOPIC},
         "liveness": {"enabled": False},  # the visitors are photographs pasted into frames
+        "web": {"enabled": args.console, "port": web_port},
     })
+    console_password = secrets.token_urlsafe(18)
+    if args.console:
+        UserStore(config.state_dir).add("soak-admin", "admin", console_password)
     source = TimedSource(work / "frames", args.fps, loop=True)
     service = Service(config, source=source, pin_factory=MockFactory())
 
@@ -384,7 +520,8 @@ def main() -> int:
     started = time.monotonic()
     runner.start()
     stop = threading.Event()
-    console = ConsoleStream(args.console_url, stop) if args.console_url else None
+    hook = ConsoleStream(args.console_url, stop) if args.console_url else None
+    client = ConsoleClient(web_port, "soak-admin", console_password, stop) if args.console else None
 
     samples: list[dict[str, Any]] = []
     commands = Counter[str]()
@@ -413,6 +550,7 @@ def main() -> int:
                     "python_threads": threading.active_count(), "outbox": len(service.outbox),
                     "fps": round(service.stats.fps, 2), "frames": service.stats.frames, "broker_up": broker.up,
                     "latency_ms": round(statistics.median(new), 1) if new else None,
+                    "load1": round(os.getloadavg()[0], 2),  # the machine's, to say how shared the CPU was
                 })
                 print(f"soak: {samples[-1]}", file=sys.stderr, flush=True)
             if now >= next_restart:
@@ -480,8 +618,18 @@ def main() -> int:
         "every_visit_decided": not undecided,
         "no_bogus_command_accepted": not forged_accepted,
     }
+    console: dict[str, Any] | None = None
+    if client is not None:
+        console = client.report(stored)
+        gaps = console["longest_gap_seconds"]
+        verdict["console_streamed_whole_run"] = (console["live"].get("frames", 0) > 0
+                                                 and console["events"].get("received", 0) > 0
+                                                 and max(gaps.values()) <= args.console_max_gap_seconds)
+    if hook is not None:
+        console = {**(console or {}), "url_hook": hook.report()}
     report = {
-        "machine": "2-core x86 VM shared with 6 other developers' sessions (figures are under that load)",
+        "machine": f"{os.cpu_count()}-core x86 VM shared with other jobs (figures are under that load)",
+        "load1": trend(samples, "load1"),
         "minutes": round(ran / 60, 1), "fps_target": args.fps, "persons": args.persons + 1,
         "broker": {"restarts": broker.restarts, "restart_every_minutes": args.broker_restart_minutes},
         "events": {"stored": len(stored), "delivered_unique": len(set(stored) & set(delivered)),
@@ -496,7 +644,7 @@ def main() -> int:
         "latency_ms": {"median": round(statistics.median(latencies), 1) if latencies else None,
                        "p95": round(float(np.percentile(latencies, 95)), 1) if latencies else None,
                        "max": round(max(latencies), 1) if latencies else None, "count": len(latencies)},
-        "faults": faults, "console": console.report() if console else None,
+        "faults": faults, "console": console,
         "pass": verdict, "passed": all(verdict.values()), "samples": samples,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }

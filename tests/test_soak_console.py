@@ -1,0 +1,44 @@
+"""The soak's console client (tools/soak.py --console) against the real console: it streams, and when its
+session ends under it (here: the admin's password is set again, which ends every session of that user) it
+signs in again and the live view and the event stream resume."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from facegate.web.accounts import UserStore
+from webconsole import ADMIN, ADMIN_PASSWORD, running_door
+
+soak = importlib.import_module("soak")  # tools/soak.py: tools/ is on sys.path once webconsole is imported
+
+
+def wait_for(what: str, done: Callable[[], bool], seconds: float = 90.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_console_client_streams_and_signs_in_again_when_its_session_ends(tmp_path: Path) -> None:
+    with running_door(tmp_path) as door:
+        stop = threading.Event()
+        client = soak.ConsoleClient(door.port, ADMIN, ADMIN_PASSWORD, stop)
+        try:
+            wait_for("frames and events", lambda: client.live["frames"] >= 5 and client.events["received"] >= 1)
+            before = client.live["frames"]
+            UserStore(door.state_dir).passwd(ADMIN, ADMIN_PASSWORD)  # a new hash: the old session is void
+            wait_for("a second sign-in and both streams back",
+                     lambda: client.logins >= 2 and client.live["connects"] >= 2 and client.events["connects"] >= 2)
+            wait_for("frames after the sign-in", lambda: client.live["frames"] >= before + 5)
+        finally:
+            stop.set()
+        report = client.report({e["event_id"]: e["type"] for e in door.events()})
+        assert report["errors"].get("live_401", 0) >= 1
+        assert report["live"].get("bad_frames", 0) == 0
+        assert report["stored_events_seen_on_sse"] >= 1
+        assert report["stored_events"] == report["stored_events_seen_on_sse"] + sum(
+            report["stored_not_seen_on_sse_by_type"].values())
