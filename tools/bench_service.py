@@ -36,8 +36,8 @@ from facegate.config import parse_config  # noqa: E402
 from facegate.gallery.store import Gallery, NewTemplate  # noqa: E402
 from facegate.imageio import read_image  # noqa: E402
 from facegate.service import Service  # noqa: E402
-from facegate.vision.embedder import l2_normalise  # noqa: E402
 from facegate.vision.pipeline import FacePipeline  # noqa: E402
+from galleryfill import add_random_persons  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 BACKGROUND_FRAMES = 10
@@ -85,17 +85,9 @@ def build(tmp: Path, persons: int, subject: str | None) -> tuple[Path, Path]:
     pipeline = FacePipeline.from_models_dir()
     best = pipeline.process(enrol_image, largest_only=True)[0]
     db = tmp / "gallery.db"
-    rng = np.random.default_rng(0)
-    vectors = l2_normalise(rng.normal(size=(persons, pipeline.embedder.dim)).astype(np.float32))
     with Gallery(db) as g:
         g.enroll("astronaut", [NewTemplate(best.embedding, {})], pipeline.embedder_sha256)
-        with g.transaction() as conn:
-            conn.executemany("INSERT INTO persons (id, name, metadata, created_at, updated_at) VALUES (?,?,?,0,0)",
-                             [(f"p{i}", f"Person {i}", "{}") for i in range(persons)])
-            conn.executemany("INSERT INTO templates (person_id, embedding, embedder_sha256, quality, created_at) "
-                             "VALUES (?,?,?,'{}',0)",
-                             [(f"p{i}", v.astype("<f4").tobytes(), pipeline.embedder_sha256)
-                              for i, v in enumerate(vectors)])
+        add_random_persons(g, persons, pipeline.embedder_sha256, pipeline.embedder.dim)
     return frames, db
 
 

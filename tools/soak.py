@@ -68,9 +68,9 @@ from facegate.sync.apply import apply_bundle  # noqa: E402
 from facegate.sync.bundle import verify_bundle  # noqa: E402
 from facegate.sync.export import export_bundle  # noqa: E402
 from facegate.sync.keys import generate_keypair, key_id, public_key_b64  # noqa: E402
-from facegate.vision.embedder import l2_normalise  # noqa: E402
 from facegate.vision.pipeline import FacePipeline  # noqa: E402
 from facegate.web.accounts import UserStore  # noqa: E402
+from galleryfill import add_random_persons  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 DEVICE = "soak"
@@ -358,17 +358,9 @@ def build_galleries(work: Path, persons: int, key: Ed25519PrivateKey) -> tuple[P
     astronaut = shipped_photos()[0]
     best = pipeline.process(astronaut, largest_only=True)[0]
     admin = work / "admin.db"
-    rng = np.random.default_rng(0)
-    vectors = l2_normalise(rng.normal(size=(persons, pipeline.embedder.dim)).astype(np.float32))
     with Gallery(admin) as g:
         g.enroll("astronaut", [NewTemplate(best.embedding, {})], pipeline.embedder_sha256, name="Eileen Collins")
-        with g.transaction() as conn:
-            conn.executemany("INSERT INTO persons (id, name, metadata, created_at, updated_at) VALUES (?,?,?,0,0)",
-                             [(f"p{i}", f"Person {i}", "{}") for i in range(persons)])
-            conn.executemany("INSERT INTO templates (person_id, embedding, embedder_sha256, quality, created_at) "
-                             "VALUES (?,?,?,'{}',0)",
-                             [(f"p{i}", v.astype("<f4").tobytes(), pipeline.embedder_sha256)
-                              for i, v in enumerate(vectors)])
+        add_random_persons(g, persons, pipeline.embedder_sha256, pipeline.embedder.dim)
         full = export_bundle(g, key)
     public = key.public_key()
     door = work / "state" / "gallery.db"
