@@ -59,54 +59,49 @@ def numpy_fix() -> str:
 
 
 @dataclass(frozen=True)
-class NumpyState:
+class CheckState:
+    """One Pi check's outcome, in the shape doctor reports (``ok``, ``detail``, ``fix``)."""
+
     ok: bool
     detail: str
     fix: str = ""
 
 
-def numpy_state(site: Path = SYSTEM_SITE) -> NumpyState:
+def numpy_state(site: Path = SYSTEM_SITE) -> CheckState:
     """Is the numpy this Python imports the one apt's compiled packages (python3-picamera2's stack) expect?"""
     import numpy
 
     loaded = str(numpy.__version__)
     where = Path(numpy.__file__).resolve().parent.parent
     if str(site) not in sys.path:
-        return NumpyState(True, f"numpy {loaded} ({where}); apt's packages are not on this Python's path, "
+        return CheckState(True, f"numpy {loaded} ({where}); apt's packages are not on this Python's path, "
                                 "so nothing can conflict")
     system = system_numpy_version(site)
     if system is None:
-        return NumpyState(True, f"numpy {loaded} ({where}); no apt numpy (python3-numpy) to conflict with")
+        return CheckState(True, f"numpy {loaded} ({where}); no apt numpy (python3-numpy) to conflict with")
     if where == site.resolve():
-        return NumpyState(True, f"numpy {loaded} is the system's (python3-numpy, {site})")
+        return CheckState(True, f"numpy {loaded} is the system's (python3-numpy, {site})")
     if abi_compatible(system, loaded):
-        return NumpyState(True, f"numpy {loaded} from {where} shadows the system numpy {system}; ABI-compatible "
+        return CheckState(True, f"numpy {loaded} from {where} shadows the system numpy {system}; ABI-compatible "
                                 f"(extensions built against {system} run on {loaded})")
-    return NumpyState(False, f"numpy {loaded} from {where} shadows the system numpy {system} that apt's "
+    return CheckState(False, f"numpy {loaded} from {where} shadows the system numpy {system} that apt's "
                              "python3-picamera2 stack (python3-simplejpeg) is compiled against: "
                              "'from picamera2 import Picamera2' fails with 'numpy.dtype size changed'",
                       numpy_fix())
 
 
-@dataclass(frozen=True)
-class GroupsState:
-    ok: bool
-    detail: str
-    fix: str = ""
-
-
-def groups_state(user: str = SERVICE_USER) -> GroupsState:
+def groups_state(user: str = SERVICE_USER) -> CheckState:
     """The service user is in the groups that own the GPIO and camera device nodes."""
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
-        return GroupsState(True, f"no '{user}' user here (not installed with deploy/install-pi.sh): skipped")
+        return CheckState(True, f"no '{user}' user here (not installed with deploy/install-pi.sh): skipped")
     member = {g.gr_name for g in grp.getgrall() if user in g.gr_mem}
     with contextlib.suppress(KeyError):
         member.add(grp.getgrgid(entry.pw_gid).gr_name)
     missing = [g for g in DEVICE_GROUPS if g not in member]
     if missing:
-        return GroupsState(False, f"'{user}' is not in the group(s) {', '.join(missing)}",
+        return CheckState(False, f"'{user}' is not in the group(s) {', '.join(missing)}",
                            f"sudo usermod -a -G {','.join(missing)} {user} && sudo systemctl restart facegate")
     closed = []
     for patterns in DEVICE_GROUPS.values():
@@ -120,8 +115,8 @@ def groups_state(user: str = SERVICE_USER) -> GroupsState:
                 if owner_group not in member and not st.st_mode & stat.S_IROTH:
                     closed.append(f"{dev} ({owner_group}, {stat.filemode(st.st_mode)})")
     if closed:
-        return GroupsState(False, f"'{user}' cannot open {', '.join(closed)}",
+        return CheckState(False, f"'{user}' cannot open {', '.join(closed)}",
                            "give the devices to the group with a udev rule (Raspberry Pi OS ships one), e.g. "
                            'SUBSYSTEM=="gpio", GROUP="gpio", MODE="0660" in /etc/udev/rules.d/60-facegate.rules')
     here = "" if os.geteuid() == entry.pw_uid else f" (checked for '{user}')"
-    return GroupsState(True, f"'{user}' is in {', '.join(sorted(DEVICE_GROUPS))}{here}")
+    return CheckState(True, f"'{user}' is in {', '.join(sorted(DEVICE_GROUPS))}{here}")
