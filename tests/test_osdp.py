@@ -236,8 +236,14 @@ def test_link_drop_and_return_are_reported(tmp_path, pty_pair, factory) -> None:
         reader.send_credential("late", 9)  # the door does not know yet: LibOSDP queues the read
         wait_for(lambda: events.of("osdp_offline"), 15, "osdp_offline")  # LibOSDP's PD gives up after 8 s
         assert events.of("osdp_offline")[0]["reason"] == "no_polls" and reader.status()["online"] is False
-        late = [e for e in events.of("credential_failed") if e["person_id"] == "late"]
-        assert [e["reason"] for e in late] == ["not_delivered"]  # flushed, never delivered after the return
+
+        def late() -> list[str]:
+            return [e["reason"] for e in events.of("credential_failed") if e["person_id"] == "late"]
+
+        # The monitor thread reports the flush just after the offline event: wait for it, not race it.
+        wait_for(late, 5, "the queued read reported as not delivered")
+        time.sleep(0.3)
+        assert late() == ["not_delivered"]  # flushed once, never delivered after the return
         reader.send_credential("astro", 7)
         assert events.of("credential_failed")[-1]["reason"] == "panel_offline"
         # The wire is mended; LibOSDP's CP waits minutes before retrying an offline reader, so the panel
