@@ -228,9 +228,13 @@ def test_relock_follows_monotonic_time_when_the_wall_clock_jumps(monkeypatch, fa
     try:
         door.unlock(reason="face")
         monkeypatch.setattr(time, "time", lambda: real() + jump)
-        time.sleep(0.6)
+        deadline = time.monotonic() + 3.0
+        while not door.locked and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert door.locked and [t for t, _ in events] == ["door_unlocked", "door_locked"]
-        assert pulses(factory.pin(17)) == [pytest.approx(0.3, abs=0.15)]
+        # 0.3 s by the monotonic clock (a wall-clock relock would take an hour, or happen at once); the
+        # upper bound leaves room for a late timer on a loaded machine.
+        assert 0.25 <= pulses(factory.pin(17))[0] <= 1.0 and len(pulses(factory.pin(17))) == 1
     finally:
         door.close()
 

@@ -162,18 +162,18 @@ def test_secure_channel_card_read_and_panel_commands_reach_the_pins(tmp_path, pt
         assert panel.cp.submit_command(ADDRESS, {**green, "temporary": True, "control_code": 2, "timer_count": 5})
         wait_for(lambda: led.state is True, 3, "the temporary green")
         wait_for(lambda: led.state is False, 3, "the return to the permanent state")
-        assert led.states[-1].timestamp == pytest.approx(0.5, abs=0.2)
+        assert 0.4 <= led.states[-1].timestamp <= 1.2  # 0.5 s; a timer may fire late on a loaded machine, not early
 
         assert panel.cp.submit_command(ADDRESS, {"command": osdp.Command.Buzzer, "reader": 0, "control_code": 2,
                                                  "on_count": 2, "off_count": 1, "rep_count": 1})
         wait_for(lambda: len(buzzer.states) >= 3, 3, "one beep")  # initial, on, off
         assert [s.state for s in buzzer.states[1:3]] == [True, False]
-        assert buzzer.states[2].timestamp == pytest.approx(0.2, abs=0.15)
+        assert 0.15 <= buzzer.states[2].timestamp <= 0.8  # 0.2 s
 
         assert panel.cp.submit_command(ADDRESS, {"command": osdp.Command.Output, "output_no": 0,
                                                  "control_code": 5, "timer_count": 3})  # temporary on, 0.3 s
         wait_for(lambda: len(relay.states) >= 3, 3, "a relay pulse")
-        assert relay.states[2].timestamp == pytest.approx(0.3, abs=0.15)
+        assert 0.25 <= relay.states[2].timestamp <= 0.9  # 0.3 s
         assert any(e["reason"] == "panel" for e in events.of("door_unlocked"))
 
         factory.pin(TAMPER).drive_high()  # the case is opened

@@ -46,17 +46,17 @@ def test_a_burst_of_changes_is_one_or_two_statuses_with_the_latest_state() -> No
 
 def test_a_change_is_published_within_the_gap_and_the_heartbeat_keeps_going() -> None:
     source = Source()
-    publisher = StatusPublisher(source.build, source.publish, interval_seconds=0.4, min_gap_seconds=0.1)
+    publisher = StatusPublisher(source.build, source.publish, interval_seconds=1.5, min_gap_seconds=0.1)
     publisher.start()
     try:
-        assert wait_until(lambda: len(source.published) >= 1, timeout=2)  # the heartbeat, with no request
-        time.sleep(0.15)
+        assert wait_until(lambda: len(source.published) >= 1, timeout=5)  # the heartbeat, with no request
+        first = time.monotonic()
         source.version = 7
-        asked = time.monotonic()
         publisher.request()
-        assert wait_until(lambda: source.published[-1]["version"] == 7, timeout=1)
-        assert time.monotonic() - asked < 0.35  # not at the next heartbeat
-        assert wait_until(lambda: len(source.published) >= 4, timeout=3)
+        assert wait_until(lambda: source.published[-1]["version"] == 7, timeout=5)
+        # Well before the next heartbeat (due 1.5 s after the first): the change did not wait for it.
+        assert time.monotonic() - first < 1.0 and len(source.published) == 2
+        assert wait_until(lambda: len(source.published) >= 3, timeout=5)  # and the heartbeat goes on
     finally:
         publisher.stop()
 
