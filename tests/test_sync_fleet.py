@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 from broker import find_mosquitto
@@ -16,13 +15,10 @@ import fleet_sim
 def test_fleet_converges_through_a_broker_restart_and_grants() -> None:
     if find_mosquitto() is None:
         pytest.skip("mosquitto binary not found")
-    started = time.monotonic()
     summary = fleet_sim.run(devices=3, persons=200, fps=10, chunk_bytes=16 * 1024, timeout=30)
-    elapsed = time.monotonic() - started
     print(summary)
     assert summary["full"]["chunks"] > 5  # really chunked
     assert summary["full"]["rejections"] == 0 and summary["delta"]["rejections"] == 0
     assert summary["delta"]["upserts"] == 3 and summary["delta"]["deletes"] == 2
     assert summary["delta"]["bytes"] < summary["full"]["bytes"] / 10
     assert summary["granted"] == 3
-    assert elapsed < 40, f"fleet test took {elapsed:.1f} s"
