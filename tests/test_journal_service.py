@@ -61,6 +61,28 @@ def test_every_emitted_event_is_journaled_with_the_outbox_untouched(tmp_path, ph
     assert [json.loads(line)["type"] for line in out.getvalue().splitlines()] == ["access_granted"]
 
 
+def test_a_stop_that_does_not_wait_for_the_broker_still_journals_every_event(tmp_path, photos,  # type: ignore[no-untyped-def]  # noqa: F811
+                                                                             astro_templates, pipeline,  # noqa: F811
+                                                                             factory, monkeypatch) -> None:  # noqa: F811
+    # flush_timeout_seconds = 0 means "do not wait for the broker at stop"; the journal is a local file and
+    # must not lose the last events (it used to be stopped with the same 0 s and drop service_stopped).
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2), ("astro", 10), ("bg", 2)])
+    config = make_config(tmp_path, frames, None, outbox={"flush_timeout_seconds": 0})
+    enrol(config, astro_templates, pipeline)
+    record_many = Journal.record_many
+
+    def slow_card(self: Journal, batch: Any) -> Any:  # an SD card that takes 0.3 s per write
+        time.sleep(0.3)
+        return record_many(self, batch)
+
+    monkeypatch.setattr(Journal, "record_many", slow_card)
+    assert Service(config, pin_factory=factory).run() == 0
+    monkeypatch.undo()
+    journal = journal_rows(config.journal_path)
+    assert [e["event_id"] for e in journal] == [e["event_id"] for e in outbox_rows(config)]
+    assert journal[-1]["type"] == "service_stopped" and "access_granted" in [e["type"] for e in journal]
+
+
 def test_denials_are_journaled_with_their_reason(tmp_path, photos, astro_templates, pipeline,  # type: ignore[no-untyped-def]  # noqa: F811
                                                  factory) -> None:  # noqa: F811
     frames = write_frames(tmp_path / "frames", photos, [("astro", 10)])

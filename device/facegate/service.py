@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from facegate.web.server import ConsoleServer
 
 log = logging.getLogger("facegate.service")
+JOURNAL_STOP_SECONDS = 5.0  # the longest a stop waits for the journal writer's queue to be written
 
 STATUS_INTERVAL_SECONDS = 60.0
 # How often the frame loop looks for gallery changes made outside the service (facegate enroll / gallery
@@ -519,7 +520,9 @@ class Service:
         if pending:
             log.warning("%d events not yet delivered; they stay in the outbox for the next start", pending)
         if self.journal is not None:
-            self.journal.stop(self.config.outbox.flush_timeout_seconds)
+            # Its own bound, not the outbox's: flush_timeout_seconds is how long to wait for a broker (0 = not
+            # at all), while the journal is a local file whose last events (service_stopped) must be written.
+            self.journal.stop(JOURNAL_STOP_SECONDS)
         self.gallery.close()
 
     def install_signal_handlers(self) -> None:
