@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,11 +16,23 @@ from conftest import ROOT
 TOPIC = "facegate/demo-door"
 
 
+def children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return kids
+
+
 def test_demo_stays_online_until_ctrl_c(tmp_path: Path, broker: Mosquitto) -> None:
     with Collector(broker, f"{TOPIC}/#") as seen:
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "tools" / "demo.py"), "--port", str(broker.port), "--dir", str(tmp_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # a hang is reported with every thread's stack
         try:
             seen.wait_for(lambda m: any(x.topic == f"{TOPIC}/availability" and x.text == "online" for x in m),
                           timeout=120)
@@ -32,7 +45,14 @@ def test_demo_stays_online_until_ctrl_c(tmp_path: Path, broker: Mosquitto) -> No
             decisions = [json.loads(x.payload)["type"] for x in seen.on(f"{TOPIC}/events")]
             assert "access_granted" in decisions and "unknown_face" in decisions
             proc.send_signal(signal.SIGINT)  # Ctrl-C
-            out, _ = proc.communicate(timeout=60)
+            try:
+                out, _ = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                for kid in children(proc.pid):  # the service: faulthandler prints every thread's stack
+                    os.kill(kid, signal.SIGABRT)
+                proc.kill()
+                out, _ = proc.communicate(timeout=30)
+                raise AssertionError(f"the demo did not stop within 60 s of Ctrl-C:\n{out[-8000:]}") from None
         finally:
             if proc.poll() is None:
                 proc.kill()

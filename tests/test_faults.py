@@ -438,3 +438,51 @@ def test_sigterm_while_an_event_is_being_stored_still_stops_the_service(tmp_path
     events = [e["type"] for _, e in box.peek(limit=1000)]
     box.close()
     assert events[-1] == "service_stopped" and events.count("door_locked") == 1
+
+
+SIGNAL_UNDER_A_LOCK = r"""
+import os, signal, sys
+from facegate.config import parse_config
+from facegate.service import Service
+from gpiozero.pins.mock import MockFactory
+config = parse_config({"device_id": "sig", "state_dir": sys.argv[1], "camera": {"source": "replay:" + sys.argv[2]},
+                       "door": {"relay_pin": 17, "unlock_seconds": 60}, "mqtt": {"enabled": False},
+                       "liveness": {"enabled": False}})
+factory = MockFactory()
+service = Service(config, pin_factory=factory)
+service.install_signal_handlers()
+service.door.unlock(reason="remote")
+append = service.outbox.append
+def append_then_signal(event):
+    append(event)
+    if event["type"] == "service_started":
+        # The main thread holds stop_event's own lock, as it does for an instant in every stop_event.wait()
+        # (the camera supervisor's back-off): the handler runs right here, inside it.
+        with service.stop_event._cond:
+            os.kill(os.getpid(), signal.SIGTERM)
+service.outbox.append = append_then_signal
+code = service.run()
+print("relay", factory.pin(17).state, "exit", code, flush=True)
+"""
+
+
+def test_sigterm_while_the_main_thread_holds_a_lock_still_stops_the_service(tmp_path, photos) -> None:  # type: ignore[no-untyped-def]
+    """Regression: the handler itself set stop_event (and started a thread), which takes locks the interrupted
+    main thread may hold; now it only writes to a pipe and a watcher thread does the rest."""
+    import sys
+
+    from conftest import ROOT
+
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 200)])
+    try:
+        done = subprocess.run([sys.executable, "-c", SIGNAL_UNDER_A_LOCK, str(tmp_path / "state"), str(frames)],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "device")})
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError("the service hung on SIGTERM") from exc
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "relay False exit 0" in done.stdout  # released, and stopped
+    box = Outbox(tmp_path / "state" / "outbox.db", 1000)
+    events = [e["type"] for _, e in box.peek(limit=1000)]
+    box.close()
+    assert events[-1] == "service_stopped" and events.count("door_locked") == 1

@@ -7,6 +7,7 @@ that the relay is released and the outbox flushed on every way out.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -200,7 +201,9 @@ class Service:
                                      new_person_below=new_person_threshold(config, self.pipeline, self.calibration),
                                      liveness=self.liveness.new_track if self.liveness else None)
         self._last_person: str | None = None
-        self._release_thread: threading.Thread | None = None  # started by a stop signal (install_signal_handlers)
+        self._release_thread: threading.Thread | None = None  # the signal watcher (install_signal_handlers)
+        self._signalled = False  # set by the signal handler
+        self._signal_wake_fd: int | None = None
 
         try:
             self.door = Door(config.door, self.emitter.emit, pin_factory=pin_factory)
@@ -506,8 +509,12 @@ class Service:
         if self.web is not None and self.console is not None:
             self.web.stop()
             self.console.close()
-        if self._release_thread is not None:  # a signal's relay release: its door_locked comes before service_stopped
-            self._release_thread.join(5.0)
+        if self._release_thread is not None:
+            if self._signalled:  # a signal's relay release: its door_locked comes before service_stopped
+                self._release_thread.join(5.0)
+            elif self._signal_wake_fd is not None:  # no signal came: let the watcher end
+                with contextlib.suppress(OSError):
+                    os.write(self._signal_wake_fd, b"\0")
         if self.sync is not None:
             self.sync.stop()
         self.emitter.emit("service_stopped")
@@ -526,19 +533,36 @@ class Service:
         self.gallery.close()
 
     def install_signal_handlers(self) -> None:
-        def release(signum: int) -> None:
-            log.info("signal %d: stopping", signum)
-            self.door.close()  # release the relay first, whatever happens next
+        """SIGTERM/SIGINT release the relay, then stop the service.
+
+        The handler only writes the signal number into a pipe. Python runs a handler on the main thread wherever
+        that was interrupted, possibly holding a lock: the emitter's (SIGTERM during an event write hung the
+        service, found by tests/test_sigkill_service.py), ``stop_event``'s own (while the camera supervisor waits
+        out a back-off), or threading's (starting a thread from a handler needs it). Anything in the handler that
+        takes a lock can deadlock the stop, so a watcher thread, blocked on the pipe from the start, does the
+        work: it releases the relay as soon as the interrupted call lets go of the door/emitter locks, then sets
+        ``stop_event``.
+        """
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        self._signal_wake_fd = write_fd
+
+        def watch() -> None:
+            data = os.read(read_fd, 1)
+            if not data or data[0] == 0:  # the service ended without a signal (shutdown wakes us)
+                return
+            log.info("signal %d: stopping", data[0])
+            try:
+                self.door.close()  # release the relay first, whatever happens next
+            finally:
+                self.stop_event.set()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
-            # Not door.close() in the handler itself: it runs on the main thread wherever that was interrupted,
-            # possibly inside EventEmitter.emit holding its lock, and close() emits door_locked: the service hung
-            # on SIGTERM (found by tests/test_sigkill_service.py). A helper thread releases the relay as soon as
-            # the interrupted call lets go of the door/emitter locks (milliseconds).
-            self._release_thread = threading.Thread(target=release, args=(signum,), name="facegate-release",
-                                                    daemon=True)
-            self._release_thread.start()
-            self.stop_event.set()
+            self._signalled = True  # a plain attribute: no lock
+            with contextlib.suppress(OSError):  # a full pipe means a signal is already on its way
+                os.write(write_fd, bytes([signum]))
 
+        self._release_thread = threading.Thread(target=watch, name="facegate-signals", daemon=True)
+        self._release_thread.start()
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
