@@ -52,7 +52,8 @@ def test_demo_stays_online_until_ctrl_c(tmp_path: Path, broker: Mosquitto) -> No
                     os.kill(kid, signal.SIGABRT)
                 proc.kill()
                 out, _ = proc.communicate(timeout=30)
-                raise AssertionError(f"the demo did not stop within 60 s of Ctrl-C:\n{out[-8000:]}") from None
+                head, tail = out[:3000], out[-8000:]
+                raise AssertionError(f"the demo did not stop within 60 s of Ctrl-C:\n{head}\n...\n{tail}") from None
         finally:
             if proc.poll() is None:
                 proc.kill()

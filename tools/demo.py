@@ -184,26 +184,34 @@ def main(argv: list[str] | None = None) -> int:
     else:
         limit = f" for {args.duration:g} s" if args.duration is not None else ""
         print(f"demo: the replay loops and the door stays online{limit}; press Ctrl-C to stop", flush=True)
+    requested: list[bool] = []  # appended to by a signal handler or the timer: a list append takes no lock
+    proc: subprocess.Popen[str] | None = None
+
+    def stop(_signum: object = None, _frame: object = None) -> None:
+        # Forwarded at once, from the handler itself (a kill takes no lock), instead of through KeyboardInterrupt,
+        # which is raised wherever this loop happens to be; a terminal's Ctrl-C reaches the service too, and a
+        # second SIGINT is harmless to it.
+        requested.append(True)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # the service's own clean stop
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     proc = subprocess.Popen([str(Path(sys.executable).with_name("facegate")), "run", "--config",
                              str(demo / "facegate.toml")], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # the service's own clean stop
-
+    if requested:  # stopped while the service was being started
+        stop()
     timer = threading.Timer(args.duration, stop) if args.duration is not None else None
     if timer is not None:
         timer.daemon = True
         timer.start()
-    while True:
-        try:
-            for line in proc.stdout:
-                show(line)
-            break
-        except KeyboardInterrupt:  # a terminal Ctrl-C reaches the service too; a SIGINT to us alone is forwarded
+    announced = False
+    for line in proc.stdout:
+        if requested and not announced:
             print("demo: stopping (relay released, outbox flushed, offline announced)", flush=True)
-            stop()
+            announced = True
+        show(line)
     if timer is not None:
         timer.cancel()
     code = proc.wait()
