@@ -398,7 +398,7 @@ def test_schedules_are_checked_at_the_frame_capture_time(tmp_path, photos, astro
         assert decided[0]["reason"] == "schedule"
 
 
-SIGNAL_DURING_EMIT = r"""
+SIGNAL_SCRIPT = r"""
 import os, signal, sys
 from facegate.config import parse_config
 from facegate.service import Service
@@ -414,68 +414,24 @@ append = service.outbox.append
 def append_then_signal(event):
     append(event)
     if event["type"] == "service_started":
-        os.kill(os.getpid(), signal.SIGTERM)  # handled right here: the emitter's lock is held
+SIGNAL_HERE
 service.outbox.append = append_then_signal
 code = service.run()
 print("relay", factory.pin(17).state, "exit", code, flush=True)
 """
 
 
-def test_sigterm_while_an_event_is_being_stored_still_stops_the_service(tmp_path, photos) -> None:  # type: ignore[no-untyped-def]
-    """Regression: SIGTERM's handler closed the door, whose door_locked event needed the emitter lock the
-    interrupted main thread was holding: the service hung until systemd's SIGKILL."""
+def sigterm_stops_the_service(tmp_path: Path, photos: Any, signal_here: str) -> None:
+    """Runs SIGNAL_SCRIPT with ``signal_here`` (indented code that sends SIGTERM) in a fresh process: it must
+    stop within 60 s with the relay released and door_locked stored before service_stopped."""
     import sys
 
     from conftest import ROOT
 
     frames = write_frames(tmp_path / "frames", photos, [("bg", 200)])
-    done = subprocess.run([sys.executable, "-c", SIGNAL_DURING_EMIT, str(tmp_path / "state"), str(frames)],
-                          capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "device")})
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "relay False exit 0" in done.stdout  # released, and stopped
-    box = Outbox(tmp_path / "state" / "outbox.db", 1000)
-    events = [e["type"] for _, e in box.peek(limit=1000)]
-    box.close()
-    assert events[-1] == "service_stopped" and events.count("door_locked") == 1
-
-
-SIGNAL_UNDER_A_LOCK = r"""
-import os, signal, sys
-from facegate.config import parse_config
-from facegate.service import Service
-from gpiozero.pins.mock import MockFactory
-config = parse_config({"device_id": "sig", "state_dir": sys.argv[1], "camera": {"source": "replay:" + sys.argv[2]},
-                       "door": {"relay_pin": 17, "unlock_seconds": 60}, "mqtt": {"enabled": False},
-                       "liveness": {"enabled": False}})
-factory = MockFactory()
-service = Service(config, pin_factory=factory)
-service.install_signal_handlers()
-service.door.unlock(reason="remote")
-append = service.outbox.append
-def append_then_signal(event):
-    append(event)
-    if event["type"] == "service_started":
-        # The main thread holds stop_event's own lock, as it does for an instant in every stop_event.wait()
-        # (the camera supervisor's back-off): the handler runs right here, inside it.
-        with service.stop_event._cond:
-            os.kill(os.getpid(), signal.SIGTERM)
-service.outbox.append = append_then_signal
-code = service.run()
-print("relay", factory.pin(17).state, "exit", code, flush=True)
-"""
-
-
-def test_sigterm_while_the_main_thread_holds_a_lock_still_stops_the_service(tmp_path, photos) -> None:  # type: ignore[no-untyped-def]
-    """Regression: the handler itself set stop_event (and started a thread), which takes locks the interrupted
-    main thread may hold; now it only writes to a pipe and a watcher thread does the rest."""
-    import sys
-
-    from conftest import ROOT
-
-    frames = write_frames(tmp_path / "frames", photos, [("bg", 200)])
+    script = SIGNAL_SCRIPT.replace("SIGNAL_HERE\n", signal_here)
     try:
-        done = subprocess.run([sys.executable, "-c", SIGNAL_UNDER_A_LOCK, str(tmp_path / "state"), str(frames)],
+        done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "state"), str(frames)],
                               capture_output=True, text=True, timeout=60, check=False,
                               env={**os.environ, "PYTHONPATH": str(ROOT / "device")})
     except subprocess.TimeoutExpired as exc:
@@ -486,3 +442,19 @@ def test_sigterm_while_the_main_thread_holds_a_lock_still_stops_the_service(tmp_
     events = [e["type"] for _, e in box.peek(limit=1000)]
     box.close()
     assert events[-1] == "service_stopped" and events.count("door_locked") == 1
+
+
+def test_sigterm_while_an_event_is_being_stored_still_stops_the_service(tmp_path, photos) -> None:  # type: ignore[no-untyped-def]
+    """Regression: SIGTERM's handler closed the door, whose door_locked event needed the emitter lock the
+    interrupted main thread was holding: the service hung until systemd's SIGKILL."""
+    # Handled right there, inside the emit: the emitter's lock is held.
+    sigterm_stops_the_service(tmp_path, photos, "        os.kill(os.getpid(), signal.SIGTERM)\n")
+
+
+def test_sigterm_while_the_main_thread_holds_a_lock_still_stops_the_service(tmp_path, photos) -> None:  # type: ignore[no-untyped-def]
+    """Regression: the handler itself set stop_event (and started a thread), which takes locks the interrupted
+    main thread may hold; now it only writes to a pipe and a watcher thread does the rest. Here the main thread
+    holds stop_event's own lock, as it does for an instant in every stop_event.wait() (the camera back-off)."""
+    sigterm_stops_the_service(tmp_path, photos,
+                              "        with service.stop_event._cond:\n"
+                              "            os.kill(os.getpid(), signal.SIGTERM)\n")
