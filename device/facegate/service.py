@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     from facegate.web.server import ConsoleServer
 
 log = logging.getLogger("facegate.service")
-JOURNAL_STOP_SECONDS = 5.0  # the longest a stop waits for the journal writer's queue to be written
 
 STATUS_INTERVAL_SECONDS = 60.0
 # How often the frame loop looks for gallery changes made outside the service (facegate enroll / gallery
@@ -201,7 +200,7 @@ class Service:
                                      new_person_below=new_person_threshold(config, self.pipeline, self.calibration),
                                      liveness=self.liveness.new_track if self.liveness else None)
         self._last_person: str | None = None
-        self._release_thread: threading.Thread | None = None  # the signal watcher (install_signal_handlers)
+        self._signal_watcher: threading.Thread | None = None  # started by install_signal_handlers
         self._signalled = False  # set by the signal handler
         self._signal_wake_fd: int | None = None
 
@@ -509,9 +508,9 @@ class Service:
         if self.web is not None and self.console is not None:
             self.web.stop()
             self.console.close()
-        if self._release_thread is not None:
+        if self._signal_watcher is not None:
             if self._signalled:  # a signal's relay release: its door_locked comes before service_stopped
-                self._release_thread.join(5.0)
+                self._signal_watcher.join(5.0)
             elif self._signal_wake_fd is not None:  # no signal came: let the watcher end
                 with contextlib.suppress(OSError):
                     os.write(self._signal_wake_fd, b"\0")
@@ -527,9 +526,9 @@ class Service:
         if pending:
             log.warning("%d events not yet delivered; they stay in the outbox for the next start", pending)
         if self.journal is not None:
-            # Its own bound, not the outbox's: flush_timeout_seconds is how long to wait for a broker (0 = not
-            # at all), while the journal is a local file whose last events (service_stopped) must be written.
-            self.journal.stop(JOURNAL_STOP_SECONDS)
+            # The writer's own bound, not the outbox's: flush_timeout_seconds is how long to wait for a broker
+            # (0 = not at all), while the journal is a local file whose last events (service_stopped) must be written.
+            self.journal.stop()
         self.gallery.close()
 
     def install_signal_handlers(self) -> None:
@@ -562,7 +561,7 @@ class Service:
             with contextlib.suppress(OSError):  # a full pipe means a signal is already on its way
                 os.write(write_fd, bytes([signum]))
 
-        self._release_thread = threading.Thread(target=watch, name="facegate-signals", daemon=True)
-        self._release_thread.start()
+        self._signal_watcher = threading.Thread(target=watch, name="facegate-signals", daemon=True)
+        self._signal_watcher.start()
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
