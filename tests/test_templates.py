@@ -19,17 +19,15 @@ from facegate.cli import main
 from facegate.config import parse_config
 from facegate.errors import GalleryError
 from facegate.events.discovery import discovery_payload
-from facegate.gallery.index import EmbeddingIndex, MatchError
+from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.imageio import read_image
-from facegate.recognition.health import RecognitionHealth
 from facegate.service import Service
 from facegate.sync.bundle import PersonRecord, TemplateRecord, build_bundle
 from facegate.sync.export import TEMPLATES_FORMAT, export_bundle
-from facegate.sync.keys import public_key_b64
 from facegate.sync.receiver import SyncReceiver
 from gpiozero.pins.mock import MockFactory
-from test_service import augment, make_config, photos, write_frames  # noqa: F401 (photos: a fixture)
+from test_service import augment, make_config, shipped_photos, write_frames
 from test_sync_helpers import keypair
 
 NOW = 1_700_000_000.0
@@ -55,6 +53,11 @@ def faces(pipeline, lfw_dir: Path) -> dict[str, np.ndarray]:  # type: ignore[no-
 
 
 @pytest.fixture(scope="module")
+def photos() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return shipped_photos()
+
+
+@pytest.fixture(scope="module")
 def astro(pipeline, astronaut) -> np.ndarray:  # type: ignore[no-untyped-def]
     return pipeline.process(astronaut, largest_only=True)[0].embedding
 
@@ -67,7 +70,7 @@ def centroid(vectors: list[np.ndarray], norm: float) -> np.ndarray:
 def admin_gallery(path: Path, faces: dict[str, np.ndarray], sha: str, n: int = 12) -> Gallery:
     g = Gallery(path)
     for name in list(faces)[:n]:
-        g.enroll(name, [NewTemplate(faces[name], {})], sha, dim=192)
+        g.enroll(name, [NewTemplate(faces[name], {})], sha)
     return g
 
 
@@ -118,7 +121,7 @@ def test_import_templates_takes_a_real_face_and_refuses_a_crowded_one(tmp_path, 
     # five enrolled "persons" who are in truth the same face: a template like them sits close to all five
     for i in range(5):
         variant = pipeline.process(augment(astronaut, 1 + i, 0.9 + 0.05 * i, bool(i % 2)), largest_only=True)
-        g.enroll(f"lookalike{i}", [NewTemplate(variant[0].embedding, {})], sha, dim=192)
+        g.enroll(f"lookalike{i}", [NewTemplate(variant[0].embedding, {})], sha)
     g.close()
     genuine = templates_file(tmp_path / "g.json", "newcomer", [list(faces.values())[14]], sha)
     code, out, err = run_cli("gallery", "import-templates", "--gallery", str(tmp_path / "admin.db"), str(genuine))
@@ -135,9 +138,9 @@ def test_import_templates_takes_a_real_face_and_refuses_a_crowded_one(tmp_path, 
 def test_enrol_refuses_scaled_and_wrong_length_templates(tmp_path, faces, pipeline) -> None:  # type: ignore[no-untyped-def]
     sha = pipeline.embedder_sha256
     with Gallery(tmp_path / "g.db") as g:
-        g.enroll("ok", [NewTemplate(list(faces.values())[0], {})], sha, dim=pipeline.embedder.dim)
+        g.enroll("ok", [NewTemplate(next(iter(faces.values())), {})], sha, dim=pipeline.embedder.dim)
         with pytest.raises(GalleryError, match=r"person 'big'.*not unit length \(norm 100"):
-            g.enroll("big", [NewTemplate(centroid(list(faces.values()), 100.0), {})], sha, dim=192)
+            g.enroll("big", [NewTemplate(centroid(list(faces.values()), 100.0), {})], sha)
         with pytest.raises(GalleryError, match=r"person 'short'.*4 values; the embedder makes 192"):
             g.enroll("short", [NewTemplate(np.full(4, 0.5, dtype=np.float32), {})], sha)  # dim as recorded
         assert g.counts() == (1, 1)
@@ -170,7 +173,7 @@ class Receiver:
                                "sync": {"public_keys": [public]}})
         self.path = config.gallery_path
         self.events: list[tuple[str, dict[str, Any]]] = []
-        self.receiver = SyncReceiver(config, sha, lambda t, **f: self.events.append((t, f)), embedder_dim=192)
+        self.receiver = SyncReceiver(config, sha, lambda t, **f: self.events.append((t, f)))
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [f for t, f in self.events if t == kind]
@@ -256,7 +259,7 @@ def test_a_gallery_holding_a_bad_template_does_not_start_and_doctor_is_red(tmp_p
     config = make_config(tmp_path, frames, None)
     config.state_dir.mkdir(parents=True)
     with Gallery(config.gallery_path) as g:
-        g.enroll("good", [NewTemplate(list(faces.values())[0], {})], pipeline.embedder_sha256, dim=192)
+        g.enroll("good", [NewTemplate(next(iter(faces.values())), {})], pipeline.embedder_sha256)
     blob = centroid(list(faces.values()), 100.0).tobytes() if bad == "scaled" else np.full(4, 0.5, "<f4").tobytes()
     db = sqlite3.connect(str(config.gallery_path))
     with db:
@@ -283,6 +286,8 @@ def test_a_gallery_holding_a_bad_template_does_not_start_and_doctor_is_red(tmp_p
 
 
 def test_the_matcher_refuses_an_impossible_similarity(astro) -> None:  # type: ignore[no-untyped-def]
+    from facegate.gallery.index import MatchError
+
     index = EmbeddingIndex(["evil", "fine"], np.stack([100.0 * astro, astro]).astype(np.float32))
     with pytest.raises(MatchError, match=r"impossible similarity .* person 'evil'"):
         index.search(astro)
@@ -298,7 +303,7 @@ def run_with_index(tmp_path: Path, photos: Any, astro_vec: np.ndarray, pipeline:
     config = make_config(tmp_path, folder, None)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     with Gallery(config.gallery_path) as g:  # a sound gallery: the service starts
-        g.enroll("someone", [NewTemplate(np.roll(astro_vec, 7), {})], pipeline.embedder_sha256, dim=192)
+        g.enroll("someone", [NewTemplate(np.roll(astro_vec, 7), {})], pipeline.embedder_sha256)
     factory = MockFactory()
     service = Service(config, pin_factory=factory)
     # What the gate keeps out, put straight into the matcher (belt and braces must hold on their own).
@@ -314,7 +319,7 @@ def run_with_index(tmp_path: Path, photos: Any, astro_vec: np.ndarray, pipeline:
 
 def test_an_impossible_similarity_is_a_recognition_error_and_never_a_grant(tmp_path, photos, astro,  # type: ignore[no-untyped-def]
                                                                            pipeline) -> None:
-    service, seen, statuses = run_with_index(tmp_path, photos, astro, pipeline, (100.0 * astro)[None])
+    _, seen, statuses = run_with_index(tmp_path, photos, astro, pipeline, (100.0 * astro)[None])
     kinds = [e["type"] for e in seen]
     assert "access_granted" not in kinds
     errors = [e for e in seen if e["type"] == "recognition_error"]
@@ -323,7 +328,7 @@ def test_an_impossible_similarity_is_a_recognition_error_and_never_a_grant(tmp_p
 
 
 def test_recognition_failing_on_every_frame_is_loud_once(tmp_path, photos, astro, pipeline) -> None:  # type: ignore[no-untyped-def]
-    service, seen, statuses = run_with_index(tmp_path, photos, astro, pipeline, np.full((1, 4), 0.5), frames=20)
+    _, seen, statuses = run_with_index(tmp_path, photos, astro, pipeline, np.full((1, 4), 0.5), frames=20)
     errors = [e for e in seen if e["type"] == "recognition_error"]
     assert len(errors) == 1, [e["type"] for e in seen]  # one event for the episode, not one per frame
     assert "ValueError" in errors[0]["error"]
@@ -334,6 +339,8 @@ def test_recognition_failing_on_every_frame_is_loud_once(tmp_path, photos, astro
 
 
 def test_recognition_health_reports_state_changes_only() -> None:
+    from facegate.recognition.health import RecognitionHealth
+
     events: list[tuple[str, dict[str, Any]]] = []
     health = RecognitionHealth(lambda kind, **f: events.append((kind, f)), recover_frames=3)
     health.succeeded(1)
