@@ -31,7 +31,7 @@ def at(day: datetime, hhmm: str, seconds: float = 0.0) -> datetime:
 
 def enrol(gallery: Gallery, *person_ids: str) -> None:
     for pid in person_ids:
-        gallery.enroll(pid, [NewTemplate(np.ones(8, dtype=np.float32), {})], SHA)
+        gallery.enroll(pid, [NewTemplate(np.full(8, 8 ** -0.5, dtype=np.float32), {})], SHA)  # unit length
 
 
 @pytest.fixture

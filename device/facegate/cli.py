@@ -147,7 +147,7 @@ def cmd_enroll(args: argparse.Namespace, io: Output) -> int:
     metadata = json.loads(args.metadata) if args.metadata else None
     with Gallery(args.gallery) as gallery:
         added = gallery.enroll(args.id, templates, pipeline.embedder_sha256, name=args.name, metadata=metadata,
-                               card_number=args.card_number)
+                               card_number=args.card_number, dim=pipeline.embedder.dim)
         version = gallery.version
     io.result({"person_id": args.id, "accepted": accepted, "rejected": rejected, "templates_added": added,
                "gallery_version": version})

@@ -95,13 +95,23 @@ def check_gallery(config: Config) -> Check:
     if (problem := integrity_problem(path)) is not None:  # issue 13: the same check the service makes at start
         return Check("gallery", False, f"{path} is damaged ({problem})",
                      "move it aside, then restore a backup, re-sync ('facegate gallery apply BUNDLE') or re-enrol")
+    from facegate.gallery.templates import embedder_dim
+
     try:
         with Gallery(path) as gallery:
-            gallery.check_embedder(Manifest.load(config.models.dir).get("embedder", config.models.embedder).sha256)
+            embedder = Manifest.load(config.models.dir).get("embedder", config.models.embedder)
+            gallery.check_embedder(embedder.sha256)
             persons, templates = gallery.counts()
             version = gallery.version
+            problems = gallery.template_problems(embedder_dim(embedder))  # the service's start check
     except FacegateError as exc:
         return Check("gallery", False, str(exc), "re-enrol with the shipped embedder")
+    if problems:
+        named = "; ".join(f"person '{pid}': template {what}" for pid, what in list(problems.items())[:5])
+        first = next(iter(problems))
+        return Check("gallery", False, f"{path}: {len(problems)} person(s) with templates that cannot be matched "
+                     f"(the service does not start): {named}",
+                     f"facegate gallery remove --gallery {path} {first}, then re-enrol; or re-sync a signed bundle")
     if persons == 0:
         return Check("gallery", False, f"{path} is empty (version {version})", "enrol at least one person")
     return Check("gallery", True, f"{path}: {persons} persons, {templates} templates, version {version}")
@@ -205,7 +215,35 @@ def _check_panel(config: Config) -> Check:
     return Check("panel", result.ok, result.detail, result.fix)
 
 
+def _check_recognition(config: Config) -> Check:
+    """The matcher works on this gallery: a face-sized probe through the embedder and the index gives
+    similarities a cosine can have (the service reports recognition_error when it does not)."""
+    import numpy as np
+
+    from facegate.gallery.store import Gallery
+    from facegate.models import Manifest
+    from facegate.runtime import TFLiteModel
+    from facegate.vision.embedder import Embedder
+
+    if not config.gallery_path.is_file():
+        return Check("recognition", False, f"{config.gallery_path} does not exist: no one can be recognised",
+                     "enrol people or configure [sync]")
+    try:
+        entry = Manifest.load(config.models.dir).get("embedder", config.models.embedder)
+        embedder = Embedder(TFLiteModel(entry, threads=1))
+        probe = embedder.embed(np.full((112, 112, 3), 128, dtype=np.uint8))[0]
+        with Gallery(config.gallery_path) as gallery:
+            index = gallery.build_index()
+        top = index.search(probe, k=1)
+    except Exception as exc:  # what the frame loop would meet on every face
+        return Check("recognition", False, f"matching fails: {type(exc).__name__}: {exc}",
+                     "see the gallery check; remove the person named there and re-enrol, or re-sync the gallery")
+    return Check("recognition", True, f"{embedder.dim}-value embeddings match {index.templates} templates"
+                 + (f" (probe best {top[0].similarity:.3f})" if top else ""))
+
+
 CHECKS.append(_check_panel)  # OSDP key and port, Wiegand/OSDP card numbers (facegate/panel/doctor.py)
+CHECKS.append(_check_recognition)  # the matcher on this gallery (facegate/recognition/health.py reports it live)
 
 
 def run_checks(config: Config) -> list[Check]:

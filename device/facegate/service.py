@@ -42,6 +42,7 @@ from facegate.panel.build import build_outputs
 from facegate.panel.output import wants
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
+from facegate.recognition.health import RecognitionHealth
 from facegate.recovery import check_gallery, open_outbox
 from facegate.sdnotify import SystemdNotifier
 from facegate.thresholds import ThresholdTable
@@ -190,6 +191,7 @@ class Service:
         check_gallery(config.gallery_path)
         self.gallery = Gallery(config.gallery_path)
         self.gallery.check_embedder(self.pipeline.embedder_sha256)
+        self.gallery.check_templates(self.pipeline.embedder.dim)  # the template gate: exit 2 naming the person
         self.policy = AccessPolicy(self.gallery, config.access)
         self._index_revision = self.gallery.revision  # read before the build: never newer than the index
         self.index: EmbeddingIndex = self.gallery.build_index(self.calibration)
@@ -218,6 +220,7 @@ class Service:
         self.configuration_url: str | None = None
         # Status: built by status(), published on change (coalesced) and every minute (facegate.events.status).
         self.facts = EventFacts()
+        self.recognition = RecognitionHealth(self.emitter.emit)  # recognition_error / recognition_ok
         self.emitter.add_listener(self._on_event_for_status)
         self._status = StatusPublisher(self.status, lambda status: self.communicator.publish_state("status", status),
                                        interval_seconds=STATUS_INTERVAL_SECONDS)
@@ -270,7 +273,7 @@ class Service:
             from facegate.sync.receiver import SyncReceiver
 
             self.sync = SyncReceiver(config, self.pipeline.embedder_sha256, self.emitter.emit,
-                                     on_applied=self.swap_index)
+                                     on_applied=self.swap_index, embedder_dim=self.pipeline.embedder.dim)
         elif config.sync.public_keys:
             log.info("sync.public_keys without sync.topic or sync.url: bundles come only by 'facegate gallery apply'")
         elif has_source:
@@ -363,6 +366,7 @@ class Service:
                 "enabled": self.config.journal.enabled, "events": 0, "errors": 1 if self._journal_open_error else 0,
                 "pending": 0, "last_error": self._journal_open_error},
             "last_access": self.facts.last_access, "camera": self.facts.camera,
+            "recognition": self.facts.recognition,
             "panel": {o.channel: o.status() for o in self.credential_outputs},  # OSDP / Wiegand outputs
         }
 
@@ -478,10 +482,13 @@ class Service:
                 # fail-safe (maglock), one that anyone can. Each failure is logged and the next frame goes on.
                 try:
                     # Frame time, never a clock read here: the same frames give the same decisions (issue 13).
-                    decisions = self.engine.update(self.observe(frame), frame.decision_ts)
-                except Exception:
+                    observations = self.observe(frame)
+                    decisions = self.engine.update(observations, frame.decision_ts)
+                except Exception as exc:  # reported once per episode, not per frame (recognition/health.py)
                     log.exception("frame %s failed", frame.name or frame.index)
+                    self.recognition.failed(exc, frame.name)
                     continue
+                self.recognition.succeeded(len(observations))
                 for decision in decisions:
                     try:
                         self.handle(decision)

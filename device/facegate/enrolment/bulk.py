@@ -94,7 +94,8 @@ def enrol_photos(
             result.persons_refused.append({"person_id": person_id, "reason": "no photo was accepted"})
             continue
         info = people.get(person_id, PersonInfo())
-        added = gallery.enroll(person_id, templates[person_id], pipeline.embedder_sha256, name=info.name)
+        added = gallery.enroll(person_id, templates[person_id], pipeline.embedder_sha256, name=info.name,
+                               dim=pipeline.embedder.dim)
         if info.groups is not None:
             if policy is None:
                 from facegate.access.policy import AccessPolicy

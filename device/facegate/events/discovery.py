@@ -239,6 +239,10 @@ def discovery_payload(
     add("camera", "binary_sensor", "Camera", device_class="problem", state_topic=t.status,
         value_template=_status_flag(("camera", "ok"), invert=True), json_attributes_topic=t.status,
         json_attributes_template=_status_object("camera"), entity_category="diagnostic")
+    # On while matching fails on every face (e.g. a gallery the matcher cannot use): the door then lets no one in.
+    add("recognition", "binary_sensor", "Recognition", device_class="problem", state_topic=t.status,
+        value_template=_status_flag(("recognition", "ok"), invert=True), json_attributes_topic=t.status,
+        json_attributes_template=_status_object("recognition"), entity_category="diagnostic")
     add("last_access", "sensor", "Last access", state_topic=t.status,
         value_template=("{% set a = value_json.get('last_access') %}{% if a is mapping %}"
                         "{{ a.get('name') or a.get('person_id') }}{% elif 'last_access' in value_json %}None"

@@ -33,6 +33,7 @@ CHANGE_EVENTS = frozenset({
     "camera_error", "camera_ok", "gallery_updated", "outbox_full", "service_started",
     # the access panel's link and counters (the status's ``panel`` object, facegate/panel)
     "osdp_online", "osdp_offline", "osdp_secure_channel_failed", "osdp_tamper", "credential_sent",
+    "recognition_error", "recognition_ok",  # the ``recognition`` object (facegate.recognition.health)
 })
 
 
@@ -44,6 +45,7 @@ class EventFacts:
         self._last_access: dict[str, Any] | None = None
         self._camera: dict[str, Any] = {"ok": True, "error": None, "since": None}
         self._forced_open = False
+        self._recognition: dict[str, Any] = {"ok": True, "error": None, "since": None}
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -54,6 +56,10 @@ class EventFacts:
                 self._camera = {"ok": False, "error": event.get("error"), "since": event.get("ts")}
             elif kind == "camera_ok":
                 self._camera = {"ok": True, "error": None, "since": event.get("ts")}
+            elif kind == "recognition_error":
+                self._recognition = {"ok": False, "error": event.get("error"), "since": event.get("ts")}
+            elif kind == "recognition_ok":
+                self._recognition = {"ok": True, "error": None, "since": event.get("ts")}
             elif kind == "door_forced_open":
                 self._forced_open = True
             elif kind == "door_closed":
@@ -70,6 +76,12 @@ class EventFacts:
         """``{"ok", "error", "since"}``: ``since`` is when it last changed (None: fine since start)."""
         with self._lock:
             return dict(self._camera)
+
+    @property
+    def recognition(self) -> dict[str, Any]:
+        """``{"ok", "error", "since"}`` like ``camera``: False from ``recognition_error`` to ``recognition_ok``."""
+        with self._lock:
+            return dict(self._recognition)
 
     @property
     def forced_open(self) -> bool:

@@ -12,8 +12,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facegate.errors import FacegateError
+
 if TYPE_CHECKING:
     from facegate.recognition.calibration import FairCalibration
+
+
+#: How far outside [-1, 1] a raw similarity may stray before it is impossible: unit vectors within the
+#: template gate's tolerance (1e-3) stay within 1.002; float32 rounding adds ~1e-6.
+SIMILARITY_EPSILON = 0.01
+
+
+class MatchError(FacegateError):
+    """The matcher produced a similarity no pair of unit vectors can have: a template or the query is not
+    what the gate lets in. Reported (``recognition_error``), never a match."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,14 @@ class EmbeddingIndex:
         if not self._persons:
             return []
         q = np.asarray(query, dtype=np.float32)
-        sims = self._matrix @ q
+        sims = self._matrix @ q  # a template of another length raises ValueError here: also never a match
+        # Belt and braces behind the template gate: a raw cosine outside [-1, 1] means a vector that is not
+        # unit length (a "similarity" of 22.9 once opened a door), NaN a poisoned one. Neither may decide.
+        worst = float(np.max(np.abs(sims))) if sims.size else 0.0
+        if not worst <= 1.0 + SIMILARITY_EPSILON:  # also true for NaN
+            row = int(np.argmax(np.where(np.isnan(sims), np.inf, np.abs(sims))))
+            raise MatchError(f"impossible similarity {float(sims[row]):.4g} with a template of person "
+                             f"'{self._ids[row]}' (a cosine lies in [-1, 1]); no match is made")
         if self.calibration is not None and self._row_shift is not None:
             sims = sims - self._row_shift - self.calibration.half_offsets(q)[0]
         per_person = np.maximum.reduceat(sims, self._starts)

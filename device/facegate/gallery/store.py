@@ -20,6 +20,7 @@ import numpy as np
 from facegate.errors import GalleryError
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.schema import POLICY_SCHEMA
+from facegate.gallery.templates import check_template, template_problems
 
 if TYPE_CHECKING:
     from facegate.recognition.calibration import FairCalibration
@@ -217,6 +218,41 @@ class Gallery:
     def embedder_sha256(self) -> str | None:
         return self._meta("embedder_sha256")
 
+    @property
+    def embedder_dim(self) -> int | None:
+        """The number of values of this gallery's templates: recorded at enrolment or sync, else the size of a
+        stored template, None for a gallery without either."""
+        recorded = self._meta("embedder_dim")
+        if recorded is not None:
+            return int(recorded)
+        row = self._db.execute("SELECT length(embedding) FROM templates LIMIT 1").fetchone()
+        return None if row is None else int(row[0]) // 4
+
+    def template_problems(self, dim: int | None) -> dict[str, str]:
+        """person id -> what is wrong with one of their templates (the template gate), for every such person.
+
+        ``dim`` is the loaded embedder's dimension (None: the gallery's own, see :attr:`embedder_dim`)."""
+        with self.snapshot() as db:
+            rows = db.execute("SELECT person_id, embedding FROM templates ORDER BY person_id, id")
+            return template_problems(rows, dim if dim is not None else self.embedder_dim)
+
+    def check_templates(self, dim: int | None) -> None:
+        """Raise :class:`GalleryError` naming every person (the first few) whose templates fail the gate.
+
+        The door does not start on such a gallery: a template of the wrong length stops all recognition, one
+        that is not unit length matches strangers (see facegate.gallery.templates)."""
+        problems = self.template_problems(dim)
+        if not problems:
+            return
+        named = "; ".join(f"person '{pid}': template {what}" for pid, what in list(problems.items())[:5])
+        more = f" (and {len(problems) - 5} more persons)" if len(problems) > 5 else ""
+        first = next(iter(problems))
+        raise GalleryError(
+            f"gallery {self.path} holds templates that cannot be matched: {named}{more}. The door does not start "
+            f"on them. To recover: remove the person ('facegate gallery remove --gallery {self.path} {first}') and "
+            "re-enrol them, or re-sync a signed bundle from the admin ('facegate gallery apply BUNDLE')"
+        )
+
     def check_embedder(self, sha256: str) -> None:
         """Templates from another embedder are meaningless to this one: refuse rather than mis-match."""
         stored = self.embedder_sha256
@@ -234,23 +270,34 @@ class Gallery:
         name: str | None = None,
         metadata: dict[str, Any] | None = None,
         card_number: int | None = None,
+        *,
+        dim: int | None = None,
     ) -> int:
         """Create or update the person and add templates, all in one transaction; returns templates added.
 
-        ``card_number`` None keeps the person's current card number (see :meth:`set_card_number`)."""
+        ``card_number`` None keeps the person's current card number (see :meth:`set_card_number`).
+        Every template passes the template gate (:mod:`facegate.gallery.templates`) for ``dim``, the
+        embedder's dimension; without it, for the dimension this gallery already holds (or, in an empty one,
+        the first template's). Callers holding the embedder pass ``dim``; it is then recorded."""
         if not person_id:
             raise GalleryError("person id must not be empty")
         if card_number is not None:
             check_card_number(card_number)
         self.check_embedder(embedder_sha256)
         items = list(templates)
-        vectors = [np.asarray(t.embedding, dtype="<f4") for t in items]
-        for t, v in zip(items, vectors, strict=True):
-            if not np.all(np.isfinite(v)):  # NaN would poison every comparison with this person
-                raise GalleryError(f"{person_id}: the template from {t.source or 'input'} has non-finite values")
+        known = self.embedder_dim
+        if dim is not None and known is not None and dim != known:
+            raise GalleryError(f"gallery {self.path} holds {known}-value templates; this embedder makes {dim}")
+        dim = dim if dim is not None else known
+        if dim is None and items:
+            dim = int(np.asarray(items[0].embedding).size)
+        vectors = [check_template(t.embedding, dim, person_id, where=f"the template from {t.source or 'input'}")
+                   for t in items]
         now = time.time()
         with self.transaction() as db:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('embedder_sha256', ?)", (embedder_sha256,))
+            if dim is not None:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('embedder_dim', ?)", (str(dim),))
             db.execute(
                 "INSERT INTO persons (id, name, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET name = COALESCE(excluded.name, persons.name), "

@@ -25,10 +25,11 @@ from typing import Protocol
 
 from facegate.errors import FacegateError
 from facegate.gallery.store import Gallery
+from facegate.gallery.templates import TemplateError, check_blob
 from facegate.sync.bundle import Bundle, BundleError, verify_bundle
 from facegate.sync.keys import public_keys_by_id
 
-__all__ = ["ApplyResult", "SyncState", "apply_bundle", "apply_file", "sync_state"]
+__all__ = ["ApplyResult", "SyncState", "apply_bundle", "apply_file", "check_bundle_templates", "sync_state"]
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,32 @@ def sync_state(gallery: Gallery) -> SyncState:
     return SyncState(int(gallery.meta("sync_version") or 0), gallery.meta("sync_bundle_sha256"))
 
 
-def apply_bundle(gallery: Gallery, bundle: Bundle, embedder_sha256: str) -> ApplyResult:
+def check_bundle_templates(bundle: Bundle, embedder_dim: int | None) -> None:
+    """Every template of the bundle through the template gate (facegate.gallery.templates), or
+    ``BundleError("bad_template")`` naming the person: one bad template refuses the whole bundle, since a
+    wrong-length one stops all recognition and one that is not unit length matches strangers."""
+    for person in bundle.persons:
+        for j, t in enumerate(person.templates):
+            try:
+                check_blob(t.embedding, embedder_dim, person.id, where=f"templates[{j}]")
+            except TemplateError as exc:
+                raise BundleError("bad_template", str(exc), bundle.header.version) from None
+
+
+def apply_bundle(gallery: Gallery, bundle: Bundle, embedder_sha256: str,
+                 embedder_dim: int | None = None) -> ApplyResult:
     """Make the gallery the bundle's version, or raise :class:`BundleError` and leave it untouched.
 
     ``embedder_sha256`` is the door's loaded embedder: templates from another model are meaningless here.
+    ``embedder_dim`` is its dimension (None: the gallery's, else the bundle's own); every template must pass
+    the template gate for it.
     """
     h = bundle.header
     if h.embedder_sha256 != embedder_sha256:
         raise BundleError("embedder_mismatch", f"bundle templates are from embedder {h.embedder_sha256[:12]}…, "
                           f"this door runs {embedder_sha256[:12]}…", h.version)
+    dim = embedder_dim if embedder_dim is not None else (gallery.embedder_dim or h.dim or None)
+    check_bundle_templates(bundle, dim)
     now = time.time()
     with gallery.transaction(set_version=h.version) as db:
         current = int((db.execute("SELECT value FROM meta WHERE key = 'sync_version'").fetchone() or [0])[0])
@@ -102,7 +120,8 @@ def apply_bundle(gallery: Gallery, bundle: Bundle, embedder_sha256: str) -> Appl
         db.executemany(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [("embedder_sha256", h.embedder_sha256), ("sync_version", str(h.version)),
-             ("sync_bundle_sha256", bundle.sha256), ("sync_applied_at", repr(now))],
+             ("sync_bundle_sha256", bundle.sha256), ("sync_applied_at", repr(now))]
+            + ([("embedder_dim", str(dim))] if dim is not None else []),
         )
         persons = int(db.execute("SELECT COUNT(*) FROM persons").fetchone()[0])
         templates = int(db.execute("SELECT COUNT(*) FROM templates").fetchone()[0])
@@ -114,7 +133,7 @@ class _Progress(Protocol):
 
 
 def apply_file(gallery_path: Path | str, bundle_path: Path | str, public_keys: list[str], embedder_sha256: str,
-               max_bytes: int, progress: _Progress | None = None) -> ApplyResult:
+               max_bytes: int, progress: _Progress | None = None, embedder_dim: int | None = None) -> ApplyResult:
     """Verify and apply a bundle file to a gallery file, outside the service (e.g. provisioning a door from
     removable media). The same checks as the receiver. ``progress.send("verified")`` is called between the
     verification and the transaction: the crash tests kill the process after it, during the apply."""
@@ -130,4 +149,4 @@ def apply_file(gallery_path: Path | str, bundle_path: Path | str, public_keys: l
     with Gallery(Path(gallery_path)) as gallery:
         if progress is not None:
             progress.send("verified")
-        return apply_bundle(gallery, bundle, embedder_sha256)
+        return apply_bundle(gallery, bundle, embedder_sha256, embedder_dim)

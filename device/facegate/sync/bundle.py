@@ -76,7 +76,7 @@ MAX_DIM = 4096
 
 Reason = Literal[
     "too_large", "truncated", "malformed", "unknown_format", "unknown_key", "bad_signature", "corrupt",
-    "embedder_mismatch", "rollback", "base_mismatch", "apply_failed",
+    "embedder_mismatch", "rollback", "base_mismatch", "apply_failed", "bad_template",
 ]
 REASONS: frozenset[str] = frozenset(get_args(Reason))
 

@@ -106,6 +106,7 @@ def cmd_apply(args: argparse.Namespace, io: Output) -> int:
     or from a script. A running service on the same gallery picks the change up within seconds."""
     from facegate.config import load_config
     from facegate.errors import FacegateError
+    from facegate.gallery.templates import embedder_dim
     from facegate.models import Manifest
     from facegate.sync.apply import apply_file
     from facegate.sync.bundle import BundleError
@@ -120,7 +121,8 @@ def cmd_apply(args: argparse.Namespace, io: Output) -> int:
     gallery_path.parent.mkdir(parents=True, exist_ok=True)  # a new door: the service would make state_dir too
     started = time.perf_counter()
     try:
-        result = apply_file(gallery_path, args.bundle, keys, embedder.sha256, config.sync.max_bundle_bytes)
+        result = apply_file(gallery_path, args.bundle, keys, embedder.sha256, config.sync.max_bundle_bytes,
+                            embedder_dim=embedder_dim(embedder))
     except BundleError as exc:
         io.result({"bundle": str(args.bundle), "gallery": str(gallery_path), "rejected": exc.reason,
                    "detail": exc.detail})
@@ -143,6 +145,22 @@ def cmd_export_templates(args: argparse.Namespace, io: Output) -> int:
     return EXIT_OK
 
 
+def _embedder_dim(models: Path | None, doc: Any) -> int | None:
+    """The dimension of the file's embedder per the models' manifest; None when the manifest does not list it
+    (the admin gallery's own templates then say what size is right)."""
+    from facegate.errors import ModelError
+    from facegate.gallery.templates import embedder_dim_for
+    from facegate.models import Manifest
+
+    sha = doc.get("embedder_sha256") if isinstance(doc, dict) else None
+    if not isinstance(sha, str):
+        return None
+    try:
+        return embedder_dim_for(Manifest.load(models).entries, sha)
+    except ModelError:
+        return None
+
+
 def cmd_import_templates(args: argparse.Namespace, io: Output) -> int:
     from facegate.errors import GalleryError
     from facegate.gallery.store import Gallery
@@ -153,7 +171,7 @@ def cmd_import_templates(args: argparse.Namespace, io: Output) -> int:
     except (OSError, ValueError) as exc:
         raise GalleryError(f"{args.file}: cannot read a templates file: {exc}") from None
     with Gallery(args.gallery) as gallery:
-        person_id, added = import_person_templates(gallery, doc, str(args.file))
+        person_id, added = import_person_templates(gallery, doc, str(args.file), _embedder_dim(args.models, doc))
         version = gallery.version
     io.result({"person_id": person_id, "templates_added": added, "gallery_version": version})
     return EXIT_OK
@@ -210,5 +228,7 @@ def add_gallery_sync_commands(gallery: Any) -> None:
 
     p = gallery.add_parser("import-templates", help="add an export-templates file to the admin gallery")
     p.add_argument("--gallery", type=Path, required=True, help="the admin gallery")
+    p.add_argument("--models", type=Path, default=None,
+                   help="models directory whose manifest gives the embedder's dimension (default: the shipped one)")
     p.add_argument("file", type=Path)
     p.set_defaults(func=cmd_import_templates)

@@ -22,7 +22,9 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from facegate.errors import GalleryError
+from facegate.gallery.masterface import CROWDING_THRESHOLD, TOP_K, crowding
 from facegate.gallery.store import Gallery, NewTemplate
+from facegate.gallery.templates import TemplateError, check_template
 from facegate.sync.bundle import PersonRecord, PolicyRecord, TemplateRecord, build_bundle, bundle_sha256
 
 __all__ = ["ExportResult", "export_bundle", "export_person_templates", "import_person_templates", "read_persons"]
@@ -126,6 +128,7 @@ def export_bundle(
         mixed = db.execute("SELECT COUNT(*) FROM templates WHERE embedder_sha256 != ?", (embedder,)).fetchone()[0]
     if mixed:
         raise GalleryError(f"{gallery.path}: {mixed} template(s) were made by another embedder; re-enrol them")
+    gallery.check_templates(None)  # a template doors would refuse (bad_template) fails here, not on every door
     kind: Literal["full", "delta"] = "full" if base is None else "delta"
     data = build_bundle(private_key, kind=kind, version=now, base_version=base, embedder_sha256=embedder,
                         persons=persons, deletes=deletes, created=created)
@@ -155,11 +158,14 @@ def export_person_templates(gallery: Gallery, person_id: str) -> dict[str, Any]:
     }
 
 
-def import_person_templates(gallery: Gallery, doc: Any, origin: str = "templates file") -> tuple[str, int]:
+def import_person_templates(gallery: Gallery, doc: Any, origin: str = "templates file",
+                            embedder_dim: int | None = None) -> tuple[str, int]:
     """Add the templates of an :func:`export_person_templates` file to (admin) ``gallery``.
 
     Returns (person id, templates added). The embedder must match the gallery's: templates of another model
-    would never match anyone.
+    would never match anyone. The file is unsigned and foreign, so every template must pass the template gate
+    as it is (``embedder_dim``: the embedder's dimension, from the manifest; None: the gallery's), and none may
+    be a master face (:mod:`facegate.gallery.masterface`): too close to too many of the gallery's other persons.
     """
     def bad(what: str) -> GalleryError:
         return GalleryError(f"{origin}: {what}")
@@ -177,6 +183,11 @@ def import_person_templates(gallery: Gallery, doc: Any, origin: str = "templates
     items = doc.get("templates")
     if not isinstance(items, list) or not items:
         raise bad("templates must be a non-empty list")
+    gallery.check_embedder(embedder)
+    known = gallery.embedder_dim
+    if embedder_dim is not None and known is not None and embedder_dim != known:
+        raise bad(f"the embedder makes {embedder_dim} values, the gallery holds {known}-value templates")
+    dim = embedder_dim if embedder_dim is not None else known
     templates: list[NewTemplate] = []
     for i, t in enumerate(items):
         try:
@@ -185,15 +196,35 @@ def import_person_templates(gallery: Gallery, doc: Any, origin: str = "templates
             source = t.get("source")
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
             raise bad(f"templates[{i}]: {exc}") from None
-        if vector.size == 0 or not np.isfinite(vector).all() or not all(map(math.isfinite, quality.values())):
-            raise bad(f"templates[{i}]: empty or non-finite values")
+        if not all(map(math.isfinite, quality.values())):
+            raise bad(f"templates[{i}]: non-finite quality values")
+        try:  # refused, never re-normalised: the file is not the embedder's own output
+            vector = check_template(vector, dim, person_id, where=f"templates[{i}]")
+        except TemplateError as exc:
+            raise bad(str(exc)) from None
+        if dim is None:
+            dim = vector.size
         templates.append(NewTemplate(vector, quality, source if isinstance(source, str) else None))
-    dims = {t.embedding.size for t in templates}
-    if len(dims) != 1:
-        raise bad(f"templates of different sizes {sorted(dims)}")
-    with gallery.snapshot() as db:
-        row = db.execute("SELECT length(embedding) FROM templates LIMIT 1").fetchone()
-    if row is not None and row[0] != 4 * dims.pop():
-        raise bad(f"templates have {len(templates[0].embedding)} values; the gallery's have {row[0] // 4}")
-    added = gallery.enroll(person_id, templates, embedder, name=name, metadata=metadata)
+    _refuse_master_faces(gallery, person_id, np.stack([t.embedding for t in templates]), bad)
+    added = gallery.enroll(person_id, templates, embedder, name=name, metadata=metadata, dim=dim)
     return person_id, added
+
+
+def _refuse_master_faces(gallery: Gallery, person_id: str, vectors: np.ndarray, bad: Any) -> float | None:
+    """Raise ``bad(...)`` when a template is a master face; returns the highest crowding (None: no one to
+    compare with, the first person of a gallery)."""
+    size = 4 * vectors.shape[1]
+    with gallery.snapshot() as db:
+        rows = db.execute("SELECT person_id, embedding FROM templates WHERE person_id != ? AND length(embedding) = ?",
+                          (person_id, size)).fetchall()
+    if not rows:
+        return None
+    ids = [str(r[0]) for r in rows]
+    reference = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+    scores = crowding(vectors, reference, ids)
+    worst = int(np.argmax(scores))
+    if scores[worst] > CROWDING_THRESHOLD:
+        raise bad(f"person '{person_id}': templates[{worst}] is a master face: its mean similarity to its {TOP_K} "
+                  f"closest other persons is {scores[worst]:.3f}, above {CROWDING_THRESHOLD} (real faces stay below "
+                  "0.62, docs/master-faces.md); it would match other people. Re-enrol the person from photos")
+    return float(scores[worst])

@@ -100,11 +100,13 @@ class SyncReceiver:
         *,
         resubscribe_seconds: float = 30.0,
         retry_seconds: float = 5.0,
+        embedder_dim: int | None = None,
     ) -> None:
         self.config: SyncConfig = config.sync
         self._device_id = config.device_id
         self._gallery_path = config.gallery_path
         self._embedder = embedder_sha256
+        self._embedder_dim = embedder_dim  # every template is checked for it (facegate.gallery.templates)
         self._emit = emit
         self._on_applied = on_applied
         self._keys = public_keys_by_id(self.config.public_keys)
@@ -202,7 +204,7 @@ class SyncReceiver:
                 return None
             try:
                 bundle = verify_bundle(data, self._keys, self.config.max_bundle_bytes)
-                result = apply_bundle(gallery, bundle, self._embedder)
+                result = apply_bundle(gallery, bundle, self._embedder, self._embedder_dim)
             except BundleError as exc:
                 self._reject_locked(exc, sha, source)
                 return exc

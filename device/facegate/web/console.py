@@ -270,7 +270,11 @@ class Console:
             gallery, _ = self._db()
             if gallery.person(person_id) is None:
                 raise ConsoleError(f"no person {person_id!r}", 404)
-            gallery.enroll(person_id, [template], self.service.pipeline.embedder_sha256)
+            try:  # the template gate (facegate.gallery.templates) names what is wrong
+                gallery.enroll(person_id, [template], self.service.pipeline.embedder_sha256,
+                               dim=self.service.pipeline.embedder.dim)
+            except GalleryError as exc:
+                raise ConsoleError(str(exc)) from None
             count = next((p["templates"] for p in gallery.persons() if p["id"] == person_id), 0)
         self.emit(user, "photo_enrolled", person_id=person_id, source=how)
         return {"id": person_id, "accepted": True, "reason": "accepted", "templates": count,
