@@ -40,6 +40,7 @@ from facegate.memtrim import release_free_memory
 from facegate.models import Manifest
 from facegate.panel.build import build_outputs
 from facegate.panel.output import wants
+from facegate.private_files import private_dir
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
 from facegate.recovery import check_gallery, open_outbox
@@ -159,7 +160,7 @@ class Service:
         self.stop_event = threading.Event()
         self.notifier = SystemdNotifier()
         self.stats = Stats()
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.state_dir)  # owner-only whatever the umask (facegate/private_files.py)
         self._db_lock = threading.Lock()
 
         # Damaged files found at start (issue 13, facegate/recovery.py): the outbox is quarantined and its readable

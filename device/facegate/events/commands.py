@@ -60,6 +60,7 @@ from facegate.config import CommandsConfig, ConfigError
 from facegate.errors import FacegateError
 from facegate.events.communicator import Command
 from facegate.events.ha_codes import CodeBook, load_code_hashes
+from facegate.private_files import private_sqlite
 
 if TYPE_CHECKING:  # cryptography (~7 MB resident on x86) is imported only where Ed25519 keys are configured
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -242,7 +243,7 @@ class CommandVerifier:
         self._lock = threading.Lock()
         self._nonce_path = Path(nonce_db)
         try:
-            self._nonce_path.parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(self._nonce_path)
             self._db = sqlite3.connect(
                 str(self._nonce_path), timeout=10.0, isolation_level=None, check_same_thread=False
             )

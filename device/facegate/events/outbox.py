@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any
 
 from facegate.errors import FacegateError
+from facegate.private_files import private_sqlite
 
 __all__ = ["Outbox", "OutboxError", "OutboxFull"]
 
@@ -75,7 +76,7 @@ class Outbox:
         self._max_events = max_events
         self._lock = threading.Lock()
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(self._path)  # names of people: owner-only, -wal/-shm included
             # isolation_level=None: we issue BEGIN/COMMIT ourselves so each method is exactly one transaction.
             self._db = sqlite3.connect(str(self._path), timeout=10.0, isolation_level=None, check_same_thread=False)
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]

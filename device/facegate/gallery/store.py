@@ -20,6 +20,7 @@ import numpy as np
 from facegate.errors import GalleryError
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.schema import POLICY_SCHEMA
+from facegate.private_files import private_sqlite
 
 if TYPE_CHECKING:
     from facegate.recognition.calibration import FairCalibration
@@ -95,6 +96,10 @@ class NewTemplate:
 class Gallery:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        try:
+            private_sqlite(self.path)  # names and biometric templates: owner-only, -wal/-shm included
+        except OSError as exc:
+            raise GalleryError(f"cannot create gallery {self.path}: {exc}") from None
         try:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")

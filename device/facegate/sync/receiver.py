@@ -45,6 +45,7 @@ from facegate.events.ratelimit import ReportLimiter
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
 from facegate.mqtt_client import connect_async
+from facegate.private_files import private_dir, write_private
 from facegate.sync.apply import ApplyResult, SyncState, apply_bundle, sync_state
 from facegate.sync.bundle import BundleError, Reason, verify_bundle
 from facegate.sync.chunks import (
@@ -108,8 +109,8 @@ class SyncReceiver:
         self._emit = emit
         self._on_applied = on_applied
         self._keys = public_keys_by_id(self.config.public_keys)
-        self._dir = config.state_dir / "sync"
-        self._dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.state_dir)
+        self._dir = private_dir(config.state_dir / "sync")
         self._lock = threading.Lock()  # one bundle at a time; guards _gallery, _state, _decided
         self._gallery: Gallery | None = None
         self._state = SyncState(0, None)
@@ -556,9 +557,7 @@ class HttpSource:
         if etag and etag != self._etag:
             self._etag = etag
             with contextlib.suppress(OSError):
-                tmp = self._state_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"url": self.url, "etag": etag}))
-                tmp.replace(self._state_file)
+                write_private(self._state_file, json.dumps({"url": self.url, "etag": etag}).encode(), durable=False)
 
     def _transport_error(self, message: str) -> None:
         if message != self._last_error:  # once per distinct problem, not every poll
