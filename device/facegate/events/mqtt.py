@@ -387,10 +387,10 @@ class MqttCommunicator:
             return
         now = time.monotonic()
         generation = self._connect_generation
-        if generation != self._published_generation:
+        announce = generation != self._published_generation
+        if announce:
             self._published_generation = generation
             self._generation_started = now
-            self._publish("availability", self.topics.availability, "online", retain=True)
             with self._state_lock:
                 self._dirty.update(self._states)
                 self._dirty.add("status")
@@ -403,6 +403,11 @@ class MqttCommunicator:
             with self._state_lock:
                 self._dirty.add("status")
         self._publish_states()
+        if announce:
+            # "online" last, on the same connection (so the broker delivers it after them): until it arrives,
+            # Home Assistant shows the door unavailable instead of the retained states of a run that crashed
+            # (an "unlocked" lock for a moment fires automations on the lock turning on).
+            self._publish("availability", self.topics.availability, "online", retain=True)
         self._check_stuck(now)
         self._fill_window(now)
 
