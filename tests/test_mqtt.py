@@ -441,6 +441,28 @@ def test_status_follows_the_outbox_counters(broker: Mosquitto, tmp_path: Path, d
     device.stop()
 
 
+def test_undelivered_events_does_not_flip_after_every_event(broker: Mosquitto, tmp_path: Path,
+                                                            devices: list[Device]) -> None:
+    """A busy door: a status after every event (as the service sends one after each grant). The broker takes each
+    event within milliseconds, so Home Assistant's "Undelivered events" must stay 0, not flip to 1 and back
+    (each flip is a state change in HA's recorder)."""
+    device = Device(broker, tmp_path, status_interval_seconds=None)
+    devices.append(device)
+    with Collector(broker, f"{BASE}/#") as seen:
+        device.start()
+        for seq in range(1, 31):
+            device.emit(1, type="access_granted")
+            device.comm.publish_state("status", {"gallery_persons": 1, "outbox": {"pending": 0, "dropped": 0},
+                                                 "status_seq": seq})
+            time.sleep(0.03)
+        seen.wait_for(lambda m: len([x for x in m if x.topic == EVENTS]) == 30, timeout=10)
+        assert wait_until(lambda: len(device.outbox) == 0, timeout=5)
+        time.sleep(1.5)  # a counters re-send, if one were due, has gone out
+        shown = [x.json()["outbox_pending"] for x in seen.on(f"{BASE}/status")]
+    assert len(shown) >= 10 and set(shown) == {0}, shown
+    device.stop()
+
+
 def test_config_errors(broker: Mosquitto, tmp_path: Path) -> None:
     from facegate.config import ConfigError
 
