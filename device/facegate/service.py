@@ -219,6 +219,11 @@ class Service:
         self.configuration_url: str | None = None
         # Status: built by status(), published on change (coalesced) and every minute (facegate.events.status).
         self.facts = EventFacts()
+        if self.journal is not None:  # "Last access" survives a restart: the newest grant in the journal
+            last_grant = self.journal.journal.latest("access_granted")
+            if last_grant is not None:
+                self.facts.on_event(last_grant)
+                self._last_person = last_grant.get("name") or last_grant.get("person_id")
         self.emitter.add_listener(self._on_event_for_status)
         self._status = StatusPublisher(self.status, lambda status: self.communicator.publish_state("status", status),
                                        interval_seconds=STATUS_INTERVAL_SECONDS)

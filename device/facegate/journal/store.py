@@ -329,6 +329,18 @@ class Journal:
             out.append(event)
         return out
 
+    def latest(self, event_type: str) -> dict[str, Any] | None:
+        """The newest event of one type (by event time), or None; never raises (logged instead).
+
+        For what a restarted door reports about its past, e.g. the status's last access: a journal it cannot
+        read only means the door starts without it."""
+        try:
+            found = self.query(types=[event_type], limit=1)
+        except (JournalError, ValueError) as exc:  # ValueError: a row that is not JSON
+            log.warning("%s: cannot read the last %s: %s", self.path, event_type, exc)
+            return None
+        return found[0] if found else None
+
     def count(
         self,
         since: TimeBound | None = None,
