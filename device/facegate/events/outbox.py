@@ -37,7 +37,7 @@ from typing import Any
 from facegate.errors import FacegateError
 from facegate.private_files import private_sqlite
 
-__all__ = ["Outbox", "OutboxError", "OutboxFull"]
+__all__ = ["Outbox", "OutboxError", "OutboxFull", "scrub_delivered"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -89,6 +89,8 @@ class Outbox:
             if str(mode).lower() != "wal":
                 raise OutboxError(f"{self._path}: cannot switch to WAL journal mode (got {mode!r})")
             self._db.execute("PRAGMA synchronous=FULL")
+            # Privacy: a delivered (deleted) event's names are zeroed in the file, not left in free space.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
             self._count: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
             top = self._db.execute("SELECT MAX(id) FROM outbox").fetchone()[0]
@@ -212,6 +214,27 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def scrub_delivered(path: Path, busy_timeout_ms: int = 10_000) -> bool:
+    """Erasure: leave nothing of delivered events in ``path`` or its WAL; False if the WAL could not be cleared.
+
+    Delivered rows are deleted (zeroed with ``secure_delete`` by the service's connection), but the WAL keeps
+    the page images with their names until a checkpoint, and a file from before ``secure_delete`` may still
+    hold them in free pages. So: ``VACUUM`` (rewrites the file from the live rows) and a ``TRUNCATE``
+    checkpoint (the WAL back to zero bytes). Events not yet delivered stay: they are still to be sent. Safe
+    while the service runs (it waits for the lock, as for any writer).
+    """
+    db = sqlite3.connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
+    try:
+        db.execute("PRAGMA secure_delete=ON")
+        db.execute("VACUUM")
+        row = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return row is not None and int(row[0]) == 0
+    except sqlite3.Error as exc:
+        raise OutboxError(f"{path}: cannot clear delivered events: {exc}") from exc
+    finally:
+        db.close()
 
     def __enter__(self) -> Outbox:
         return self
