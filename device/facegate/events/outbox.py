@@ -215,6 +215,14 @@ class Outbox:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
 
 def scrub_delivered(path: Path, busy_timeout_ms: int = 10_000) -> bool:
     """Erasure: leave nothing of delivered events in ``path`` or its WAL; False if the WAL could not be cleared.
@@ -235,11 +243,3 @@ def scrub_delivered(path: Path, busy_timeout_ms: int = 10_000) -> bool:
         raise OutboxError(f"{path}: cannot clear delivered events: {exc}") from exc
     finally:
         db.close()
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
