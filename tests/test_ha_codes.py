@@ -153,3 +153,33 @@ def test_cli_code_hash_refuses_a_bad_code_format(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(SystemExit) as exc:  # argparse's usage error, not a re.error traceback
         main(["code", "hash", "--code-format", "[0-9"], out=io.StringIO(), err=io.StringIO())
     assert exc.value.code == 2 and "--code-format" in capsys.readouterr().err
+
+
+def test_the_brake_survives_a_restart(tmp_path: Path, clock: Clock) -> None:
+    """A restart (a power cut, an update, a crash) must not hand a guesser a fresh burst of guesses."""
+    config = CommandsConfig(home_assistant_codes=[hash_code(CODE)])
+    state = tmp_path / "state"
+    first = CommandVerifier(config, "front", state / "command_nonces.db", clock=clock)
+    for i in range(5):
+        assert reason(first, ha(code="000000", nonce=f"guess-{i:04d}")) == "bad_code"
+    assert reason(first, ha(code="000000", nonce="guess-0005")) == "too_many_attempts"
+    first.close()
+
+    again = CommandVerifier(config, "front", state / "command_nonces.db", clock=clock)  # the restarted door
+    assert reason(again, ha(code="000000", nonce="guess-0006")) == "too_many_attempts"
+    assert reason(again, ha(nonce="right-0001")) == "too_many_attempts"  # not even the right code is checked
+    again.close()
+    brake_file = state / "ha_code_brake.json"
+    assert brake_file.stat().st_mode & 0o777 == 0o600
+
+    # Time that passed while the door was down refills it (wall time: the monotonic clock restarts at boot).
+    saved = json.loads(brake_file.read_text())
+    brake_file.write_text(json.dumps({**saved, "wall_ts": saved["wall_ts"] - 61}))
+    later = CommandVerifier(config, "front", state / "command_nonces.db", clock=clock)
+    assert later.verify(ha(nonce="right-0002"), retained=False).action == "unlock"
+    later.close()
+
+    brake_file.write_text("{not json")  # a damaged file: start braked, not with a fresh burst
+    damaged = CommandVerifier(config, "front", state / "command_nonces.db", clock=clock)
+    assert reason(damaged, ha(nonce="right-0003")) == "too_many_attempts"
+    damaged.close()

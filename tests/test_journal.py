@@ -467,6 +467,24 @@ def test_write_csv_quotes_formulas_only_in_text() -> None:
     assert row["name"] == "'-1" and row["similarity"] == "-0.5" and row["person_id"] == "'@p"
 
 
+@pytest.mark.parametrize("name", [" =HYPERLINK(\"http://x\")", "  +1", "\u00a0=1+1", "\u200b@SUM(A1)", "\ufeff-2",
+                                  " \t=1", "\u3000=1", "\uff1d1+1", "\r=1", "\n+1"])
+def test_write_csv_quotes_formulas_behind_blanks(name: str) -> None:
+    """Spreadsheets trim leading blanks on import: a formula behind them is still a formula."""
+    out = io.StringIO(newline="")
+    write_csv([{"ts": "t", "type": "access_granted", "name": name}], out)
+    row = next(iter(csv.DictReader(io.StringIO(out.getvalue(), newline=""))))
+    assert row["name"] == "'" + name
+
+
+@pytest.mark.parametrize("name", ["Ann  =", " Ann", "Anne-Marie", "", "a@b"])
+def test_write_csv_leaves_ordinary_names_alone(name: str) -> None:
+    out = io.StringIO()
+    write_csv([{"ts": "t", "type": "access_granted", "name": name}], out)
+    row = next(iter(csv.DictReader(io.StringIO(out.getvalue()))))
+    assert row["name"] == name
+
+
 def test_sqlite_file_is_wal_and_owner_only(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.db") as j:
         j.record(ev(1, time.time()))

@@ -171,3 +171,23 @@ def test_a_purge_holding_the_journal_locked_does_not_hold_up_the_door(tmp_path, 
     assert granted_at < released[0] - 1.0  # decided while the journal was locked
     assert [e["event_id"] for e in journal_rows(config.journal_path)] == [e["event_id"] for e in seen]
     assert service.journal is not None and service.journal.errors == 0
+
+
+def test_last_access_survives_a_restart(tmp_path, photos, astro_templates, pipeline, factory) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """HA's "Last access" read unknown after every restart until the next grant: the status now starts with the
+    newest grant in the journal."""
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2), ("astro", 10), ("bg", 2)])
+    config = make_config(tmp_path, frames, None)
+    enrol(config, astro_templates, pipeline)
+    first = Service(config, pin_factory=factory)
+    assert first.run() == 0
+    granted = [e for e in journal_rows(config.journal_path) if e["type"] == "access_granted"]
+    assert len(granted) == 1
+    factory.reset()
+    restarted = Service(config, pin_factory=factory)  # nobody comes by this time
+    try:
+        status = restarted.status()
+        assert status["last_access"] == {k: granted[0][k] for k in ("person_id", "name", "ts", "similarity")}
+        assert status["last_access"]["name"] == "Eileen Collins" and status["last_person"] == "Eileen Collins"
+    finally:
+        restarted.shutdown()

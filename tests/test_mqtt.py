@@ -239,6 +239,65 @@ def test_last_will_on_crash(broker: Mosquitto, tmp_path: Path) -> None:
                 child.stdout.close()
 
 
+_RESTARTED_DOOR = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from facegate.config import CommandsConfig, MqttConfig\n"
+    "from facegate.events import EventEmitter, Outbox\n"
+    "from facegate.events.commands import CommandVerifier\n"
+    "from facegate.events.mqtt import MqttCommunicator\n"
+    "state = Path(sys.argv[3])\n"
+    "comm = MqttCommunicator(MqttConfig(host=sys.argv[1], port=int(sys.argv[2]), discovery=True), 'door1',\n"
+    "    EventEmitter('door1', Outbox(state / 'o.db', 100)), CommandVerifier(CommandsConfig(), 'door1',\n"
+    "    state / 'n.db'), status_interval_seconds=None)\n"
+    "comm.publish_state('lock/state', sys.argv[4])  # as the service does: its states before connecting\n"
+    "comm.publish_state('status', {'status_seq': 1, 'lock': sys.argv[4]})\n"
+    "comm.start()\n"
+    "while not comm.connected: time.sleep(0.01)\n"
+    "print('connected', flush=True)\n"
+    "time.sleep(30)\n"
+)
+
+
+def test_a_restarted_door_publishes_its_fresh_states_before_online(broker: Mosquitto, tmp_path: Path) -> None:
+    """A door that crashed while unlocked comes back: Home Assistant must never see it online and unlocked.
+
+    HA shows a lock's retained state as soon as the availability is ``online``; if ``online`` came first, the
+    crashed run's UNLOCKED showed for a moment and an automation on "lock turned on" fired."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "device")}
+
+    def door(lock: str) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen([sys.executable, "-c", _RESTARTED_DOOR, broker.host, str(broker.port),
+                                  str(tmp_path), lock], stdout=subprocess.PIPE, env=env)
+        assert child.stdout is not None and child.stdout.readline().strip() == b"connected"
+        return child
+
+    children = []
+    try:
+        with Collector(broker, f"{BASE}/#") as seen:
+            children.append(door("UNLOCKED"))
+            seen.wait_for(lambda m: any(x.topic.endswith("/availability") and x.text == "online" for x in m))
+            children[0].send_signal(signal.SIGKILL)  # the crash: the broker publishes the will
+            children[0].wait(timeout=5)
+            seen.wait_for(lambda m: m[-1].topic.endswith("/availability") and m[-1].text == "offline", timeout=5)
+            crashed = len(seen.messages)
+            children.append(door("LOCKED"))
+            after = seen.wait_for(lambda m: any(x.topic.endswith("/availability") and x.text == "online"
+                                                for x in m[crashed:]))[crashed:]
+        order = [(x.topic.removeprefix(BASE + "/"), x.text) for x in after]
+        online = order.index(("availability", "online"))
+        assert ("lock/state", "LOCKED") in order[:online], order
+        assert any(topic == "status" and '"LOCKED"' in text for topic, text in order[:online]), order
+        assert ("lock/state", "UNLOCKED") not in order, order
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=5)
+            if child.stdout is not None:
+                child.stdout.close()
+
+
 def test_retained_states_and_status(broker: Mosquitto, tmp_path: Path, devices: list[Device]) -> None:
     device = Device(broker, tmp_path, status_interval_seconds=0.3)
     devices.append(device)
@@ -379,6 +438,28 @@ def test_status_follows_the_outbox_counters(broker: Mosquitto, tmp_path: Path, d
         seen.wait_for(lambda m: len(m) >= 1 and m[-1].json()["outbox_pending"] == 0, timeout=5)
         last = seen.on(f"{BASE}/status")[-1].json()
         assert last["outbox"] == {"pending": 0, "dropped": 0} and last["status_seq"] == 1
+    device.stop()
+
+
+def test_undelivered_events_does_not_flip_after_every_event(broker: Mosquitto, tmp_path: Path,
+                                                            devices: list[Device]) -> None:
+    """A busy door: a status after every event (as the service sends one after each grant). The broker takes each
+    event within milliseconds, so Home Assistant's "Undelivered events" must stay 0, not flip to 1 and back
+    (each flip is a state change in HA's recorder)."""
+    device = Device(broker, tmp_path, status_interval_seconds=None)
+    devices.append(device)
+    with Collector(broker, f"{BASE}/#") as seen:
+        device.start()
+        for seq in range(1, 31):
+            device.emit(1, type="access_granted")
+            device.comm.publish_state("status", {"gallery_persons": 1, "outbox": {"pending": 0, "dropped": 0},
+                                                 "status_seq": seq})
+            time.sleep(0.03)
+        seen.wait_for(lambda m: len([x for x in m if x.topic == EVENTS]) == 30, timeout=10)
+        assert wait_until(lambda: len(device.outbox) == 0, timeout=5)
+        time.sleep(1.5)  # a counters re-send, if one were due, has gone out
+        shown = [x.json()["outbox_pending"] for x in seen.on(f"{BASE}/status")]
+    assert len(shown) >= 10 and set(shown) == {0}, shown
     device.stop()
 
 

@@ -254,3 +254,31 @@ def test_null_communicator_keeps_events_and_states(outbox: Outbox) -> None:
     assert comm.states == {"lock/state": "LOCKED"}
     assert comm.connected is False
     assert comm.stop(0.0) == 1
+
+
+def test_the_backlog_counts_only_events_waiting_longer_than_asked(tmp_path: Path) -> None:
+    """'Undelivered events' is a backlog: an event acknowledged within milliseconds never shows in it."""
+    now = [100.0]
+    box = Outbox(tmp_path / "o.db", max_events=100, clock=lambda: now[0])
+    for i in range(3):
+        box.append({"i": i})
+    assert box.waiting_longer_than(5.0) == 0  # just appended: in flight, not a backlog
+    now[0] = 104.0
+    box.append({"i": 3})
+    box.append({"i": 4})
+    now[0] = 105.5
+    assert box.waiting_longer_than(5.0) == 3  # the first three have waited 5.5 s
+    box.ack_many([1])
+    assert box.waiting_longer_than(5.0) == 2
+    now[0] = 109.5
+    assert box.waiting_longer_than(5.0) == 4
+    box.ack_many([2, 3, 4, 5])
+    assert box.waiting_longer_than(5.0) == 0
+    box.append({"i": 5})
+    box.close()
+    now[0] = 200.0
+    reopened = Outbox(tmp_path / "o.db", max_events=100, clock=lambda: now[0])  # rows left by an earlier run
+    assert reopened.waiting_longer_than(5.0) == 0
+    now[0] = 205.5
+    assert reopened.waiting_longer_than(5.0) == 1
+    reopened.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import json
@@ -34,8 +35,8 @@ class Door:
     """A SyncReceiver as a service would run it, recording events and index swaps."""
 
     def __init__(self, tmp: Path, public: str, *, server: Mosquitto | None = None, url: str | None = None,
-                 max_bytes: int = 64 << 20, resubscribe_seconds: float = 30.0, retry_seconds: float = 5.0) -> None:
-        sync: dict[str, Any] = {"public_keys": [public], "max_bundle_bytes": max_bytes}
+                 max_bytes: int = 64 << 20, resubscribe_seconds: float = 30.0, **sync_keys: Any) -> None:
+        sync: dict[str, Any] = {"public_keys": [public], "max_bundle_bytes": max_bytes, **sync_keys}
         if server is not None:
             sync["topic"] = TOPIC
         if url is not None:
@@ -47,8 +48,7 @@ class Door:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.indexes: list[EmbeddingIndex] = []
         self.revisions: list[int] = []
-        self.receiver = SyncReceiver(self.config, EMB, self._emit, self._swap, resubscribe_seconds=resubscribe_seconds,
-                                     retry_seconds=retry_seconds)
+        self.receiver = SyncReceiver(self.config, EMB, self._emit, self._swap, resubscribe_seconds=resubscribe_seconds)
 
     def _emit(self, type: str, **fields: Any) -> None:
         self.events.append((type, fields))
@@ -241,36 +241,87 @@ def test_a_forged_chunk_does_not_hold_back_the_real_bundle(tmp_path, broker, adm
     full = export_bundle(admin, key)
     publish_bundle(full.data, target(broker), TOPIC, chunk_bytes=CHUNK)
     _retain(broker, [(chunk_topic(TOPIC, 0), _forged_chunk(full.data, 0))])
-    with Door(tmp_path, public, server=broker, retry_seconds=0.2) as door:
+    with Door(tmp_path, public, server=broker) as door:
         mqtt = door.receiver.mqtt
         assert mqtt is not None
         rejected = door.wait_for("gallery_rejected")[0]
         assert rejected["reason"] == "corrupt" and rejected["bundle"] == full.sha256 and "version" not in rejected
-        # Not remembered as refused: the door keeps fetching it (with a back-off) while the forged chunk stays...
+        # The bundle is not refused (its bytes are unknown), only this manifest is remembered as failed...
         assert door.receiver.wants(full.sha256)
-        assert wait_until(lambda: mqtt._failures >= 3, timeout=10)
-        assert len(door.of("gallery_rejected")) == 1  # ...and does not report every attempt
-        # ...so once the admin (or the broker operator) puts the real chunk back, the bundle is applied.
-        _retain(broker, [(chunk_topic(TOPIC, 0), make_chunks(full.data, make_manifest(full.data, {}, CHUNK))[0])])
+        # ...so once the admin puts the real chunk back and publishes again, the bundle is applied.
+        publish_bundle(full.data, target(broker), TOPIC, chunk_bytes=CHUNK)
         assert door.wait_for("gallery_updated", timeout=15)[0]["bundle"] == full.sha256
-        assert mqtt._failures == 0
     assert len(door.of("gallery_rejected")) == 1
     assert synced_part(content(door.gallery)) == synced_part(content(admin.path))
     assert not any((door.config.state_dir / "sync" / "chunks").iterdir())
 
 
-def test_republishing_after_a_forged_chunk_applies_at_once(tmp_path, broker, admin) -> None:  # type: ignore[no-untyped-def]
-    """The review's reproduction: the admin publishes the bundle again; a new copy of the manifest ends the
-    back-off (a minute here, so only the re-publication can be what fetches it again)."""
-    key, _, public = keypair()
-    full = export_bundle(admin, key)
-    publish_bundle(full.data, target(broker), TOPIC, chunk_bytes=CHUNK)
-    _retain(broker, [(chunk_topic(TOPIC, 0), _forged_chunk(full.data, 0))])
-    with Door(tmp_path, public, server=broker, retry_seconds=60) as door:
+def _junk_bundle(seed: int, chunks: int = 4) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """An attacker's manifest and retained chunks: self-consistent junk that can never hash to its bundle id."""
+    junk = random.Random(seed).randbytes(chunks * CHUNK)
+    manifest = make_manifest(junk, {}, CHUNK)
+    manifest = dataclasses.replace(manifest, bundle=hashlib.sha256(b"not %d" % seed).hexdigest())
+    messages = []
+    for i in range(chunks):
+        piece = junk[i * CHUNK:(i + 1) * CHUNK]
+        head = {"bundle": manifest.bundle, "index": i, "count": chunks, "size": len(junk), "offset": i * CHUNK,
+                "sha256": hashlib.sha256(piece).hexdigest()}
+        messages.append((chunk_topic(TOPIC, i), json.dumps(head).encode() + b"\n" + piece))
+    return manifest.to_bytes(), messages
+
+
+def _chunk_writes(door: Door) -> int:
+    return sum(1 for t, f in door.events if t == "gallery_rejected" and f["reason"] == "corrupt")
+
+
+def test_a_failed_manifest_is_not_fetched_again_even_after_a_restart(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
+    """Junk chunks behind a retained manifest: fetched once, then never again on reconnection or restart."""
+    _, _, public = keypair()
+    manifest, chunks = _junk_bundle(1)
+    _retain(broker, [*chunks, (manifest_topic(TOPIC), manifest)])
+    with Door(tmp_path, public, server=broker, resubscribe_seconds=0.5) as door:
         assert door.wait_for("gallery_rejected")[0]["reason"] == "corrupt"
-        publish_bundle(full.data, target(broker), TOPIC, chunk_bytes=CHUNK)
-        assert door.wait_for("gallery_updated")[0]["version"] == full.version
-    assert [e["reason"] for e in door.of("gallery_rejected")] == ["corrupt"]
+        mqtt = door.receiver.mqtt
+        assert mqtt is not None
+        stored: list[int] = []
+        mqtt._store.add = lambda chunk: stored.append(chunk.index) or False  # type: ignore[method-assign]
+        broker.restart()  # the door reconnects and is sent the retained manifest again
+        _retain(broker, [*chunks, (manifest_topic(TOPIC), manifest)])
+        assert wait_until(lambda: mqtt.connected, timeout=10)
+        wait_until(lambda: bool(stored), timeout=3)  # gives it time to (wrongly) fetch again
+        assert stored == [] and _chunk_writes(door) == 1
+    assert (door.config.state_dir / "sync" / "guard.json").stat().st_mode & 0o777 == 0o600
+    again = Door(tmp_path, public, server=broker, resubscribe_seconds=0.5)  # the restarted door
+    mqtt = again.receiver.mqtt
+    assert mqtt is not None
+    stored = []
+    mqtt._store.add = lambda chunk: stored.append(chunk.index) or False  # type: ignore[method-assign]
+    with again:
+        assert wait_until(lambda: mqtt.connected, timeout=10)
+        wait_until(lambda: bool(stored), timeout=3)
+        assert stored == [] and again.events == []
+
+
+def test_manifests_cannot_make_the_door_download_more_than_its_hourly_budget(tmp_path, broker, admin) -> None:  # type: ignore[no-untyped-def]
+    """A stream of distinct junk manifests (each a new bundle id) is cut off by sync.max_download_bytes_per_hour;
+    the admin's real bundle then waits for the budget instead of being fetched at once."""
+    _, _, public = keypair()
+    budget = 1024 * 1024
+    with Door(tmp_path, public, server=broker, max_download_bytes_per_hour=budget) as door:
+        door.receiver._reports = ReportLimiter(burst=10**6)  # count every corrupt transfer
+        mqtt = door.receiver.mqtt
+        assert mqtt is not None and wait_until(lambda: mqtt.connected, timeout=10)
+        for seed in range(100):  # 100 x 16 KiB = 1.6 MiB of junk offered
+            manifest, chunks = _junk_bundle(100 + seed)
+            _retain(broker, [*chunks, (manifest_topic(TOPIC), manifest)])
+            if door.of("sync_download_paused"):
+                break
+            assert wait_until(lambda s=seed: _chunk_writes(door) > s or bool(door.of("sync_download_paused")),
+                              timeout=10)
+        paused = door.wait_for("sync_download_paused")[0]
+        assert paused["max_download_bytes_per_hour"] == budget and paused["resume_in_seconds"] > 0
+        assert mqtt.guard.available() < CHUNK
+        assert _chunk_writes(door) * 4 * CHUNK <= budget  # never more than the budget was stored
 
 
 def test_a_manifest_announcing_too_many_chunks_is_refused(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]

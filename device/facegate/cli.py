@@ -23,7 +23,14 @@ from facegate.events.ha_cli import add_code_commands
 from facegate.fairness.cli import add_fairness_command
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.imageio import read_image
-from facegate.journal.cli import add_events_command, add_purge_options, purge_events, purge_target
+from facegate.journal.cli import (
+    add_events_command,
+    add_purge_options,
+    outbox_target,
+    purge_events,
+    purge_target,
+    scrub_outbox,
+)
 from facegate.models import Manifest
 from facegate.panel.cli import add_gallery_card_command, card_number_arg
 from facegate.recognition.calibration import FairCalibration
@@ -234,8 +241,11 @@ def cmd_gallery_remove(args: argparse.Namespace, io: Output) -> int:
             io.message(f"no person '{args.id}' in gallery {args.gallery}; purging their journal entries only")
         result: dict[str, Any] = {"person_id": args.id, "templates_removed": removed,
                                   "gallery_version": gallery.version}
+        if journal is not None:  # an erasure: not even the sync change log or the WAL may name them
+            result["sync_history_erased"] = gallery.erase_history(args.id)
     if journal is not None:
         result.update(purge_events(journal, args.id, args.anonymise_events))
+        result.update(scrub_outbox(outbox_target(args)))
     io.result(result)
     return EXIT_OK
 

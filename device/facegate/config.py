@@ -217,6 +217,8 @@ class SyncConfig(Section):
     url: str | None = None  # http(s) URL of a bundle file, polled with If-None-Match
     poll_seconds: float = Field(300.0, ge=1, le=86_400)
     max_bundle_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=2**31)
+    # What MQTT manifests (unsigned) can make the door download and store, per hour (facegate/sync/guard.py).
+    max_download_bytes_per_hour: int = Field(256 * 1024 * 1024, ge=1024 * 1024, le=2**40)
 
     @field_validator("public_keys")
     @classmethod

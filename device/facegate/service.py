@@ -40,6 +40,7 @@ from facegate.memtrim import release_free_memory
 from facegate.models import Manifest
 from facegate.panel.build import build_outputs
 from facegate.panel.output import wants
+from facegate.private_files import private_dir
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
 from facegate.recognition.health import RecognitionHealth
@@ -160,7 +161,7 @@ class Service:
         self.stop_event = threading.Event()
         self.notifier = SystemdNotifier()
         self.stats = Stats()
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.state_dir)  # owner-only whatever the umask (facegate/private_files.py)
         self._db_lock = threading.Lock()
 
         # Damaged files found at start (issue 13, facegate/recovery.py): the outbox is quarantined and its readable
@@ -221,6 +222,11 @@ class Service:
         # Status: built by status(), published on change (coalesced) and every minute (facegate.events.status).
         self.facts = EventFacts()
         self.recognition = RecognitionHealth(self.emitter.emit)  # recognition_error / recognition_ok
+        if self.journal is not None:  # "Last access" survives a restart: the newest grant in the journal
+            last_grant = self.journal.journal.latest("access_granted")
+            if last_grant is not None:
+                self.facts.on_event(last_grant)
+                self._last_person = last_grant.get("name") or last_grant.get("person_id")
         self.emitter.add_listener(self._on_event_for_status)
         self._status = StatusPublisher(self.status, lambda status: self.communicator.publish_state("status", status),
                                        interval_seconds=STATUS_INTERVAL_SECONDS)

@@ -59,7 +59,8 @@ from typing import TYPE_CHECKING, Any
 from facegate.config import CommandsConfig, ConfigError
 from facegate.errors import FacegateError
 from facegate.events.communicator import Command
-from facegate.events.ha_codes import CodeBook, load_code_hashes
+from facegate.events.ha_codes import BRAKE_FILE, CodeBook, GuessBrake, load_code_hashes
+from facegate.private_files import private_sqlite
 
 if TYPE_CHECKING:  # cryptography (~7 MB resident on x86) is imported only where Ed25519 keys are configured
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -237,12 +238,14 @@ class CommandVerifier:
             hashes = load_code_hashes(config.home_assistant_codes, config.home_assistant_code_hashes_file)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self.home_assistant_codes = CodeBook(hashes)
+        # The brake on guessing survives restarts (its file beside the nonce store).
+        self.home_assistant_codes = CodeBook(hashes, GuessBrake(state_file=Path(nonce_db).parent / BRAKE_FILE)
+                                             if hashes else None)
         self._ha_lockdown = config.home_assistant_lockdown
         self._lock = threading.Lock()
         self._nonce_path = Path(nonce_db)
         try:
-            self._nonce_path.parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(self._nonce_path)
             self._db = sqlite3.connect(
                 str(self._nonce_path), timeout=10.0, isolation_level=None, check_same_thread=False
             )

@@ -14,7 +14,9 @@ allowed to publish on ``lock/set`` could otherwise try codes as fast as the door
 :data:`GUESS_BURST` wrong codes, one more guess is allowed per :data:`GUESS_REFILL_SECONDS`; while braked, a
 code is not even checked (``too_many_attempts``), so guessing a 6-digit code takes on average about a year.
 The brake is shared by all senders: someone with publish rights can keep HA's unlock refused this way, which
-is the same denial of service a flood of bad messages already gives them.
+is the same denial of service a flood of bad messages already gives them. The brake survives restarts
+(:data:`BRAKE_FILE` in the state directory, 0600): otherwise every restart of the door (a power cut, an update,
+a crash the guesser provoked) would hand out a fresh burst of guesses.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
+import logging
 import secrets
 import threading
 import time
@@ -30,7 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from facegate.private_files import write_private
+
 __all__ = [
+    "BRAKE_FILE",
     "GUESS_BURST",
     "GUESS_REFILL_SECONDS",
     "CodeBook",
@@ -47,6 +54,10 @@ _MAX_N = 2**20  # refuse hashes whose cost would stall the door (or exhaust its 
 MIN_CODE_CHARS = 4
 GUESS_BURST = 5
 GUESS_REFILL_SECONDS = 60.0
+#: The brake's state beside the command nonce store: ``{"tokens": float, "wall_ts": unix seconds}``.
+BRAKE_FILE = "ha_code_brake.json"
+
+log = logging.getLogger(__name__)
 
 
 class CodeHashError(ValueError):
@@ -121,16 +132,48 @@ def load_code_hashes(inline: list[str], path: Path | None) -> list[CodeHash]:
 
 
 class GuessBrake:
-    """A token bucket for wrong codes: ``burst`` at once, then one per ``refill_seconds``."""
+    """A token bucket for wrong codes: ``burst`` at once, then one per ``refill_seconds``.
+
+    With ``state_file`` the bucket is saved after every wrong code and loaded at start, refilled by the wall
+    time that passed in between (never by a clock that went back). A state file that cannot be read starts the
+    bucket empty: the safe side, one guess a ``refill_seconds`` until it fills again. Within a run the
+    monotonic ``clock`` counts, so a clock step cannot refill it.
+    """
 
     def __init__(self, burst: int = GUESS_BURST, refill_seconds: float = GUESS_REFILL_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, state_file: Path | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self._burst = float(burst)
         self._refill = float(refill_seconds)
         self._clock = clock
-        self._tokens = float(burst)
+        self._wall = wall_clock
+        self._state_file = None if state_file is None else Path(state_file)
+        self._tokens = self._load()
         self._last = clock()
         self._lock = threading.Lock()
+
+    def _load(self) -> float:
+        path = self._state_file
+        if path is None or not path.exists():
+            return self._burst
+        try:
+            saved = json.loads(path.read_bytes())
+            tokens, wall_ts = float(saved["tokens"]), float(saved["wall_ts"])
+            if not (0.0 <= tokens <= self._burst and wall_ts == wall_ts):  # NaN is not equal to itself
+                raise ValueError(f"out of range: {saved!r:.80}")
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("%s: cannot read the Home Assistant code brake (%s); starting braked", path, exc)
+            return 0.0
+        elapsed = max(0.0, self._wall() - wall_ts)
+        return min(self._burst, tokens + elapsed / self._refill)
+
+    def _save(self) -> None:
+        if self._state_file is None:
+            return
+        try:
+            write_private(self._state_file, json.dumps({"tokens": self._tokens, "wall_ts": self._wall()}).encode())
+        except OSError as exc:  # the brake still holds for this run
+            log.error("%s: cannot save the Home Assistant code brake: %s", self._state_file, exc)
 
     def _update(self) -> None:
         now = self._clock()
@@ -146,6 +189,7 @@ class GuessBrake:
         with self._lock:
             self._update()
             self._tokens = max(0.0, self._tokens - 1.0)
+            self._save()
 
     def seconds_until_next(self) -> float:
         with self._lock:

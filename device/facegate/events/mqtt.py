@@ -52,6 +52,10 @@ _paho_log = logging.getLogger("facegate.events.paho")
 _STATE_HEADROOM = 8
 #: The status is re-sent when the outbox counters it carries changed, at most this often.
 COUNTERS_REFRESH_SECONDS = 1.0
+#: ``outbox_pending`` counts events waiting longer than this: a backlog, not the event in flight right now. Every
+#: event is pending for the milliseconds until its PUBACK, and a status sent in between (the service publishes
+#: one after each grant) made Home Assistant's "Undelivered events" flip to 1 and back after every event.
+BACKLOG_AFTER_SECONDS = 5.0
 #: Largest packet the broker may send us (MQTT 5): commands are at most 4 KiB, Home Assistant's status a word.
 MAX_INBOUND_PACKET_BYTES = 64 * 1024
 
@@ -387,10 +391,10 @@ class MqttCommunicator:
             return
         now = time.monotonic()
         generation = self._connect_generation
-        if generation != self._published_generation:
+        announce = generation != self._published_generation
+        if announce:
             self._published_generation = generation
             self._generation_started = now
-            self._publish("availability", self.topics.availability, "online", retain=True)
             with self._state_lock:
                 self._dirty.update(self._states)
                 self._dirty.add("status")
@@ -403,6 +407,11 @@ class MqttCommunicator:
             with self._state_lock:
                 self._dirty.add("status")
         self._publish_states()
+        if announce:
+            # "online" last, on the same connection (so the broker delivers it after them): until it arrives,
+            # Home Assistant shows the door unavailable instead of the retained states of a run that crashed
+            # (an "unlocked" lock for a moment fires automations on the lock turning on).
+            self._publish("availability", self.topics.availability, "online", retain=True)
         self._check_stuck(now)
         self._fill_window(now)
 
@@ -413,7 +422,8 @@ class MqttCommunicator:
         return info.rc
 
     def _counters(self) -> tuple[int, int]:
-        return len(self._outbox), self._emitter.dropped
+        """(backlog, dropped) as the status reports them (see :data:`BACKLOG_AFTER_SECONDS`)."""
+        return self._outbox.waiting_longer_than(BACKLOG_AFTER_SECONDS), self._emitter.dropped
 
     def _counters_changed(self) -> bool:
         """True when a status was sent and the outbox counters it carried are no longer true."""
@@ -423,12 +433,12 @@ class MqttCommunicator:
         if isinstance(base, str):
             return base
         status = dict(base)
-        pending, dropped = self._counters()
-        self._published_counters = (pending, dropped)
-        status["outbox_pending"] = pending
+        backlog, dropped = self._counters()
+        self._published_counters = (backlog, dropped)
+        status["outbox_pending"] = backlog
         status["events_dropped"] = dropped
         if isinstance(status.get("outbox"), dict):  # the service's own copy of the counters: keep them equal
-            status["outbox"] = {**status["outbox"], "pending": pending, "dropped": dropped}
+            status["outbox"] = {**status["outbox"], "pending": backlog, "dropped": dropped}
         status["ts"] = format_ts(time.time())
         return _dumps(status)
 

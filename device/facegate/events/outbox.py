@@ -26,15 +26,18 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from facegate.errors import FacegateError
+from facegate.private_files import private_sqlite
 
-__all__ = ["Outbox", "OutboxError", "OutboxFull"]
+__all__ = ["Outbox", "OutboxError", "OutboxFull", "scrub_delivered"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -68,22 +71,31 @@ class Outbox:
     :class:`OutboxFull` instead of silently discarding old events, so the caller can count and report the loss.
     """
 
-    def __init__(self, path: Path, max_events: int) -> None:
+    def __init__(self, path: Path, max_events: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
         self._path = Path(path)
         self._max_events = max_events
+        self._clock = clock
+        # (time, highest row id appended by then), oldest first: enough to tell which rows have waited how long
+        # (row ids grow with time). Pruned by waiting_longer_than to the marks it can still need.
+        self._marks: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(self._path)  # names of people: owner-only, -wal/-shm included
             # isolation_level=None: we issue BEGIN/COMMIT ourselves so each method is exactly one transaction.
             self._db = sqlite3.connect(str(self._path), timeout=10.0, isolation_level=None, check_same_thread=False)
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise OutboxError(f"{self._path}: cannot switch to WAL journal mode (got {mode!r})")
             self._db.execute("PRAGMA synchronous=FULL")
+            # Privacy: a delivered (deleted) event's names are zeroed in the file, not left in free space.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
             self._count: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            top = self._db.execute("SELECT MAX(id) FROM outbox").fetchone()[0]
+            if top is not None:  # left by an earlier run: waiting since (at least) now
+                self._marks.append((clock(), int(top)))
         except sqlite3.Error as exc:
             raise OutboxError(f"{self._path}: cannot open outbox database: {exc}") from exc
         except OSError as exc:
@@ -113,10 +125,28 @@ class Outbox:
             if self._count >= self._max_events:
                 raise OutboxFull(self._path, self._max_events)
             try:
-                self._db.execute("INSERT INTO outbox (event) VALUES (?)", (text,))
+                rowid = self._db.execute("INSERT INTO outbox (event) VALUES (?)", (text,)).lastrowid
             except sqlite3.Error as exc:
                 raise OutboxError(f"{self._path}: cannot append event: {exc}") from exc
             self._count += 1
+            if rowid is not None:
+                self._marks.append((self._clock(), int(rowid)))
+
+    def waiting_longer_than(self, seconds: float) -> int:
+        """Events appended more than ``seconds`` ago and still not acknowledged: a backlog, not the event
+        that is in flight right now (which the broker acknowledges within milliseconds)."""
+        cutoff = self._clock() - seconds
+        with self._lock:
+            marks = self._marks
+            while len(marks) >= 2 and marks[1][0] <= cutoff:
+                marks.popleft()  # the newest mark at or before the cutoff is all that is needed of the past
+            if self._count == 0 or not marks or marks[0][0] > cutoff:
+                return 0
+            try:
+                row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE id <= ?", (marks[0][1],)).fetchone()
+            except sqlite3.Error:
+                return self._count  # cannot tell: everything pending counts
+            return int(row[0])
 
     def peek(self, limit: int = 100, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
         """Up to ``limit`` pending events with row id greater than ``after``, oldest first, as (rowid, event)."""
@@ -192,3 +222,24 @@ class Outbox:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def scrub_delivered(path: Path, busy_timeout_ms: int = 10_000) -> bool:
+    """Erasure: leave nothing of delivered events in ``path`` or its WAL; False if the WAL could not be cleared.
+
+    Delivered rows are deleted (zeroed with ``secure_delete`` by the service's connection), but the WAL keeps
+    the page images with their names until a checkpoint, and a file from before ``secure_delete`` may still
+    hold them in free pages. So: ``VACUUM`` (rewrites the file from the live rows) and a ``TRUNCATE``
+    checkpoint (the WAL back to zero bytes). Events not yet delivered stay: they are still to be sent. Safe
+    while the service runs (it waits for the lock, as for any writer).
+    """
+    db = sqlite3.connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
+    try:
+        db.execute("PRAGMA secure_delete=ON")
+        db.execute("VACUUM")
+        row = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return row is not None and int(row[0]) == 0
+    except sqlite3.Error as exc:
+        raise OutboxError(f"{path}: cannot clear delivered events: {exc}") from exc
+    finally:
+        db.close()

@@ -21,6 +21,7 @@ from facegate.errors import GalleryError
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.schema import POLICY_SCHEMA
 from facegate.gallery.templates import check_template, template_problems
+from facegate.private_files import private_sqlite
 
 if TYPE_CHECKING:
     from facegate.recognition.calibration import FairCalibration
@@ -96,6 +97,10 @@ class NewTemplate:
 class Gallery:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        try:
+            private_sqlite(self.path)  # names and biometric templates: owner-only, -wal/-shm included
+        except OSError as exc:
+            raise GalleryError(f"cannot create gallery {self.path}: {exc}") from None
         try:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -345,6 +350,38 @@ class Gallery:
             if db.execute("DELETE FROM persons WHERE id = ?", (person_id,)).rowcount == 0:
                 raise GalleryError(f"no person '{person_id}' in gallery {self.path}")
         return int(count)
+
+    def erase_history(self, person_id: str) -> bool:
+        """Erasure: forget that ``person_id`` was ever in this gallery; True if the change log named them.
+
+        :meth:`remove` leaves a tombstone in ``sync_changes`` (so a delta can tell doors to delete the person),
+        and the WAL keeps old page images with the person's name and templates until a checkpoint. This drops
+        the tombstone and checkpoints the WAL to zero bytes (``secure_delete`` already zeroes freed space in the
+        file). Without the tombstone a delta from before now could not carry the deletion, so ``changes_since``
+        moves up to the current version: such deltas are refused, and a full snapshot (which has no such
+        person, so applying it deletes them on every door) is exported instead. No version bump: nothing a
+        door holds changes.
+        """
+        if self._db.execute("SELECT 1 FROM persons WHERE id = ?", (person_id,)).fetchone() is not None:
+            raise GalleryError(f"'{person_id}' is still in gallery {self.path}: remove them first")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            named = self._db.execute("DELETE FROM sync_changes WHERE person_id = ?", (person_id,)).rowcount > 0
+            if named:
+                self._db.execute(
+                    "UPDATE meta SET value = CAST(MAX(CAST(value AS INTEGER), "
+                    "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'version')) AS TEXT) "
+                    "WHERE key = 'changes_since'")
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        row = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if row is not None and int(row[0]) != 0:
+            raise GalleryError(f"gallery {self.path}: the WAL could not be cleared (another process is reading "
+                               "it); run the command again")
+        return named
 
     def persons(self) -> list[dict[str, Any]]:
         rows = self._db.execute(

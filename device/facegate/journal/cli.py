@@ -17,7 +17,7 @@ from typing import Any, Protocol, TextIO
 
 from facegate.errors import FacegateError
 
-__all__ = ["add_events_command", "add_purge_options", "purge_events", "purge_target"]
+__all__ = ["add_events_command", "add_purge_options", "outbox_target", "purge_events", "purge_target", "scrub_outbox"]
 
 EXIT_OK = 0
 
@@ -123,6 +123,27 @@ def purge_target(args: argparse.Namespace) -> Path | None:
         raise FacegateError(f"{path}: no access journal here; pass --config FILE or --journal PATH "
                             "(nothing was removed)")
     return path
+
+
+def outbox_target(args: argparse.Namespace) -> Path:
+    """The outbox beside the door's state: ``state_dir/outbox.db`` of ``--config``, else beside the gallery."""
+    if args.config is not None:
+        from facegate.config import load_config
+
+        return load_config(args.config).state_dir / "outbox.db"
+    return Path(args.gallery).parent / "outbox.db"
+
+
+def scrub_outbox(path: Path) -> dict[str, Any]:
+    """Clear delivered events (and the WAL) from the outbox, when there is one (facegate.events.outbox)."""
+    if not path.is_file():
+        return {"outbox_scrubbed": False}
+    from facegate.events.outbox import scrub_delivered
+
+    if not scrub_delivered(path):
+        raise FacegateError(f"{path}: delivered events could not be cleared from the WAL (another process is "
+                            "reading it); run the command again")
+    return {"outbox_scrubbed": True}
 
 
 def purge_events(path: Path, person_id: str, anonymise: bool) -> dict[str, Any]:

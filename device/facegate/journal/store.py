@@ -25,7 +25,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -35,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from facegate.errors import FacegateError
+from facegate.private_files import private_sqlite
 
 __all__ = ["DEFAULT_MAX_EVENTS", "DEFAULT_RETENTION_DAYS", "Journal", "JournalError", "TimeBound"]
 
@@ -135,9 +135,7 @@ class Journal:
                 self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
                                            isolation_level=None, check_same_thread=False)
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                if not self.path.exists():  # personal data: owner-only (SQLite gives -wal/-shm the same mode)
-                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+                private_sqlite(self.path)  # personal data: owner-only (SQLite gives -wal/-shm the same mode)
                 self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise JournalError(f"{self.path}: cannot open journal: {exc}") from None
@@ -330,6 +328,18 @@ class Journal:
             event["journal_id"] = int(rowid)
             out.append(event)
         return out
+
+    def latest(self, event_type: str) -> dict[str, Any] | None:
+        """The newest event of one type (by event time), or None; never raises (logged instead).
+
+        For what a restarted door reports about its past, e.g. the status's last access: a journal it cannot
+        read only means the door starts without it."""
+        try:
+            found = self.query(types=[event_type], limit=1)
+        except (JournalError, ValueError) as exc:  # ValueError: a row that is not JSON
+            log.warning("%s: cannot read the last %s: %s", self.path, event_type, exc)
+            return None
+        return found[0] if found else None
 
     def count(
         self,

@@ -18,16 +18,15 @@ restart resumes with the chunks it has and asks only for the missing ones.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from facegate.private_files import private_dir, write_private
 from facegate.sync.bundle import BundleError
 
 __all__ = [
@@ -203,8 +202,7 @@ class ChunkStore:
     """Chunks of the bundle being assembled, on disk. Not thread-safe: the MQTT source serialises calls."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(Path(directory))
         self.manifest: Manifest | None = None
         self._have: set[int] = set()
         self._load()
@@ -255,8 +253,7 @@ class ChunkStore:
                 self._remove(entry)
         self.manifest = manifest
         self._have = set()
-        folder = self._dir(manifest.bundle)
-        folder.mkdir(exist_ok=True)
+        folder = private_dir(self._dir(manifest.bundle))
         for part in folder.glob("*.chunk"):  # same bundle id, e.g. re-announced after a restart
             if part.stem.isdigit() and self._valid_part(manifest, int(part.stem), part):
                 self._have.add(int(part.stem))
@@ -321,17 +318,4 @@ class ChunkStore:
 
     @staticmethod
     def _write(path: Path, data: bytes, *, durable_rename: bool = True) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        if not durable_rename:
-            return
-        with contextlib.suppress(OSError):  # make the rename durable too; not possible on every filesystem
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        write_private(path, data, durable=durable_rename)  # owner-only: chunks are pieces of biometric data

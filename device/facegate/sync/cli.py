@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from facegate.private_files import FILE_MODE
+
 __all__ = ["add_gallery_sync_commands"]
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
@@ -29,9 +31,15 @@ class Output(Protocol):
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Temporary file + rename: a web server or a publisher never reads a half-written bundle."""
+    """Temporary file + rename: a web server or a publisher never reads a half-written bundle.
+
+    Owner-only (0600) whatever the umask: bundles and template files carry biometric templates and names.
+    Serving one over HTTP is a deliberate step (copy it to the web root, or chmod it there).
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # a leftover temporary file keeps its old mode under O_CREAT
+    with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

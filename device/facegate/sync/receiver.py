@@ -15,9 +15,10 @@ service (``on_applied``, a reference swap), then emit ``gallery_updated``. Any f
 
 A bundle that was already applied, or already refused while the door was at the same version, is skipped
 silently, because retained messages are delivered again on every reconnection. Only a bundle whose bytes are
-known (they hash to its id) is remembered as refused: MQTT chunks that do not add up to the announced bundle
-say nothing about the bundle itself (one forged retained chunk would otherwise hold back the admin's real
-bundle), so they are dropped and fetched again after a back-off.
+known (they hash to its id) is remembered as refused. MQTT chunks that do not add up to the announced bundle
+say nothing about the bundle itself, but they do say the manifest cannot be trusted to lead anywhere: that
+manifest is remembered as failed (:mod:`facegate.sync.guard`) and fetched again only when it is published
+again live; what manifests can make the door download is capped per hour.
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ from facegate.events.ratelimit import ReportLimiter
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
 from facegate.mqtt_client import connect_async
+from facegate.private_files import private_dir, write_private
 from facegate.sync.apply import ApplyResult, SyncState, apply_bundle, sync_state
 from facegate.sync.bundle import BundleError, Reason, verify_bundle
 from facegate.sync.chunks import (
     MAX_CHUNK_HEADER_BYTES,
+    Chunk,
     ChunkStore,
     Manifest,
     chunk_topic,
@@ -56,6 +59,7 @@ from facegate.sync.chunks import (
     parse_chunk,
     parse_manifest,
 )
+from facegate.sync.guard import SyncGuard, manifest_digest
 from facegate.sync.keys import public_keys_by_id
 from facegate.sync.mqtt import MqttTarget, new_client
 
@@ -75,11 +79,6 @@ HTTP_TIMEOUT_SECONDS = 30.0
 #: Bounded because anyone who can publish on the topic can send endless distinct ones; forgetting the oldest
 #: only means it would be fetched and reported again if it came back.
 REMEMBERED = 64
-#: Back-off after chunks that do not hash to the manifest's bundle: first retry after ``retry_seconds``,
-#: doubling up to this. A new copy of the manifest (the admin publishing again) retries at once.
-RETRY_MAX_SECONDS = 600.0
-#: Such a corrupt transfer is reported when it starts and then at most this often while it keeps failing.
-CORRUPT_REPORT_SECONDS = 600.0
 
 
 def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> None:
@@ -99,7 +98,6 @@ class SyncReceiver:
         on_applied: AppliedCallback | None = None,
         *,
         resubscribe_seconds: float = 30.0,
-        retry_seconds: float = 5.0,
         embedder_dim: int | None = None,
     ) -> None:
         self.config: SyncConfig = config.sync
@@ -110,8 +108,8 @@ class SyncReceiver:
         self._emit = emit
         self._on_applied = on_applied
         self._keys = public_keys_by_id(self.config.public_keys)
-        self._dir = config.state_dir / "sync"
-        self._dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.state_dir)
+        self._dir = private_dir(config.state_dir / "sync")
         self._lock = threading.Lock()  # one bundle at a time; guards _gallery, _state, _decided
         self._gallery: Gallery | None = None
         self._state = SyncState(0, None)
@@ -126,7 +124,8 @@ class SyncReceiver:
         if self.config.topic is not None:
             self.mqtt = MqttSource(self, MqttTarget.from_config(config.mqtt), f"facegate-{config.device_id}-sync",
                                    self.config.topic, ChunkStore(self._dir / "chunks"), self.config.max_bundle_bytes,
-                                   resubscribe_seconds, retry_seconds)
+                                   resubscribe_seconds,
+                                   guard=SyncGuard(self._dir / "guard.json", self.config.max_download_bytes_per_hour))
         if self.config.url is not None:
             self.http = HttpSource(self, self.config.url, self.config.poll_seconds, self._dir / "http.json")
 
@@ -255,6 +254,13 @@ class SyncReceiver:
             fields["version"] = exc.version
         self._emit("gallery_rejected", **fields)
 
+    def report_pause(self, bundle: str, missing_chunks: int, limit: int, resume_seconds: float) -> None:
+        """``sync_download_paused``: the hourly download budget is spent (rate-limited like refusals)."""
+        if self._reports.admit() is None:
+            return
+        self._emit("sync_download_paused", bundle=bundle, missing_chunks=missing_chunks,
+                   max_download_bytes_per_hour=limit, resume_in_seconds=round(resume_seconds, 1))
+
     def _run_worker(self) -> None:
         while not self._stop.is_set():
             try:
@@ -286,12 +292,15 @@ class MqttSource:
     unsubscribed once the bundle is complete, so a reconnection does not download the whole gallery again.
     If no chunk arrives for ``resubscribe_seconds`` the missing ones are subscribed again (which makes the
     broker re-send retained messages): that covers a publisher that was still uploading and a broker restart.
-    Chunks that do not hash to the announced bundle are all dropped and fetched again after a back-off of
-    ``retry_seconds``, doubling up to :data:`RETRY_MAX_SECONDS`, or at once when the manifest comes again.
+    Chunks that do not hash to the announced bundle are all dropped and the manifest is remembered as failed
+    (``guard``): a retained copy delivered again is ignored, a live publication of it is fetched once more.
+    Every chunk stored is charged to the guard's hourly budget; when it runs dry the chunk topics are
+    unsubscribed until it has refilled enough for the next chunk (``sync_download_paused``).
     """
 
     def __init__(self, receiver: SyncReceiver, target: MqttTarget, client_id: str, topic: str, store: ChunkStore,
-                 max_bytes: int, resubscribe_seconds: float, retry_seconds: float = 5.0) -> None:
+                 max_bytes: int, resubscribe_seconds: float, *,
+                 guard: SyncGuard) -> None:
         self._receiver = receiver
         self._target = target
         self._topic = topic
@@ -305,10 +314,8 @@ class MqttSource:
         self._handed_over: str | None = None
         self._connected = False
         self._bad_manifests: OrderedDict[str, None] = OrderedDict()
-        self._retry = retry_seconds
-        self._retry_at: float | None = None  # set while backing off after a corrupt transfer
-        self._failures = 0  # corrupt transfers of the current bundle in a row
-        self._reported_at: float | None = None  # when the last of them was reported
+        self.guard = guard
+        self._paused_until: float | None = None  # set while the hourly download budget is spent
         self.client = new_client(target, client_id)
         self.client.reconnect_delay_set(1, 30)
         self.client.on_connect = self._on_connect
@@ -323,7 +330,7 @@ class MqttSource:
     def start(self) -> None:
         with self._lock:
             m = self._store.manifest
-            if m is not None and not self._receiver.wants(m.bundle):
+            if m is not None and (not self._receiver.wants(m.bundle) or self.guard.failed(manifest_digest(m))):
                 self._store.discard()
             elif self._store.complete:  # every chunk arrived before the last stop: apply it now
                 self._hand_over()
@@ -335,6 +342,7 @@ class MqttSource:
         self.client.disconnect()
         self.client.loop_stop()
         self._connected = False
+        self.guard.save()  # the budget spent in this run is not handed out again by a restart
 
     # -- paho callbacks (network thread): never let an exception escape
 
@@ -360,13 +368,15 @@ class MqttSource:
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         try:
             if message.topic == manifest_topic(self._topic):
-                self._on_manifest(bytes(message.payload))
+                # retain is set only on copies the broker sends because we subscribed (on every (re)connection),
+                # never on a live publication, with MQTT 3.1.1 and with MQTT 5 (no retain-as-published here).
+                self._on_manifest(bytes(message.payload), retained=bool(message.retain))
             elif message.topic.startswith(self._chunk_prefix):
                 self._on_chunk(bytes(message.payload))
         except Exception:
             log.exception("sync: error handling %s", message.topic)
 
-    def _on_manifest(self, payload: bytes) -> None:
+    def _on_manifest(self, payload: bytes, retained: bool = True) -> None:
         if not payload:
             return  # retained manifest cleared
         try:
@@ -388,9 +398,16 @@ class MqttSource:
                 self._receiver.reject("too_large", f"manifest announces {manifest.size} bytes, more than "
                                       f"sync.max_bundle_bytes = {self._max_bytes}", manifest.bundle, "mqtt")
                 return
+            if manifest.chunk_bytes > self.guard.capacity:
+                self._receiver.reject("too_large", f"manifest announces chunks of {manifest.chunk_bytes} bytes, more "
+                                      f"than sync.max_download_bytes_per_hour = {self.guard.capacity:.0f}",
+                                      manifest.bundle, "mqtt")
+                return
+            if retained and self.guard.failed(manifest_digest(manifest)):
+                log.debug("sync: manifest of bundle %s failed before; not fetched again until it is published "
+                          "again", manifest.bundle[:12])
+                return
             new_bundle = self._store.manifest != manifest
-            if new_bundle:
-                self._failures, self._reported_at = 0, None
             self._store.begin(manifest)
             self._last_progress = time.monotonic()
             log.info("sync: bundle %s (version %s, %d bytes, %d chunks) announced; %d chunk(s) to fetch",
@@ -416,7 +433,10 @@ class MqttSource:
             m = self._store.manifest
             if m is None or chunk.bundle != m.bundle or self._handed_over == m.bundle:
                 return  # a stale chunk of another bundle, or one we already have
+            if self._paused_until is not None or not self._affordable(m, chunk):
+                return
             if self._store.add(chunk):
+                self.guard.charge(len(chunk.data))
                 self._last_progress = time.monotonic()
             if self._store.complete:
                 self._unsubscribe_all()
@@ -424,9 +444,26 @@ class MqttSource:
 
     # -- with self._lock held
 
+    def _affordable(self, m: Manifest, chunk: Chunk) -> bool:
+        """True if storing ``chunk`` fits the hourly budget; else pause fetching until it does."""
+        if self.guard.available() >= len(chunk.data):
+            return True
+        wait = self.guard.seconds_until(m.chunk_bytes)
+        self._paused_until = time.monotonic() + wait
+        self._unsubscribe_all()
+        self.guard.save()
+        detail = (f"sync.max_download_bytes_per_hour = {self.guard.capacity:.0f} spent; fetching the "
+                  f"{self._store.missing_count} missing chunk(s) of bundle {m.bundle[:12]} again in {wait:.0f} s")
+        log.warning("sync: %s", detail)
+        self._receiver.report_pause(m.bundle, self._store.missing_count, int(self.guard.capacity), wait)
+        return False
+
     def _request_missing(self, resend: bool = True) -> None:
         """Subscribe to the missing chunks' topics. Subscribing again to an already subscribed topic makes the
-        broker re-send its retained message (``resend``); otherwise only topics not yet subscribed are added."""
+        broker re-send its retained message (``resend``); otherwise only topics not yet subscribed are added.
+        Nothing while the download budget is spent (``tick`` asks again when it has refilled)."""
+        if self._paused_until is not None:
+            return
         wanted = {chunk_topic(self._topic, i) for i in self._store.missing()}
         gone = sorted(self._subscribed - wanted)
         if gone:
@@ -435,7 +472,6 @@ class MqttSource:
         if ask:
             self.client.subscribe([(t, 1) for t in ask])
         self._subscribed = wanted
-        self._retry_at = None
 
     def _unsubscribe_all(self) -> None:
         if self._subscribed:
@@ -454,29 +490,22 @@ class MqttSource:
         if hashlib.sha256(data).hexdigest() != m.bundle:
             self._corrupt_transfer(m)
             return
-        self._failures, self._reported_at = 0, None
         self._handed_over = m.bundle
         self._receiver.submit(data, "mqtt", lambda: self._done(m.bundle))
 
     def _corrupt_transfer(self, m: Manifest) -> None:
         """The chunks do not add up to the announced bundle: one of them is forged (anyone who can publish on
-        the topic can overwrite a retained chunk) or damaged. That says nothing about the bundle itself, so it
-        is not remembered as refused: every chunk is dropped (which one is bad is unknowable) and fetched again
-        after a back-off, or at once when the manifest is published again, so a corrected chunk is picked up.
+        the topic can overwrite a retained chunk) or damaged, or the whole bundle is junk. That says nothing
+        about the bundle itself, so the bundle is not remembered as refused (its real manifest, published
+        again, is fetched), but this manifest is remembered as failed: its retained copy, delivered again on
+        every reconnection, does not make the door download and fsync the same junk again and again.
         """
-        now = time.monotonic()
-        self._store.restart()
+        self._store.discard()
         self._unsubscribe_all()
-        self._failures += 1
-        delay = min(self._retry * 2 ** min(self._failures - 1, 20), RETRY_MAX_SECONDS)
-        self._retry_at = now + delay
-        detail = (f"assembled chunks do not hash to the manifest's bundle id (a forged or damaged chunk; attempt "
-                  f"{self._failures}); fetching every chunk again in {delay:.0f} s")
-        if self._reported_at is None or now - self._reported_at >= CORRUPT_REPORT_SECONDS:
-            self._reported_at = now
-            self._receiver.reject("corrupt", detail, m.bundle, "mqtt", remember=False)
-        else:
-            log.warning("sync: bundle %s: %s", m.bundle[:12], detail)
+        self.guard.remember_failed(manifest_digest(m))
+        detail = ("assembled chunks do not hash to the manifest's bundle id (a forged or damaged chunk); not "
+                  "fetched again until the manifest is published again ('facegate gallery publish')")
+        self._receiver.reject("corrupt", detail, m.bundle, "mqtt", remember=False)
 
     def _done(self, bundle: str) -> None:
         with self._lock:
@@ -486,15 +515,16 @@ class MqttSource:
                 self._store.discard()
 
     def tick(self, now: float) -> None:
-        """Called about once a second by the worker: ask again for chunks that are overdue, or, after a corrupt
-        transfer, for all of them once the back-off is over."""
+        """Called about once a second by the worker: ask again for chunks that are overdue, or, once the
+        download budget has refilled, for the missing ones."""
         with self._lock:
             if not (self._connected and self._store.manifest is not None and not self._store.complete):
                 return
-            if self._retry_at is not None:
-                if now >= self._retry_at:
-                    log.info("sync: fetching bundle %s again (attempt %d)", self._store.manifest.bundle[:12],
-                             self._failures + 1)
+            if self._paused_until is not None:
+                if now >= self._paused_until:
+                    log.info("sync: download budget refilled; fetching %d missing chunk(s) of bundle %s",
+                             self._store.missing_count, self._store.manifest.bundle[:12])
+                    self._paused_until = None
                     self._last_progress = now
                     self._request_missing()
             elif now - self._last_progress >= self._resubscribe:
@@ -558,9 +588,7 @@ class HttpSource:
         if etag and etag != self._etag:
             self._etag = etag
             with contextlib.suppress(OSError):
-                tmp = self._state_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"url": self.url, "etag": etag}))
-                tmp.replace(self._state_file)
+                write_private(self._state_file, json.dumps({"url": self.url, "etag": etag}).encode(), durable=False)
 
     def _transport_error(self, message: str) -> None:
         if message != self._last_error:  # once per distinct problem, not every poll
