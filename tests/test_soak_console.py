@@ -37,7 +37,9 @@ def test_console_client_streams_and_signs_in_again_when_its_session_ends(tmp_pat
         finally:
             stop.set()
         report = client.report({e["event_id"]: e["type"] for e in door.events()})
-        assert report["errors"].get("live_401", 0) >= 1
+        # The stream that noticed the session's end first (both recheck it within a second) was refused on
+        # reconnecting and made the client sign in again.
+        assert report["errors"].get("live_401", 0) + report["errors"].get("events_401", 0) >= 1, report["errors"]
         assert report["live"].get("bad_frames", 0) == 0
         assert report["stored_events_seen_on_sse"] >= 1
         assert report["stored_events"] == report["stored_events_seen_on_sse"] + sum(

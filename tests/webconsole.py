@@ -110,8 +110,9 @@ def running_door(tmp: Path, **web: Any) -> Iterator[Door]:
         "web": {"enabled": True, "port": port, **web},
     })
     users = UserStore(config.state_dir)
-    users.add(ADMIN, "admin", ADMIN_PASSWORD)
-    users.add(VIEWER, "viewer", VIEWER_PASSWORD)
+    for name, role, password in [(ADMIN, "admin", ADMIN_PASSWORD), (VIEWER, "viewer", VIEWER_PASSWORD)]:
+        if users.get(name) is None:  # a second door on the same state dir (a restart) keeps its accounts
+            users.add(name, role, password)
     factory = MockFactory()
     service = Service(config, pin_factory=factory)
     emitted: list[dict[str, Any]] = []

@@ -35,8 +35,10 @@ from facegate.imageio import decode_image
 from facegate.web.accounts import UserStore
 from facegate.web.hub import EventHub
 from facegate.web.live import LiveFace, LiveSlot
-from facegate.web.sessions import LoginLimiter, SessionStore
+from facegate.web.passcheck import PasswordChecker
+from facegate.web.sessions import FAILURES_FILE, LoginLimiter, SessionStore
 from facegate.web.stream import make_encoders
+from facegate.web.streamslots import StreamSlots, Ticket
 from facegate.web.terminal import terminal_message
 
 if TYPE_CHECKING:
@@ -91,7 +93,8 @@ class Console:
         service.emitter.add_listener(self.hub.on_event)
         self.users = UserStore(service.config.state_dir)
         self.sessions = SessionStore(self.config.session_idle_minutes * 60)
-        self.limiter = LoginLimiter()
+        self.limiter = LoginLimiter(path=service.config.state_dir / FAILURES_FILE)
+        self.checker = PasswordChecker(self.users)
         self.encoders = make_encoders(self.slot, self.name_of, self.config.blur_strangers, self.config.stream_fps)
         self._db_lock = threading.Lock()
         self._gallery: Gallery | None = None
@@ -99,10 +102,7 @@ class Console:
         self._pipeline: FacePipeline | None = None
         self._pipeline_lock = threading.Lock()
         self._journal: Any = None
-        self._streams_lock = threading.Lock()
-        self.streams = 0
-        self._open_streams: dict[str, int] = {}  # by kind: camera, terminal, events (each its own limit)
-        self.dropped_streams = 0
+        self.stream_slots = StreamSlots()
         self.stopping = threading.Event()
 
     # ------------------------------------------------------------------ shared state
@@ -110,21 +110,20 @@ class Console:
     def name_of(self, person_id: str) -> str | None:
         return self.service._names.get(person_id)
 
-    def acquire_stream(self, limit: int, kind: str = "camera") -> bool:
-        """Counted per kind, so open event streams (any viewer's tabs) never use up the camera streams, and
-        viewers' camera streams never the door screen's."""
-        with self._streams_lock:
-            if self._open_streams.get(kind, 0) >= limit:
-                return False
-            self._open_streams[kind] = self._open_streams.get(kind, 0) + 1
-            self.streams += 1
-            return True
+    def acquire_stream(self, limit: int, kind: str, user: str | None = None, admin: bool = False) -> Ticket | None:
+        """A stream slot (facegate.web.streamslots: per kind, per account, admins before viewers), or None."""
+        return self.stream_slots.acquire(kind, limit, user, admin)
 
-    def release_stream(self, dropped: bool = False, kind: str = "camera") -> None:
-        with self._streams_lock:
-            self._open_streams[kind] -= 1
-            self.streams -= 1
-            self.dropped_streams += int(dropped)
+    def release_stream(self, ticket: Ticket, dropped: bool = False) -> None:
+        self.stream_slots.release(ticket, dropped)
+
+    @property
+    def streams(self) -> int:
+        return self.stream_slots.count()
+
+    @property
+    def dropped_streams(self) -> int:
+        return self.stream_slots.dropped
 
     def _db(self) -> tuple[Gallery, AccessPolicy]:
         """The console's own gallery and policy connections (call with ``_db_lock`` held)."""
@@ -136,6 +135,9 @@ class Console:
 
     def close(self) -> None:
         self.stopping.set()
+        self.stream_slots.stop_all()
+        self.checker.close()
+        self.limiter.close()
         for encoder in self.encoders.values():
             encoder.stop()
         with self._db_lock:

@@ -19,18 +19,25 @@ def is_local_client(address: str) -> bool:
 
 
 def limiter_key(address: str) -> str:
-    """The client a login failure is counted against: an IPv4 address, or the /64 of an IPv6 one.
+    """The client a login failure or a connection is counted against: an IPv4 address, the /64 of a global
+    IPv6 one, or the whole address of a link-local (``fe80::/10``) one.
 
     One IPv6 subscriber or host is routinely given a whole /64, so counting its addresses apart would give an
     attacker 2^64 fresh budgets; an IPv4-mapped address (``::ffff:a.b.c.d`` from a dual-stack socket) is its IPv4.
+    Link-local addresses are the exception: every host on the door's own segment has one in the same fe80::/64,
+    so a /64 bucket there would let one neighbour lock out all the others. Each is derived from one interface
+    (and a neighbour has only so many), so each full address, with its zone, is its own client.
     """
+    bare, _, zone = address.partition("%")
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        ip = ipaddress.ip_address(bare)
     except ValueError:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
+        if ip.is_link_local:
+            return f"{ip}%{zone}" if zone else str(ip)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 

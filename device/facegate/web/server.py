@@ -7,10 +7,15 @@ a few lines each. TLS is the ``ssl`` module; the handshake runs on the connectio
 
 Security model (README "Web console"): every page and API except ``/login``, ``/api/login``, ``/static/*`` and
 the loopback-only ``/terminal*`` needs a session cookie; every POST needs the session's CSRF token in
-``X-CSRF-Token`` and, when the browser sends one, an ``Origin`` equal to this server; admin-only routes refuse
-viewers with 403; static files come from a table built at start (a request path is never joined onto a
-directory); every response carries a strict CSP (no inline script), ``frame-ancestors 'none'``, ``nosniff``
-and ``no-referrer``.
+``X-CSRF-Token`` and, when the browser sends one, an ``Origin`` naming this console (``web.public_url``, the
+address the connection came in on, or this machine's names; never the request's own ``Host``); admin-only
+routes refuse viewers with 403; static files come from a table built at start (a request path is never joined
+onto a directory); every response, error pages included, carries a strict CSP (no inline script),
+``frame-ancestors 'none'``, ``nosniff`` and ``no-referrer``.
+
+Resource limits (docs/console.md): connections per client and in all, with slots kept for the device itself
+(the door screen); a short deadline for the TLS handshake and the first request; request heads and JSON bodies
+bounded in size and nesting; one password check at a time (facegate.web.passcheck); streams per account.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import contextlib
 import hmac
 import http.client
 import io
+import ipaddress
 import json
 import logging
 import queue
+import re
 import socket
 import ssl
 import threading
@@ -33,26 +40,38 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from facegate.events.ratelimit import ReportLimiter
 from facegate.web.console import Console, ConsoleError, dumps
 from facegate.web.netaddr import host_header_is_local, is_local_client, limiter_key
+from facegate.web.passcheck import CheckerBusy
 from facegate.web.priority import lower_this_thread
 from facegate.web.sessions import Session
+from facegate.web.streamslots import Ticket
 
 log = logging.getLogger(__name__)
 
 COOKIE = "facegate_session"
 MAX_JSON_BYTES = 64 * 1024
+MAX_LOGIN_JSON_BYTES = 4 * 1024  # a user name and a password of at most 1024 characters
+MAX_JSON_DEPTH = 16  # nesting of [ and {: the parser recurses, and 60,000 '[' were a RecursionError (HTTP 500)
 MAX_PHOTO_BYTES = 16 * 1024 * 1024
 MAX_ZIP_BYTES = 256 * 1024 * 1024
 STREAM_WRITE_TIMEOUT_SECONDS = 5.0
 MAX_HEAD_BYTES = 32 * 1024  # request headers in all (http.server alone allows 100 lines of 64 KB)
-REQUEST_HEAD_SECONDS = 10.0  # TLS handshake + request line + headers, in all (each read alone may take `timeout`)
+REQUEST_HEAD_SECONDS = 10.0  # request line + headers, in all (each read alone may take `timeout`)
+HANDSHAKE_SECONDS = 3.0  # a new connection's TLS handshake must be done within this
+FIRST_REQUEST_SECONDS = 3.0  # ... and its first request line begun within this (an idle socket holds a slot)
+KEEPALIVE_IDLE_SECONDS = 10.0  # between requests on a kept-alive connection
 SSE_KEEPALIVE_SECONDS = 15.0
 MAX_EVENT_STREAMS = 16
 MAX_TERMINAL_STREAMS = 2  # the door screen's camera, apart from the viewers' max_stream_clients
-SESSION_RECHECK_SECONDS = 2.0  # a camera stream ends this soon after its session does (logout, passwd, remove)
+SESSION_RECHECK_SECONDS = 0.5  # any stream ends this soon after its session does (logout, passwd, remove)
 MAX_CONNECTIONS = 64  # one thread each; beyond this a new connection is closed at once (a flood costs no threads)
-MAX_CONNECTIONS_PER_CLIENT = 16  # per IPv4 address / IPv6 /64: one slow client cannot take them all
+MAX_CONNECTIONS_PER_CLIENT = 12  # per IPv4 address / IPv6 /64 (link-local: per address; facegate.web.netaddr)
+CROWDED_CONNECTIONS = 40  # past this many in all, a client already holding CROWDED_PER_CLIENT gets no more ...
+CROWDED_PER_CLIENT = 2  # ... so a few addresses cannot take the last slots: 12 more clients still get 2 each
+LOCAL_RESERVED_CONNECTIONS = 8  # beyond MAX_CONNECTIONS, only for 127.0.0.1/::1 (the door screen, the kiosk)
+ERROR_TRACEBACKS_PER_MINUTE = 5  # an unexpected error's traceback is logged at most this often (anyone can cause one)
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -97,18 +116,50 @@ class Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ plumbing
 
+    def setup(self) -> None:
+        """A TLS connection's handshake, done here within ``HANDSHAKE_SECONDS`` (the socket timeout bounds each
+        read, so a deadline timer bounds their sum): a connection that never starts TLS holds its slot 3 s."""
+        super().setup()
+        self._dead = False
+        self._requests = 0
+        if not isinstance(self.connection, ssl.SSLSocket):
+            return
+        timer = threading.Timer(HANDSHAKE_SECONDS, self._head_too_slow)
+        timer.daemon = True
+        timer.start()
+        try:
+            self.connection.settimeout(HANDSHAKE_SECONDS)
+            self.connection.do_handshake()
+            self.connection.settimeout(self.timeout)
+        except (OSError, ValueError) as exc:  # ssl.SSLError and TimeoutError are OSErrors
+            log.debug("%s: no TLS handshake: %s", self.client_address[0], exc)
+            self._dead = True
+        finally:
+            timer.cancel()
+
+    def handle(self) -> None:
+        if not self._dead:
+            super().handle()
+
     def handle_one_request(self) -> None:
         """One request, whose head must arrive within ``REQUEST_HEAD_SECONDS``: the socket timeout bounds each
-        read, not their sum, so without this a client trickling a byte at a time holds a connection for ever."""
+        read, not their sum, so without this a client trickling a byte at a time holds a connection for ever.
+        Until its first byte, the wait is ``FIRST_REQUEST_SECONDS`` on a new connection (an idle connection
+        holds a slot) and ``KEEPALIVE_IDLE_SECONDS`` between requests."""
         self._head_timer = threading.Timer(REQUEST_HEAD_SECONDS, self._head_too_slow)
         self._head_timer.daemon = True
         self._head_timer.start()
+        with contextlib.suppress(OSError):
+            self.connection.settimeout(KEEPALIVE_IDLE_SECONDS if self._requests else FIRST_REQUEST_SECONDS)
+        self._requests += 1
         try:
             super().handle_one_request()
         finally:
             self._head_timer.cancel()
 
     def parse_request(self) -> bool:
+        with contextlib.suppress(OSError):  # the request line is in: the usual per-read timeout from here on
+            self.connection.settimeout(self.timeout)
         rfile = self.rfile
         self.rfile = _HeadLimit(rfile, MAX_HEAD_BYTES)  # type: ignore[assignment]
         try:
@@ -126,6 +177,17 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.client_address[0], format % args)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (bad request line 400, header too long 431, unknown method 501)
+        as JSON with the security headers of every other response, and the connection closed."""
+        if self.request_version == "HTTP/0.9":  # an unparsable request line: still answer with headers
+            self.request_version = "HTTP/1.1"
+        self.close_connection = True
+        self._body_read = True  # nothing more is read from this connection
+        reason = message or self.responses.get(code, ("error",))[0]
+        with contextlib.suppress(OSError):
+            self._send(code, dumps({"error": reason[:200]}), "application/json")
+
     @property
     def console(self) -> Console:
         return self.server.console
@@ -137,8 +199,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
-        if not getattr(self, "_body_read", False) and (self.headers.get("Content-Length", "0") != "0"
-                                                       or "Transfer-Encoding" in self.headers):
+        request_headers = getattr(self, "headers", None) or {}
+        if not getattr(self, "_body_read", False) and (request_headers.get("Content-Length", "0") != "0"
+                                                       or "Transfer-Encoding" in request_headers):
             self.close_connection = True  # an unread body (sized or chunked) would be taken for the next request
         if self.close_connection:
             self.send_header("Connection", "close")
@@ -183,7 +246,12 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, TimeoutError, ssl.SSLError):
             self.close_connection = True
         except Exception:
-            log.exception("console request %s %s failed", method, path)
+            held_back = self.server.error_reports.admit()
+            if held_back is None:  # anyone can send requests: their tracebacks must not flood the log
+                log.debug("console request %s %s failed", method, path, exc_info=True)
+            else:
+                log.exception("console request %s %s failed (%d more tracebacks held back before this one)",
+                              method, path, held_back)
             self.close_connection = True
             with contextlib.suppress(Exception):
                 self._json({"error": "internal error"}, 500)
@@ -228,9 +296,12 @@ class Handler(BaseHTTPRequestHandler):
         return session
 
     def _check_origin(self) -> None:
+        """A browser's ``Origin`` must name this console as configured or as reached (the socket's own address),
+        never merely equal the request's ``Host``: a DNS-rebinding page sends a matching Host and Origin."""
         origin = self.headers.get("Origin")
-        if origin is not None and origin != f"{self.server.scheme}://{self.headers.get('Host', '')}":
-            raise HttpError(403, "cross-origin request refused")
+        if origin is not None and origin.lower() not in self.server.origins_for(self.connection):
+            raise HttpError(403, f"cross-origin request refused: Origin {origin[:100]!r} is not this console's "
+                                 "address (set web.public_url to the address people use)")
 
     def _body(self, limit: int) -> bytes:
         try:
@@ -245,16 +316,10 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(400, "request body cut short")
         return data
 
-    def _json_body(self) -> dict[str, Any]:
+    def _json_body(self, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
         if not self.headers.get("Content-Type", "").startswith("application/json"):
             raise HttpError(415, "send application/json")
-        try:
-            body = json.loads(self._body(MAX_JSON_BYTES) or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise HttpError(400, "body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise HttpError(400, "body must be a JSON object")
-        return body
+        return parse_json_object(self._body(limit) or b"{}")
 
     def _client(self) -> str:
         return str(self.client_address[0])
@@ -276,17 +341,17 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/terminal/state":
                 return lambda: self._terminal(lambda: self._json(self.console.terminal_state()))
             if path == "/terminal/stream.mjpg":
-                return lambda: self._terminal(lambda: self._mjpeg("live", session_bound=False))
+                return lambda: self._terminal(lambda: self._mjpeg("live", None))
             simple: dict[str, tuple[str, Callable[[Session], None]]] = {
                 "/api/session": ("viewer", lambda s: self._json({"user": s.user, "role": s.role, "csrf": s.csrf})),
                 "/api/status": ("viewer", lambda s: self._json(self.console.live_state())),
                 "/api/events": ("viewer", self._events),
                 "/api/recent": ("viewer", lambda s: self._json(self.console.hub.recent())),
-                "/api/live.mjpg": ("viewer", lambda s: self._mjpeg("live")),
+                "/api/live.mjpg": ("viewer", lambda s: self._mjpeg("live", s)),
                 "/api/journal": ("viewer", lambda s: self._journal(csv=False)),
                 "/api/journal.csv": ("viewer", lambda s: self._journal(csv=True)),
                 "/api/people": ("admin", lambda s: self._json(self.console.people(self.query.get("q", "")))),
-                "/api/capture.mjpg": ("admin", lambda s: self._mjpeg("capture")),
+                "/api/capture.mjpg": ("admin", lambda s: self._mjpeg("capture", s)),
                 "/api/capture/quality": ("admin", lambda s: self._json(self.console.capture_quality())),
                 "/api/system": ("admin", lambda s: self._json(self.console.system())),
             }
@@ -361,21 +426,29 @@ class Handler(BaseHTTPRequestHandler):
         self._check_origin()
         address = self._client()
         key = limiter_key(address)  # an IPv6 /64 is one client (see facegate.web.netaddr)
-        wait = self.console.limiter.retry_after(key)
-        if wait > 0:
-            if self.console.limiter.note_throttled(key):
+        limiter = self.console.limiter
+        # Counted as a failure before anything is checked, so parallel guesses cannot all pass the limit; a
+        # malformed body stays counted too (it is an attempt); only a right password or a busy checker un-count.
+        stamp = limiter.reserve(key)
+        if stamp is None:
+            if limiter.note_throttled(key):
                 self.console.service.emitter.emit("console_login_throttled", address=address)
+            wait = limiter.retry_after(key)
             raise HttpError(429, "too many failed logins; try again later", {"Retry-After": str(int(wait) + 1)})
-        body = self._json_body()
+        body = self._json_body(MAX_LOGIN_JSON_BYTES)
         name, password = body.get("user"), body.get("password")
-        if not isinstance(name, str) or not isinstance(password, str) or len(password) > 1024:
+        if not isinstance(name, str) or not isinstance(password, str) or len(password) > 1024 or len(name) > 256:
             raise HttpError(400, "user and password required")
-        user = self.console.users.authenticate(name, password)
+        try:
+            user = self.console.checker.authenticate(name, password)
+        except CheckerBusy:
+            limiter.release(key, stamp)
+            raise HttpError(429, "too many logins at once; try again in a moment", {"Retry-After": "1"}) from None
         if user is None:
-            self.console.limiter.failed(key)
             raise HttpError(401, "wrong user name or password")
-        # No reset of the failure count on success: a holder of any account (a viewer) could otherwise
-        # interleave their own good logins and guess the admin's password without limit.
+        # Only this attempt is un-counted, never earlier failures: a holder of any account (a viewer) could
+        # otherwise interleave their own good logins and guess the admin's password without limit.
+        limiter.release(key, stamp)
         session = self.console.sessions.create(user.name, user.role, self.console.users.fingerprint(user))
         self.console.service.emitter.emit("console_login", user=user.name, role=user.role, address=address)
         cookie = f"{COOKIE}={session.token}; Path=/; HttpOnly; Secure; SameSite=Strict"
@@ -424,15 +497,15 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.settimeout(STREAM_WRITE_TIMEOUT_SECONDS)  # a client that stops reading is dropped
 
-    def _mjpeg(self, view: str, session_bound: bool = True) -> None:
+    def _mjpeg(self, view: str, session: Session | None) -> None:
+        """The camera as MJPEG; ``session`` None is the door screen's stream (loopback only, no login)."""
         if self.command == "HEAD":
             self._start_stream("multipart/x-mixed-replace; boundary=frame")
             return
         console = self.console
-        kind, limit = ("camera", console.config.max_stream_clients) if session_bound else \
+        kind, limit = ("camera", console.config.max_stream_clients) if session is not None else \
             ("terminal", MAX_TERMINAL_STREAMS)
-        if not console.acquire_stream(limit, kind):
-            raise HttpError(503, "too many live viewers", {"Retry-After": "5"})
+        ticket = self._stream_ticket(kind, limit, session)
         encoder = console.encoders[view]
         encoder.attach()
         dropped = False
@@ -440,12 +513,13 @@ class Handler(BaseHTTPRequestHandler):
             self._start_stream("multipart/x-mixed-replace; boundary=frame")
             seq = 0
             last_check = time.monotonic()
-            while not console.stopping.is_set():
-                if session_bound and time.monotonic() - last_check >= SESSION_RECHECK_SECONDS:
+            while True:
+                recheck = session is not None and self._recheck_due(last_check)
+                if recheck:
                     last_check = time.monotonic()
-                    if self._session() is None:  # logged out, expired, password changed, user removed
-                        break
-                got = encoder.wait_jpeg(seq, timeout=2.0)
+                if not self._stream_goes_on(ticket, recheck):
+                    break
+                got = encoder.wait_jpeg(seq, timeout=SESSION_RECHECK_SECONDS)
                 if got is None:
                     continue
                 seq, jpeg = got
@@ -456,41 +530,91 @@ class Handler(BaseHTTPRequestHandler):
             dropped = True
         finally:
             encoder.detach()
-            console.release_stream(dropped, kind)
+            console.release_stream(ticket, dropped)
 
     def _events(self, session: Session) -> None:
         if self.command == "HEAD":
             self._start_stream("text/event-stream")
             return
         console = self.console
-        if not console.acquire_stream(MAX_EVENT_STREAMS, "events"):
-            raise HttpError(503, "too many event streams", {"Retry-After": "5"})
+        ticket = self._stream_ticket("events", MAX_EVENT_STREAMS, session)
         sub = console.hub.subscribe()
         dropped = False
         try:
             self._start_stream("text/event-stream")
             self.wfile.write(b"retry: 2000\n\n")
             self.wfile.flush()
-            last_check = time.monotonic()
-            while not console.stopping.is_set() and not sub.dropped:
+            last_check = last_write = time.monotonic()
+            while not sub.dropped:
+                recheck = self._recheck_due(last_check)
+                if recheck:
+                    last_check = time.monotonic()
+                if not self._stream_goes_on(ticket, recheck):
+                    break
                 try:
-                    event = sub.queue.get(timeout=1.0)
+                    event = sub.queue.get(timeout=SESSION_RECHECK_SECONDS)
                     self.wfile.write(b"data: " + dumps(event) + b"\n\n")
                 except queue.Empty:  # a keep-alive now and then
-                    if time.monotonic() - last_check < SSE_KEEPALIVE_SECONDS:
+                    if time.monotonic() - last_write < SSE_KEEPALIVE_SECONDS:
                         continue
                     self.wfile.write(b": keep-alive\n\n")
-                if time.monotonic() - last_check >= SSE_KEEPALIVE_SECONDS:
-                    last_check = time.monotonic()
-                    if self._session() is None:  # logged out, expired, password changed
-                        break
+                last_write = time.monotonic()
                 self.wfile.flush()
             dropped = sub.dropped
         except (TimeoutError, BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
             dropped = True
         finally:
             console.hub.unsubscribe(sub)
-            console.release_stream(dropped, "events")
+            console.release_stream(ticket, dropped)
+
+    def _stream_ticket(self, kind: str, limit: int, session: Session | None) -> Ticket:
+        ticket = self.console.acquire_stream(limit, kind, session.user if session else None,
+                                             session is not None and session.role == "admin")
+        if ticket is None:
+            raise HttpError(503, f"too many {kind} streams" + (" for this account" if session else ""),
+                            {"Retry-After": "5"})
+        return ticket
+
+    @staticmethod
+    def _recheck_due(last_check: float) -> bool:
+        return time.monotonic() - last_check >= SESSION_RECHECK_SECONDS
+
+    def _stream_goes_on(self, ticket: Ticket, recheck_session: bool) -> bool:
+        """False once the console stops, an admin took this stream's slot, or (checked every
+        ``SESSION_RECHECK_SECONDS``) its session ended: logout, expiry, password changed, user removed."""
+        if self.console.stopping.is_set() or ticket.stop.is_set():
+            return False
+        return not recheck_session or self._session() is not None
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` in ``data`` (brackets inside strings ignored), without recursion."""
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    opening = brackets.count(b"[") + brackets.count(b"{")
+    if opening <= 1:
+        return opening
+    depth = deepest = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def parse_json_object(data: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, or HttpError 400 naming what is wrong; never another exception."""
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise HttpError(400, f"body is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise HttpError(400, "body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise HttpError(400, "body must be a JSON object")
+    return body
 
 
 class _HeadLimit:
@@ -523,6 +647,41 @@ class _Redirect(Exception):
         self.location = location
 
 
+def _origin(scheme: str, host: str, port: int | None) -> str:
+    """An origin as a browser serialises it: lower case, the scheme's default port left out."""
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host.lower()}" + ("" if port is None or port == default else f":{port}")
+
+
+def _origin_of_url(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{ipaddress.ip_address(host).compressed}]" if _is_ip(host) else f"[{host}]"
+    return _origin(parts.scheme.lower(), host, parts.port)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _machine_names() -> set[str]:
+    """This machine's names, as a browser on the site's network may reach it (``raspberrypi.local`` by mDNS)."""
+    names = set()
+    with contextlib.suppress(OSError):
+        host = socket.gethostname()
+        if host:
+            names |= {host, f"{host}.local"}
+        fqdn = socket.getfqdn()
+        if fqdn and fqdn not in ("localhost", "localhost.localdomain"):
+            names.add(fqdn)
+    return {n.lower() for n in names}
+
+
 class ConsoleServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -546,40 +705,90 @@ class ConsoleServer(ThreadingHTTPServer):
             self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
             self.extra_headers["Strict-Transport-Security"] = "max-age=31536000"
         self._thread: threading.Thread | None = None
-        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._per_client_lock = threading.Lock()
+        self._slots_lock = threading.Lock()
         self._per_client: dict[str, int] = {}
+        self._shared = 0  # connections in the MAX_CONNECTIONS pool
+        self._local = 0  # connections in the reserve kept for the device itself
+        self._held: dict[Any, tuple[str, str]] = {}  # request socket -> (client key, pool)
+        self.error_reports = ReportLimiter(burst=ERROR_TRACEBACKS_PER_MINUTE, per_minute=ERROR_TRACEBACKS_PER_MINUTE)
+        self._public_origin = _origin_of_url(config.public_url) if config.public_url else None
+        self._names = _machine_names()
 
-    def _take_client_slot(self, client_address: Any) -> bool:
-        key = limiter_key(str(client_address[0]))
-        with self._per_client_lock:
-            if self._per_client.get(key, 0) >= MAX_CONNECTIONS_PER_CLIENT:
+    # ------------------------------------------------------------------ origins
+
+    def origins_for(self, connection: socket.socket) -> set[str]:
+        """The ``Origin`` values a browser on this console's own pages sends over ``connection``: the configured
+        ``web.public_url``, or this server as reached (the address the connection came in on, this machine's
+        names) at the bound port. Never anything from the request itself."""
+        origins = {self._public_origin} if self._public_origin else set()
+        try:
+            local = str(connection.getsockname()[0]).partition("%")[0]
+        except OSError:
+            return origins
+        hosts = set(self._names)
+        try:
+            ip = ipaddress.ip_address(local)
+        except ValueError:
+            ip = None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip is not None:
+            hosts.add(f"[{ip.compressed}]" if ip.version == 6 else str(ip))
+            if ip.is_loopback:
+                hosts |= {"localhost", "127.0.0.1", "[::1]"}
+        return origins | {_origin(self.scheme, host, self.port) for host in hosts}
+
+    # ------------------------------------------------------------------ connection slots
+
+    def _take_slot(self, request: Any, client_address: Any) -> bool:
+        """A slot for a new connection: from the shared pool unless this client holds MAX_CONNECTIONS_PER_CLIENT
+        (or CROWDED_PER_CLIENT while the pool is crowded); else, for the device itself, from its reserve."""
+        address = str(client_address[0])
+        key = limiter_key(address)
+        with self._slots_lock:
+            held = self._per_client.get(key, 0)
+            crowded = self._shared >= CROWDED_CONNECTIONS and held >= CROWDED_PER_CLIENT
+            if self._shared < MAX_CONNECTIONS and held < MAX_CONNECTIONS_PER_CLIENT and not crowded:
+                pool = "shared"
+                self._shared += 1
+            elif is_local_client(address) and self._local < LOCAL_RESERVED_CONNECTIONS:
+                pool = "local"
+                self._local += 1
+            else:
                 return False
-            self._per_client[key] = self._per_client.get(key, 0) + 1
+            self._per_client[key] = held + 1
+            self._held[request] = (key, pool)
             return True
 
-    def _release_client_slot(self, client_address: Any) -> None:
-        key = limiter_key(str(client_address[0]))
-        with self._per_client_lock:
+    def _release_slot(self, request: Any) -> None:
+        with self._slots_lock:
+            held = self._held.pop(request, None)
+            if held is None:
+                return
+            key, pool = held
+            if pool == "shared":
+                self._shared -= 1
+            else:
+                self._local -= 1
             left = self._per_client.get(key, 1) - 1
             if left > 0:
                 self._per_client[key] = left
             else:
                 self._per_client.pop(key, None)
 
+    @property
+    def connections(self) -> int:
+        with self._slots_lock:
+            return self._shared + self._local
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._take_client_slot(client_address):
-            self.shutdown_request(request)
-            return
-        if not self._connections.acquire(blocking=False):
-            self._release_client_slot(client_address)
-            self.shutdown_request(request)
+        if not self._take_slot(request, client_address):
+            self.shutdown_request(request)  # closed at once: a flood costs no thread
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._connections.release()
-            self._release_client_slot(client_address)
+            self._release_slot(request)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -587,8 +796,11 @@ class ConsoleServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._connections.release()
-            self._release_client_slot(client_address)
+            self._release_slot(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed outside any request (a reset during setup): no traceback on stderr."""
+        log.debug("console connection from %s failed", client_address[0], exc_info=True)
 
     @property
     def port(self) -> int:
