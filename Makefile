@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: test demo lint bench evaluate models models-check clean mosquitto chromium pi-check pi-standins
+.PHONY: test demo lint bench evaluate models models-check clean mosquitto chromium pi-check pi-standins systemd-check
 
 # The tests start their own Mosquitto (a real broker, never a fake): install it where missing and we are root.
 mosquitto:
@@ -62,6 +62,11 @@ models: $(STAMP)
 # Install and run on emulated Raspberry Pi OS (Debian bookworm + trixie arm64, qemu-user); root, not in CI.
 pi-check: $(STAMP)
 	$(PY) tools/pi_check.py
+
+# Boot the installed door under systemd as PID 1 (Debian trixie + bookworm amd64 in systemd-nspawn): the unit's
+# start, watchdog, restarts, stop, sandbox and security score (docs/systemd.md); root, minutes, not in CI.
+systemd-check: $(STAMP)
+	$(PY) tools/systemd_check.py
 
 clean:
 	rm -rf $(VENV) build reports

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install facegate on Raspberry Pi OS Trixie (Debian 13) or Bookworm (Debian 12), 64-bit. Run as root from a
 # checkout of the repository:
-#   sudo deploy/install-pi.sh
+#   sudo deploy/install-pi.sh [--wiegand]
+# --wiegand also installs the systemd drop-in a Wiegand output needs (systemd/facegate-wiegand.conf: real-time
+# priority for its sender); a re-run keeps (and updates) a drop-in installed before.
 # Idempotent: re-running upgrades the code and keeps /etc/facegate and /var/lib/facegate; a venv that has its own
 # numpy (what older versions of this script left on Bookworm) is rebuilt on the system numpy.
 # `make pi-check` runs exactly this script in emulated Debian bookworm and trixie arm64 (see README).
@@ -9,6 +11,13 @@ set -euo pipefail
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 DEST=/opt/facegate
 VENV="$DEST/.venv"
+WIEGAND=no
+for arg in "$@"; do
+  case "$arg" in
+    --wiegand) WIEGAND=yes ;;
+    *) echo "install-pi: unknown option '$arg' (known: --wiegand)" >&2; exit 2 ;;
+  esac
+done
 pin() { python3 "$SRC/device/facegate/pi/numpy_pin.py" "$@"; }   # standard library only: runs before the venv
 
 apt-get update
@@ -43,6 +52,12 @@ fi
 pin check-report "$DEST/pip-report.json"
 "$VENV/bin/pip" install --quiet -c "$DEST/constraints.txt" -e "$DEST"
 if pin shadowed "$VENV"; then exit 1; fi
+# The service sees /opt read-only (ProtectSystem=strict), so bytecode it cannot write would be recompiled on every
+# start: compile facegate and the venv's packages now (pip compiles what it installs; an editable facegate it
+# does not).
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+"$VENV/bin/python" -m compileall -q -j 0 "$DEST/device" "$SITE" >/dev/null ||
+  echo "install-pi: some modules did not byte-compile (they still run, compiled at each start)" >&2
 
 install -d -m 0750 -o root -g facegate /etc/facegate
 install -d -m 0700 -o facegate -g facegate /var/lib/facegate   # so 'facegate enroll' works before the first start
@@ -52,6 +67,12 @@ if [ ! -f /etc/facegate/facegate.toml ]; then
 fi
 "$SRC/deploy/web-cert.sh" /etc/facegate  # self-signed TLS pair for the web console ([web] in facegate.toml)
 install -m 0644 "$SRC/systemd/facegate.service" /etc/systemd/system/facegate.service
+DROPIN=/etc/systemd/system/facegate.service.d/wiegand.conf
+if [ "$WIEGAND" = yes ] || [ -f "$DROPIN" ]; then
+  install -D -m 0644 "$SRC/systemd/facegate-wiegand.conf" "$DROPIN"
+elif grep -q '^\[wiegand\]' /etc/facegate/facegate.toml; then
+  echo "install-pi: facegate.toml has [wiegand]: re-run with --wiegand for its real-time drop-in" >&2
+fi
 if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 # Stop on what makes the door unusable (numpy, models, runtime, camera or pin library, groups); a camera not yet

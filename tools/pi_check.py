@@ -23,7 +23,6 @@ What is real and what is a stand-in (the README's "Raspberry Pi" section repeats
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -32,34 +31,28 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from debian_rootfs import (
+    CHECKOUT_IGNORE,
+    Chroot,
+    Result,
+    Step,
+    build_base,
+    build_standins,
+    install_standins,
+    shipped_inputs,
+    table,
+)
+from debian_rootfs import json_lines as _json_lines
+from debian_rootfs import tail as _tail
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASES = ("bookworm", "trixie")
-# Packages in the cached base: what a Raspberry Pi OS Lite image already has, plus what the stand-ins depend on.
-BASE_PACKAGES = ["python3", "python3-venv", "python3-numpy", "python3-h5py", "ca-certificates", "passwd"]
-CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def log(msg: str) -> None:
     print(f"[pi-check {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def mirror() -> str:
-    """The Debian mirror this machine's apt uses (deb.debian.org when none is configured)."""
-    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            line = line.strip()
-            if line.startswith("URIs:") and "debian" in line and "security" not in line:
-                return line.split()[1]
-            if line.startswith("deb ") and "/debian" in line and "security" not in line:
-                return next(w for w in line.split()[1:] if w.startswith("http"))
-    return "http://deb.debian.org/debian"
 
 
 def ensure_binfmt() -> None:
@@ -76,101 +69,19 @@ def ensure_binfmt() -> None:
         raise SystemExit("pi-check: qemu-aarch64 is not registered in binfmt_misc (install qemu-user-static)")
 
 
-def build_base(release: str, build: Path) -> Path:
-    """The cached debootstrap of one release; built once (minutes under emulation), reused afterwards."""
-    base = build / f"{release}-base"
-    if (base / ".complete").exists():
-        return base
-    if base.exists():
-        shutil.rmtree(base)
-    tmp = build / f"{release}-base.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    cache = build / "debs" / release
-    cache.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["debootstrap", "--arch=arm64", "--variant=minbase", f"--cache-dir={cache}",
-                    "--include=" + ",".join(BASE_PACKAGES), release, str(tmp), mirror()],
-                   check=True, env={"PATH": os.environ.get("PATH", CHROOT_PATH), "LANG": "C.UTF-8"})
-    (tmp / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "\n")
-    tmp.rename(base)
-    return base
-
-
-@dataclass
-class Step:
-    name: str
-    ok: bool
-    seconds: float
-    detail: str = ""
-
-
-@dataclass
-class Result:
-    release: str
-    steps: list[Step] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.steps) and all(s.ok for s in self.steps)
-
-
-STANDIN_DEBS = {
-    "python3-picamera2": ("python3-numpy, python3-h5py", "picamera2"),
-    "python3-lgpio": ("", None),
-}
 VENV = "/opt/facegate/.venv"
 WORK = "/var/tmp/pi-check"  # inside the chroot: inputs made on the host, the door's state
-
-
-def build_standins(build: Path) -> dict[str, Path]:
-    """Local .deb packages named like Raspberry Pi OS's (see tools/pi_standins/README.md)."""
-    out = build / "standins"
-    out.mkdir(parents=True, exist_ok=True)
-    debs = {}
-    for name, (depends, module) in STANDIN_DEBS.items():
-        tree = out / name
-        if tree.exists():
-            shutil.rmtree(tree)
-        (tree / "DEBIAN").mkdir(parents=True)
-        control = (f"Package: {name}\nVersion: 0.0~picheck1\nArchitecture: all\nMaintainer: facegate pi-check\n"
-                   f"Description: pi-check stand-in for Raspberry Pi OS's {name} (tools/pi_standins)\n")
-        if depends:
-            control += f"Depends: {depends}\n"
-        (tree / "DEBIAN" / "control").write_text(control)
-        doc = tree / "usr/share/doc" / name
-        doc.mkdir(parents=True)
-        shutil.copy(ROOT / "tools/pi_standins/README.md", doc / "README.md")
-        if module:
-            shutil.copytree(ROOT / "tools/pi_standins" / module,
-                            tree / "usr/lib/python3/dist-packages" / module,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        deb = out / f"{name}.deb"
-        subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)], check=True,
-                       capture_output=True)
-        debs[name] = deb
-    return debs
 
 
 def host_inputs(folder: Path) -> list[float]:
     """What the chroot steps use, made here with the development venv: a shipped photo (scikit-image's astronaut),
     the demo's replay frames, and the x86 embedding of the photo to compare the arm64 one with."""
-    sys.path.insert(0, str(ROOT / "device"))
-    sys.path.insert(0, str(ROOT / "tools"))
-    import cv2
-    from demo import build_frames, shipped_photos
+    photo = shipped_inputs(folder)
+    from facegate.imageio import read_image
     from facegate.vision.pipeline import FacePipeline, PipelineOptions
 
-    folder.mkdir(parents=True, exist_ok=True)
-    astronaut, _hopper, _bg = shipped_photos()
-    cv2.imwrite(str(folder / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
-    frames = folder / "frames"
-    if frames.exists():
-        shutil.rmtree(frames)
-    build_frames(frames)
     pipeline = FacePipeline.from_models_dir(None, PipelineOptions())
-    from facegate.imageio import read_image
-
-    best = pipeline.process(read_image(folder / "astronaut.png"), largest_only=True)[0]
+    best = pipeline.process(read_image(photo), largest_only=True)[0]
     assert best.embedding is not None
     (folder / "facegate.toml").write_text(f"""device_id = "pi-check"
 state_dir = "{WORK}/state"
@@ -194,85 +105,6 @@ enabled = false
     return [float(v) for v in best.embedding]
 
 
-def _unmount_under(root: Path) -> None:
-    mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for where in sorted((m for m in mounted if m.startswith(str(root) + "/")), reverse=True):
-        subprocess.run(["umount", "-l", where], check=False)
-
-
-class Chroot:
-    """One throw-away copy of a cached base, with /proc mounted (never /sys: LiteRT's cpuinfo would read the x86
-    host's CPU topology and crash) and a clean environment (the host's PIP_* settings must not leak in)."""
-
-    def __init__(self, release: str, build: Path, logfile: Path) -> None:
-        self.release, self.build, self.logfile = release, build, logfile
-        self.root = build / f"{release}-run"
-        self.mounts: list[Path] = []
-
-    def __enter__(self) -> Chroot:
-        _unmount_under(self.root)  # left by an interrupted run
-        if self.root.exists():
-            subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], check=True)
-        subprocess.run(["cp", "-a", "--reflink=auto", str(self.build / f"{self.release}-base"), str(self.root)],
-                       check=True)
-        shutil.copy("/etc/resolv.conf", self.root / "etc/resolv.conf")
-        # This machine's HTTPS may go through a TLS-inspecting proxy whose CA only the host's bundle has: pip in
-        # the chroot gets that bundle (and nothing else of the host's pip settings). A real Pi needs none of it.
-        host_ca = Path("/etc/ssl/certs/ca-certificates.crt")
-        if host_ca.exists():
-            shutil.copy(host_ca, self.root / "etc/pi-check-host-ca.crt")
-            (self.root / "etc/pip.conf").write_text("[global]\ncert = /etc/pi-check-host-ca.crt\n")
-        self._mount(["-t", "proc", "proc"], self.root / "proc")
-        for host, inside in ((self.build / "pip-cache" / self.release, "root/.cache/pip"),
-                             (self.build / "debs" / self.release, "var/cache/apt/archives")):
-            host.mkdir(parents=True, exist_ok=True)
-            (host / "partial").mkdir(exist_ok=True) if inside.startswith("var") else None
-            self._mount(["--bind", str(host)], self.root / inside)
-        return self
-
-    def _mount(self, how: list[str], where: Path) -> None:
-        where.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", *how, str(where)], check=True)
-        self.mounts.append(where)
-
-    def __exit__(self, *exc: object) -> None:
-        for where in reversed(self.mounts):
-            subprocess.run(["umount", "-l", str(where)], check=False)
-
-    def run(self, cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": CHROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
-               "TERM": "dumb"}
-        with self.logfile.open("a") as logf:
-            logf.write(f"\n$ {' '.join(cmd)}\n")
-            logf.flush()
-            try:
-                proc = subprocess.run(["chroot", str(self.root), *cmd], env=env, capture_output=True, text=True,
-                                      timeout=timeout)
-            except subprocess.TimeoutExpired as exc:
-                out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-                logf.write(out + f"\n[timed out after {timeout:.0f} s]\n")
-                return subprocess.CompletedProcess(cmd, 124, out, f"timed out after {timeout:.0f} s")
-            logf.write(proc.stdout + proc.stderr + f"[exit {proc.returncode}]\n")
-        return proc
-
-
-def _tail(proc: subprocess.CompletedProcess[str], n: int = 2) -> str:
-    lines = [ln for ln in (proc.stderr + proc.stdout).strip().splitlines() if ln.strip()]
-    return " | ".join(lines[-n:])[:300]
-
-
-def _json_lines(text: str) -> list[dict[str, object]]:
-    out = []
-    for line in text.splitlines():
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict):
-            out.append(obj)
-    return out
-
-
 def check_release(release: str, build: Path, inputs: Path, embedding: list[float], debs: dict[str, Path],
                   result: Result, full: bool) -> None:
     logfile = build / f"{release}.log"
@@ -294,21 +126,13 @@ def check_release(release: str, build: Path, inputs: Path, embedding: list[float
     result.steps.append(Step("base", True, time.monotonic() - t0, "cached" if cached else "debootstrap"))
 
     with Chroot(release, build, logfile) as ch:
-        shutil.copytree(ROOT, ch.root / "root/facegate", symlinks=True, ignore=shutil.ignore_patterns(
-            ".venv", "build", ".git", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", "reports",
-            "demo-state", "*.egg-info"))
+        shutil.copytree(ROOT, ch.root / "root/facegate", symlinks=True, ignore=CHECKOUT_IGNORE)
         shutil.copytree(inputs, ch.root / WORK.lstrip("/"))
-        policy = ch.run(["apt-cache", "policy", "python3-lgpio"]).stdout
-        lgpio_real = "Candidate:" in policy and "Candidate: (none)" not in policy
-        standins = [debs["python3-picamera2"]] + ([] if lgpio_real else [debs["python3-lgpio"]])
-        for deb in standins:
-            shutil.copy(deb, ch.root / "tmp" / deb.name)
-        proc = ch.run(["dpkg", "-i", *[f"/tmp/{d.name}" for d in standins]])
-        if proc.returncode:
-            result.steps.append(Step("stand-ins", False, 0, _tail(proc)))
+        ok, detail = install_standins(ch, debs)
+        if not ok:
+            result.steps.append(Step("stand-ins", False, 0, detail))
             return
-        log(f"{release}: stand-ins installed: {', '.join(d.stem for d in standins)} (python3-lgpio "
-            f"{'from Debian' if lgpio_real else 'stand-in'})")
+        log(f"{release}: stand-ins installed: {detail}")
 
         def install() -> tuple[bool, str]:
             proc = ch.run(["bash", "/root/facegate/deploy/install-pi.sh"], timeout=2400)
@@ -416,23 +240,6 @@ def check_release(release: str, build: Path, inputs: Path, embedding: list[float
             step("old venv fails", old_venv)
             step("camera_error", camera_error)
             step("re-run repairs", reinstall)
-
-
-def table(results: list[Result]) -> str:
-    names: list[str] = []
-    for r in results:
-        names += [s.name for s in r.steps if s.name not in names]
-    width = max(len(n) for n in names) if names else 4
-    head = f"| {'step':<{width}} | " + " | ".join(f"{r.release:<14}" for r in results) + " |"
-    rule = "|" + "-" * (width + 2) + "|" + "|".join("-" * 16 for _ in results) + "|"
-    lines = [head, rule]
-    for n in names:
-        cells = []
-        for r in results:
-            s = next((s for s in r.steps if s.name == n), None)
-            cells.append(f"{'—':<14}" if s is None else f"{('ok' if s.ok else 'FAILED') + f' {s.seconds:.0f} s':<14}")
-        lines.append(f"| {n:<{width}} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
