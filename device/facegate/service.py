@@ -210,7 +210,7 @@ class Service:
             raise ConfigError(f"door: cannot set up the door pins: {exc} (on a machine without GPIO set "
                               'door.pin_factory = "mock")') from None
         atexit.register(self.door.close)
-        # Access-panel outputs (facegate/panel, README "Access panels"): an OSDP reader and/or Wiegand, fed with
+        # Access-panel outputs (facegate/panel, docs/panels.md): an OSDP reader and/or Wiegand, fed with
         # the card number of each recognised live person.
         self.credential_outputs = build_outputs(config, self.emitter.emit, self.door)
 

@@ -5,7 +5,7 @@ whose defaults must be audited; the console needs a dozen routes, cookies, JSON,
 a few lines each. TLS is the ``ssl`` module; the handshake runs on the connection's own thread (not in
 ``accept``), so a client that stalls mid-handshake holds up nobody.
 
-Security model (README "Web console"): every page and API except ``/login``, ``/api/login``, ``/static/*`` and
+Security model (docs/console.md): every page and API except ``/login``, ``/api/login``, ``/static/*`` and
 the loopback-only ``/terminal*`` needs a session cookie; every POST needs the session's CSRF token in
 ``X-CSRF-Token`` and, when the browser sends one, an ``Origin`` equal to this server; admin-only routes refuse
 viewers with 403; static files come from a table built at start (a request path is never joined onto a
