@@ -165,3 +165,22 @@ def test_console_script_exit_codes(images) -> None:  # type: ignore[no-untyped-d
     assert ok.returncode == 0 and json.loads(ok.stdout)["embedding"]
     bad = subprocess.run([exe, "embed", images["text"]], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "not a decodable image" in bad.stderr
+
+
+def test_enroll_refuses_an_existing_id_without_update(tmp_path, images) -> None:  # type: ignore[no-untyped-def]
+    """Enrolling someone under an id already in use renamed that person without a word; now it is refused,
+    naming the id, and nothing changes until --update says it is meant."""
+    db = tmp_path / "g.db"
+    code, _, err = run("enroll", "--gallery", db, "--id", "astro", "--name", "Eileen Collins", images["astro"])
+    assert code == 0, err
+    code, lines, err = run("enroll", "--gallery", db, "--id", "astro", "--name", "Somebody Else", images["astro_a"])
+    assert code == 2 and lines == []
+    assert "'astro' is already enrolled as 'Eileen Collins'" in err and "--update" in err
+    [person] = run("gallery", "list", "--gallery", db)[1]
+    assert person["name"] == "Eileen Collins" and person["templates"] == 1
+
+    code, lines, err = run("enroll", "--gallery", db, "--id", "astro", "--name", "Eileen M. Collins", "--update",
+                           images["astro_a"])
+    assert code == 0 and lines[0]["templates_added"] == 1, err
+    [person] = run("gallery", "list", "--gallery", db)[1]
+    assert person["name"] == "Eileen M. Collins" and person["templates"] == 2

@@ -128,6 +128,7 @@ def cmd_enroll(args: argparse.Namespace, io: Output) -> int:
         return cmd_enroll_bulk(args, io, _pipeline(args))
     if not args.id or not args.images:
         raise FacegateError("enroll needs --id ID and at least one IMAGE (or --folder DIR / --zip FILE)")
+    _refuse_existing_without_update(args)
     pipeline = _pipeline(args)
     accepted: list[str] = []
     rejected: list[dict[str, str]] = []
@@ -152,6 +153,20 @@ def cmd_enroll(args: argparse.Namespace, io: Output) -> int:
     io.result({"person_id": args.id, "accepted": accepted, "rejected": rejected, "templates_added": added,
                "gallery_version": version})
     return EXIT_OK
+
+
+def _refuse_existing_without_update(args: argparse.Namespace) -> None:
+    """An id already in the gallery is changed only on request: a typo'd or reused id would otherwise rename
+    that person (and add someone else's face to them) without a word."""
+    if args.update or not args.gallery.is_file():
+        return
+    with Gallery(args.gallery) as gallery:
+        existing = gallery.person(args.id)
+    if existing is not None:
+        as_name = f" as {existing['name']!r}" if existing.get("name") else ""
+        raise FacegateError(f"{args.gallery}: person {args.id!r} is already enrolled{as_name}; nothing changed. "
+                            "Add --update to add these photos to them (and set the --name, --metadata or "
+                            "--card-number given), or choose another --id")
 
 
 def _open_existing_gallery(path: Path) -> Gallery:
@@ -304,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--card-number", type=card_number_arg, default=None,
                    help="credential sent to an access panel (OSDP / Wiegand) when this person is recognised")
     p.add_argument("--largest", action="store_true", help="accept photos with several faces, using the largest")
+    p.add_argument("--update", action="store_true",
+                   help="the --id is already enrolled: add these photos to them (refused without this flag)")
     bulk = p.add_mutually_exclusive_group()
     bulk.add_argument("--folder", type=Path, default=None,
                       help="bulk: one sub-folder per person (folder name = id), optional people.csv id,name,groups")
