@@ -208,5 +208,22 @@ def _check_panel(config: Config) -> Check:
 CHECKS.append(_check_panel)  # OSDP key and port, Wiegand/OSDP card numbers (facegate/panel/doctor.py)
 
 
+def check_console(config: Config) -> Check:
+    from facegate.web.doctor import check_console as check
+
+    result = check(config)
+    return Check("console", result.ok, result.detail, result.fix)
+
+
+def check_sync(config: Config) -> Check:
+    from facegate.sync.doctor import check_sync as check
+
+    result = check(config)
+    return Check("sync", result.ok, result.detail, result.fix)
+
+
+CHECKS += [check_console, check_sync]  # [web] files, accounts, port (facegate/web/doctor.py); [sync] (sync/doctor.py)
+
+
 def run_checks(config: Config) -> list[Check]:
     return [_guarded(check, config) for check in CHECKS]

@@ -37,6 +37,7 @@ from facegate.web.console import Console, ConsoleError, dumps
 from facegate.web.netaddr import host_header_is_local, is_local_client, limiter_key
 from facegate.web.priority import lower_this_thread
 from facegate.web.sessions import Session
+from facegate.web.tls import TlsFileError, server_context
 
 log = logging.getLogger(__name__)
 
@@ -539,9 +540,11 @@ class ConsoleServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((config.bind, config.port), Handler)
         if config.tls_cert_file is not None and config.tls_key_file is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+            try:  # the files' errors name the key and the file (facegate/web/tls.py)
+                context = server_context(config.tls_cert_file, config.tls_key_file)
+            except TlsFileError:
+                self.server_close()
+                raise
             # The handshake happens on the request thread at the first read, not in accept().
             self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
             self.extra_headers["Strict-Transport-Security"] = "max-age=31536000"
