@@ -265,10 +265,12 @@ def _load_config(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace, io: Output) -> int:
     from facegate.logs import setup_logging
     from facegate.service import Service
+    from facegate.startup import log_startup_notes
 
     config = _load_config(args)
     setup_logging(config.log_level)
     service = Service(config)
+    log_startup_notes(config)  # the console's address and fingerprint; what is off (facegate/startup.py)
     service.install_signal_handlers()
     return service.run()
 
