@@ -27,6 +27,7 @@ from facegate.journal.cli import add_events_command, add_purge_options, purge_ev
 from facegate.models import Manifest
 from facegate.panel.cli import add_gallery_card_command, card_number_arg
 from facegate.recognition.calibration import FairCalibration
+from facegate.runtime import without_delegate_notice
 from facegate.sync.cli import add_gallery_sync_commands
 from facegate.thresholds import DEFAULT_FAR, ThresholdTable
 from facegate.vision.pipeline import FacePipeline, FaceResult, PipelineOptions
@@ -53,7 +54,8 @@ class Output:
 
 def _pipeline(args: argparse.Namespace) -> FacePipeline:
     options = PipelineOptions(threads=args.threads, detector=args.detector, embedder=args.embedder)
-    return FacePipeline(Manifest.load(args.models), options)
+    with without_delegate_notice():  # LiteRT's "Created ... XNNPACK delegate" INFO line (facegate/runtime.py)
+        return FacePipeline(Manifest.load(args.models), options)
 
 
 def _calibration(args: argparse.Namespace, pipeline: FacePipeline) -> FairCalibration | None:

@@ -44,11 +44,12 @@ def check_numpy(_config: Config) -> Check:
 def check_runtime(config: Config) -> Check:
     """The TFLite runtime imports and runs the detector (LiteRT reads /proc/cpuinfo: a sandbox can break it)."""
     from facegate.models import Manifest
-    from facegate.runtime import TFLiteModel, runtime_name
+    from facegate.runtime import TFLiteModel, runtime_name, without_delegate_notice
 
     try:
         entry = Manifest.load(config.models.dir).get("detector", config.models.detector)
-        model = TFLiteModel(entry, threads=1)
+        with without_delegate_notice():
+            model = TFLiteModel(entry, threads=1)
         import numpy as np
 
         model.run(np.zeros(model.input_shape, dtype=model.input_dtype))
