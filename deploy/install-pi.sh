@@ -6,7 +6,7 @@
 # priority for its sender); a re-run keeps (and updates) a drop-in installed before.
 # Idempotent: re-running upgrades the code and keeps /etc/facegate and /var/lib/facegate; a venv that has its own
 # numpy (what older versions of this script left on Bookworm) is rebuilt on the system numpy.
-# `make pi-check` runs exactly this script in emulated Debian bookworm and trixie arm64 (see README).
+# `make pi-check` runs exactly this script in emulated Debian bookworm and trixie arm64 (see docs/install-and-pi.md).
 set -euo pipefail
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 DEST=/opt/facegate

@@ -9,7 +9,8 @@ DIR="${1:-/etc/facegate}"
 CERT="$DIR/web-cert.pem"
 KEY="$DIR/web-key.pem"
 command -v openssl >/dev/null || apt-get install -y openssl
-install -d -m 0750 "$DIR"
+# Only a folder made here gets a mode: an existing one (/etc/facegate, a home directory) keeps its own.
+[ -d "$DIR" ] || install -d -m 0750 "$DIR"
 if [ ! -s "$CERT" ] || [ ! -s "$KEY" ]; then
   HOST="$(hostname)"
   IPS="$(hostname -I 2>/dev/null || true)"

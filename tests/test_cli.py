@@ -165,3 +165,47 @@ def test_console_script_exit_codes(images) -> None:  # type: ignore[no-untyped-d
     assert ok.returncode == 0 and json.loads(ok.stdout)["embedding"]
     bad = subprocess.run([exe, "embed", images["text"]], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "not a decodable image" in bad.stderr
+
+
+def test_enroll_refuses_an_existing_id_without_update(tmp_path, images) -> None:  # type: ignore[no-untyped-def]
+    """Enrolling someone under an id already in use renamed that person without a word; now it is refused,
+    naming the id, and nothing changes until --update says it is meant."""
+    db = tmp_path / "g.db"
+    code, _, err = run("enroll", "--gallery", db, "--id", "astro", "--name", "Eileen Collins", images["astro"])
+    assert code == 0, err
+    code, lines, err = run("enroll", "--gallery", db, "--id", "astro", "--name", "Somebody Else", images["astro_a"])
+    assert code == 2 and lines == []
+    assert "'astro' is already enrolled as 'Eileen Collins'" in err and "--update" in err
+    [person] = run("gallery", "list", "--gallery", db)[1]
+    assert person["name"] == "Eileen Collins" and person["templates"] == 1
+
+    code, lines, err = run("enroll", "--gallery", db, "--id", "astro", "--name", "Eileen M. Collins", "--update",
+                           images["astro_a"])
+    assert code == 0 and lines[0]["templates_added"] == 1, err
+    [person] = run("gallery", "list", "--gallery", db)[1]
+    assert person["name"] == "Eileen M. Collins" and person["templates"] == 2
+
+
+def test_cli_commands_do_not_print_litert_delegate_notice(tmp_path, images) -> None:  # type: ignore[no-untyped-def]
+    """LiteRT's C++ 'Created TensorFlow Lite XNNPACK delegate for CPU.' reached stderr of every command."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    facegate = str(Path(sys.executable).with_name("facegate"))
+    proc = subprocess.run([facegate, "embed", str(images["astro"]), str(tmp_path / "missing.png")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and '"embedding"' in proc.stdout
+    assert "XNNPACK" not in proc.stderr
+    assert "missing.png" in proc.stderr  # the command's own messages still arrive
+
+
+def test_without_delegate_notice_keeps_every_other_native_line(capfd) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from facegate.runtime import without_delegate_notice
+
+    with without_delegate_notice():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nERROR: a real runtime error\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "ERROR: a real runtime error\nafter\n"

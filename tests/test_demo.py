@@ -83,3 +83,37 @@ def test_demo_extra_config_reaches_the_service(tmp_path: Path) -> None:
     assert 'home_assistant_codes = ["not-a-hash"]' in (tmp_path / "demo" / "facegate.toml").read_text()
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "home_assistant_codes" in proc.stdout + proc.stderr
+
+
+def test_bench_door_from_the_readme(tmp_path: Path) -> None:
+    """The README's bench door, as a newcomer follows it: the scene written to a folder that is not wiped, the
+    astronaut enrolled with the CLI, and the README's own minimal config run: she is granted, the stranger not."""
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "keep.txt").write_text("mine")
+    facegate = str(Path(sys.executable).with_name("facegate"))
+    written = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--write-scene", str(bench)],
+                             capture_output=True, text=True, timeout=180, check=False)
+    assert written.returncode == 0, written.stdout + written.stderr
+    assert (bench / "keep.txt").read_text() == "mine", "--write-scene must not wipe the folder"
+    assert len(list((bench / "frames").glob("*.jpg"))) == 50 and (bench / "astronaut.png").is_file()
+    assert "mkdir -p ~/bench/state" in (ROOT / "README.md").read_text(encoding="utf-8")
+    (bench / "state").mkdir()
+    enrolled = subprocess.run([facegate, "enroll", "--gallery", str(bench / "state" / "gallery.db"), "--id",
+                               "astronaut", "--name", "Eileen Collins", str(bench / "astronaut.png")],
+                              capture_output=True, text=True, timeout=120, check=False)
+    assert enrolled.returncode == 0, enrolled.stderr
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## A bench door without a Pi", 1)[1]
+    toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert 'pin_factory = "mock"' in toml and "contact_pin =" not in toml
+    (bench / "facegate.toml").write_text(toml.replace("/home/me/bench", str(bench)).replace("loop = true",
+                                                                                           "loop = false"))
+    run = subprocess.run([facegate, "run", "--config", str(bench / "facegate.toml")],
+                         capture_output=True, text=True, timeout=180, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    events = [json.loads(line)["event"] for line in run.stdout.splitlines() if '"event"' in line]
+    types = [e["type"] for e in events]
+    assert any(e["type"] == "access_granted" and e["person_id"] == "astronaut" for e in events), types
+    assert "unknown_face" in types and "door_unlocked" in types

@@ -220,6 +220,24 @@ def test_no_forced_open_for_a_door_already_open_at_start(factory: MockFactory, e
         assert events.events == []
 
 
+@pytest.mark.parametrize("contact_type", ["NC", "NO"])
+def test_mock_pins_from_the_config_start_with_the_door_shut(events: Recorder, contact_type: str) -> None:
+    """A bench door (``pin_factory = "mock"``, the example's ``contact_pin = 27``) must not read its undriven
+    NC contact as a door propped open: that gave ``door_held_open`` after held_open_seconds, with no
+    ``door_opened``."""
+    config = DoorConfig(relay_pin=RELAY, contact_pin=CONTACT, contact_type=contact_type, pin_factory="mock",
+                        held_open_seconds=0.2)
+    with Door(config, events) as door:
+        assert door.door_open is False and door.state()["door"] == "closed"
+        time.sleep(0.5)  # past held_open_seconds and a contact re-read: the door is still shut
+        assert door.door_open is False
+        assert events.of("door_held_open") == [] and events.of("door_opened") == []
+        # The pins are gpiozero's MockFactory all the same: driving the contact opens the door as usual.
+        pin = door.pin_factory.pin(CONTACT)
+        pin.drive_high() if contact_type == "NC" else pin.drive_low()
+        assert door.door_open is True and events.types()[-2:] == ["door_opened", "door_forced_open"]
+
+
 @pytest.mark.parametrize("pull_up", [True, False])
 def test_exit_button_requests_exit_and_pulses(factory: MockFactory, events: Recorder, pull_up: bool) -> None:
     with make(factory, events, exit_pin=EXIT, exit_pull_up=pull_up, unlock_seconds=SHORT) as door:

@@ -4,7 +4,7 @@ One door service and one browser for the module, tests in order: log in; enrol t
 view; she is then granted and the grant appears in the live list and the journal; lockdown denies her; unlock
 from the Door page pulses the MockFactory relay and is journaled with the user; a viewer cannot change
 anything; the door screen welcomes her; a name with markup is shown as text. With FACEGATE_SCREENSHOTS=DIR the
-screenshots the README shows are written there (``FACEGATE_SCREENSHOTS=docs pytest tests/test_web_browser.py``).
+screenshots docs/console.md shows are written there (``FACEGATE_SCREENSHOTS=docs pytest tests/test_web_browser.py``).
 """
 
 from __future__ import annotations

@@ -214,7 +214,7 @@ EMBEDDER_VARIANTS: tuple[EmbedderVariant, ...] = (
         "calibration faces; int8 activations, float32 input/output",
     ),
     # Default because it is the lossless one of the small variants: dynamic-range int8 measured a
-    # mean cosine of only ~0.988 to float32 (see README), weight-only int8 ~0.9996.
+    # mean cosine of only ~0.988 to float32 (see models/README.md), weight-only int8 ~0.9996.
     EmbedderVariant(
         "mobilefacenet_weight_only_int8",
         "weight_only_int8",

@@ -85,6 +85,18 @@ def build_frames(folder: Path) -> int:
     return len(frames)
 
 
+def write_scene(folder: Path) -> int:
+    """The demo's scene in a folder of the user's choosing, for a bench door: nothing here is ever wiped.
+
+    ``folder/frames/`` gets the replay (``camera.source = "replay:<folder>/frames"``), ``folder/astronaut.png``
+    the photo to enrol. Existing files of the same names are overwritten; nothing else in the folder is touched.
+    """
+    count = build_frames(folder / "frames")
+    astronaut, _hopper, _bg = shipped_photos()
+    cv2.imwrite(str(folder / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    return count
+
+
 def enrol(gallery_path: Path) -> None:
     astronaut, _hopper, _bg = shipped_photos()
     pipeline = FacePipeline.from_models_dir(None, PipelineOptions(five_point=True))
@@ -158,6 +170,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="MQTT broker (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=1883, help="MQTT port (default 1883)")
     parser.add_argument("--dir", type=Path, default=DEMO, help=f"working folder, wiped first (default {DEMO})")
+    parser.add_argument("--write-scene", type=Path, default=None, metavar="DIR",
+                        help="only write the demo's frames (DIR/frames) and the photo to enrol (DIR/astronaut.png) "
+                             "to DIR, which is not wiped, and exit: the scene for a bench door (README)")
     parser.add_argument("--extra-config", type=Path, default=None, metavar="TOML",
                         help="TOML appended to the demo's config, e.g. a [commands] section (tools/check_ha_live.py)")
     return parser.parse_args(argv)
@@ -165,6 +180,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.write_scene is not None:
+        count = write_scene(args.write_scene)
+        print(f"demo: {count} frames (and a corrupt one) in {args.write_scene / 'frames'}; photo to enrol: "
+              f"{args.write_scene / 'astronaut.png'}")
+        return 0
     demo = args.dir
     shutil.rmtree(demo, ignore_errors=True)
     frames, state = demo / "frames", demo / "state"
@@ -177,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         with (demo / "facegate.toml").open("a") as config:
             config.write("\n" + args.extra_config.read_text())
     print(f"demo: {count} frames in {frames}; 'astronaut' enrolled; MQTT "
-          + (f"on {args.host}:{args.port} (watch: mosquitto_sub -v -t 'facegate/demo-door/#')" if mqtt else
-             "broker not found: events stay in the outbox"), flush=True)
+          + (f"to the broker already answering on {args.host}:{args.port} (the demo starts none of its own; "
+             "watch: mosquitto_sub -v -t 'facegate/demo-door/#')" if mqtt else
+             f"off: no broker answers on {args.host}:{args.port}, events stay in the outbox and journal"),
+          flush=True)
     if args.once:
         print("demo: playing the scenes once", flush=True)
     else:

@@ -24,7 +24,7 @@ Methods (all shift a comparison of clusters a, b by a symmetric amount):
   grid value that makes the FMR most equal across pairs of 10 coarse clusters on the fitting half);
   ``densityq_m<m>:<K>:nan`` fits lam to equalise pairs of 5 density quantile bins instead.
 
-None reaches the issue's bar (tables in README "Fairness"). The second attempt's table:
+None reaches the issue's bar (tables in docs/fairness.md). The second attempt's table:
 
     python tools/fit_calibration.py --experiments --groups ../shared/faces/lfw_dev_meta/gender.csv --splits 3 \
         --configs second_attempt
@@ -53,7 +53,7 @@ from facegate.recognition.calibration import FairCalibration  # noqa: E402
 from facegate.vision.pipeline import FacePipeline, PipelineOptions  # noqa: E402
 
 TARGET_FAR = 1e-4
-PRESETS = {  # named --configs lists (the README tables)
+PRESETS = {  # named --configs lists (the docs/fairness.md tables)
     "second_attempt": "raw:0:0,pair:5:1e-4,pair:10:1e-4,pair:20:1e-4,pair:40:1e-4,pair:20:1e-3,density_m5:50:nan,"
                       "density_m20:200:nan,density_m5:200:nan,densityq_m20:200:nan,densityq_m5:50:nan,"
                       "density_m20:200:0.5,density_m20:200:-0.5,density_m20:200:-1,density_m5:50:-1",

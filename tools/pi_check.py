@@ -5,7 +5,7 @@ debootstrap (cached under build/pi-check/), runs ``deploy/install-pi.sh`` inside
 runs the door's commands there under emulation and prints one table (release x step: ok/failed, seconds).
 It exits non-zero when any step fails.
 
-What is real and what is a stand-in (the README's "Raspberry Pi" section repeats this):
+What is real and what is a stand-in (docs/install-and-pi.md repeats this):
 - Real: Debian's arm64 packages of each release (python3, python3-numpy, python3-h5py, mosquitto-clients...),
   the unchanged installer, pip resolving aarch64 wheels from PyPI for that Python and numpy, the shipped models
   running in LiteRT, the service's frame loop on a replay with gpiozero's MockFactory.

@@ -12,7 +12,7 @@ delivers what is left and stops with SIGTERM. Then:
   collector: the outbox never lost an event acknowledged to nobody;
 - no ``seq`` was given to two different events.
 
-    python tools/sigkill_soak.py --rounds 120          # the figure in the README
+    python tools/sigkill_soak.py --rounds 120          # the figure in docs/reliability.md
 tests/test_sigkill_service.py runs a smaller version (10 rounds) in the suite.
 """
 

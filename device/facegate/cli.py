@@ -34,6 +34,7 @@ from facegate.journal.cli import (
 from facegate.models import Manifest
 from facegate.panel.cli import add_gallery_card_command, card_number_arg
 from facegate.recognition.calibration import FairCalibration
+from facegate.runtime import without_delegate_notice
 from facegate.sync.cli import add_gallery_sync_commands
 from facegate.thresholds import DEFAULT_FAR, ThresholdTable
 from facegate.vision.pipeline import FacePipeline, FaceResult, PipelineOptions
@@ -60,7 +61,8 @@ class Output:
 
 def _pipeline(args: argparse.Namespace) -> FacePipeline:
     options = PipelineOptions(threads=args.threads, detector=args.detector, embedder=args.embedder)
-    return FacePipeline(Manifest.load(args.models), options)
+    with without_delegate_notice():  # LiteRT's "Created ... XNNPACK delegate" INFO line (facegate/runtime.py)
+        return FacePipeline(Manifest.load(args.models), options)
 
 
 def _calibration(args: argparse.Namespace, pipeline: FacePipeline) -> FairCalibration | None:
@@ -135,6 +137,7 @@ def cmd_enroll(args: argparse.Namespace, io: Output) -> int:
         return cmd_enroll_bulk(args, io, _pipeline(args))
     if not args.id or not args.images:
         raise FacegateError("enroll needs --id ID and at least one IMAGE (or --folder DIR / --zip FILE)")
+    _refuse_existing_without_update(args)
     pipeline = _pipeline(args)
     accepted: list[str] = []
     rejected: list[dict[str, str]] = []
@@ -159,6 +162,20 @@ def cmd_enroll(args: argparse.Namespace, io: Output) -> int:
     io.result({"person_id": args.id, "accepted": accepted, "rejected": rejected, "templates_added": added,
                "gallery_version": version})
     return EXIT_OK
+
+
+def _refuse_existing_without_update(args: argparse.Namespace) -> None:
+    """An id already in the gallery is changed only on request: a typo'd or reused id would otherwise rename
+    that person (and add someone else's face to them) without a word."""
+    if args.update or not args.gallery.is_file():
+        return
+    with Gallery(args.gallery) as gallery:
+        existing = gallery.person(args.id)
+    if existing is not None:
+        as_name = f" as {existing['name']!r}" if existing.get("name") else ""
+        raise FacegateError(f"{args.gallery}: person {args.id!r} is already enrolled{as_name}; nothing changed. "
+                            "Add --update to add these photos to them (and set the --name, --metadata or "
+                            "--card-number given), or choose another --id")
 
 
 def _open_existing_gallery(path: Path) -> Gallery:
@@ -260,10 +277,12 @@ def _load_config(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace, io: Output) -> int:
     from facegate.logs import setup_logging
     from facegate.service import Service
+    from facegate.startup import log_startup_notes
 
     config = _load_config(args)
     setup_logging(config.log_level)
     service = Service(config)
+    log_startup_notes(config)  # the console's address and fingerprint; what is off (facegate/startup.py)
     service.install_signal_handlers()
     return service.run()
 
@@ -314,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--card-number", type=card_number_arg, default=None,
                    help="credential sent to an access panel (OSDP / Wiegand) when this person is recognised")
     p.add_argument("--largest", action="store_true", help="accept photos with several faces, using the largest")
+    p.add_argument("--update", action="store_true",
+                   help="the --id is already enrolled: add these photos to them (refused without this flag)")
     bulk = p.add_mutually_exclusive_group()
     bulk.add_argument("--folder", type=Path, default=None,
                       help="bulk: one sub-folder per person (folder name = id), optional people.csv id,name,groups")

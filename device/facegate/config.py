@@ -70,7 +70,7 @@ class RecognitionConfig(Section):
     new_person_far: float = Field(0.01, gt=0, lt=1)
     max_faces: int = Field(3, ge=1, le=20)
     # Fair score calibration (models/fair_calibration.json, cluster-based score normalisation): off by default
-    # because on lfw_dev it did not narrow the women/men false-match gap (README, Fairness); true = calibrated
+    # because on lfw_dev it did not narrow the women/men false-match gap (docs/fairness.md); true = calibrated
     # scores with their own thresholds, everywhere a similarity is decided.
     fair_calibration: bool = False
     quality: QualityConfig = QualityConfig()
@@ -263,7 +263,7 @@ def _fits_format(fmt: str, facility_code: int) -> None:
 
 
 class OsdpConfig(Section):
-    """The door as an OSDP peripheral device (a card reader) on RS-485 (facegate/panel/osdp_pd.py, README)."""
+    """The door as an OSDP peripheral device (a card reader) on RS-485 (facegate/panel/osdp_pd.py, docs/panels.md)."""
 
     port: str  # serial device of the RS-485 adapter, e.g. /dev/ttyUSB0 or /dev/serial0
     baud: Literal[9600, 19200, 38400, 57600, 115200, 230400] = 9600
@@ -283,7 +283,7 @@ class OsdpConfig(Section):
 
 
 class WiegandConfig(Section):
-    """Wiegand output to a panel's reader port (facegate/panel/wiegand_tx.py, README)."""
+    """Wiegand output to a panel's reader port (facegate/panel/wiegand_tx.py, docs/panels.md)."""
 
     data0_pin: int | str
     data1_pin: int | str
@@ -305,7 +305,7 @@ class WiegandConfig(Section):
 
 
 class WebConfig(Section):
-    """The device's web console and door screen (facegate/web; README "Web console")."""
+    """The device's web console and door screen (facegate/web; docs/console.md)."""
 
     enabled: bool = False
     bind: str = "127.0.0.1"

@@ -44,11 +44,12 @@ def check_numpy(_config: Config) -> Check:
 def check_runtime(config: Config) -> Check:
     """The TFLite runtime imports and runs the detector (LiteRT reads /proc/cpuinfo: a sandbox can break it)."""
     from facegate.models import Manifest
-    from facegate.runtime import TFLiteModel, runtime_name
+    from facegate.runtime import TFLiteModel, runtime_name, without_delegate_notice
 
     try:
         entry = Manifest.load(config.models.dir).get("detector", config.models.detector)
-        model = TFLiteModel(entry, threads=1)
+        with without_delegate_notice():
+            model = TFLiteModel(entry, threads=1)
         import numpy as np
 
         model.run(np.zeros(model.input_shape, dtype=model.input_dtype))
@@ -244,6 +245,23 @@ def _check_recognition(config: Config) -> Check:
 
 CHECKS.append(_check_panel)  # OSDP key and port, Wiegand/OSDP card numbers (facegate/panel/doctor.py)
 CHECKS.append(_check_recognition)  # the matcher on this gallery (facegate/recognition/health.py reports it live)
+
+
+def check_console(config: Config) -> Check:
+    from facegate.web.doctor import check_console as check
+
+    result = check(config)
+    return Check("console", result.ok, result.detail, result.fix)
+
+
+def check_sync(config: Config) -> Check:
+    from facegate.sync.doctor import check_sync as check
+
+    result = check(config)
+    return Check("sync", result.ok, result.detail, result.fix)
+
+
+CHECKS += [check_console, check_sync]  # [web] files, accounts, port (facegate/web/doctor.py); [sync] (sync/doctor.py)
 
 
 def run_checks(config: Config) -> list[Check]:

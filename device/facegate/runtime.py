@@ -8,6 +8,11 @@ refused there with that reason instead of failing somewhere inside.
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -32,6 +37,38 @@ def _interpreter_class() -> Any:
                 "no TFLite runtime: install ai-edge-litert (pip install ai-edge-litert) or tflite-runtime"
             ) from None
     return Interpreter
+
+
+#: What LiteRT's C++ runtime prints on stderr once per process when XNNPACK is set up: an INFO line, not news.
+DELEGATE_NOTICE = b"Created TensorFlow Lite XNNPACK delegate"
+
+
+@contextmanager
+def without_delegate_notice() -> Iterator[None]:
+    """Around interpreter creation in a CLI command: drop LiteRT's XNNPACK INFO line from stderr, keep the rest.
+
+    The line is written by C++ straight to file descriptor 2, out of Python's reach, so fd 2 points at a
+    temporary file for the duration; afterwards every other line captured (a real warning or error of the
+    runtime) is written to stderr after all. Only for single-threaded moments (a command building its
+    pipeline): another thread's stderr output in the window would be delayed until the end, not lost.
+    """
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(2)
+        try:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                capture.seek(0)
+                kept = [line for line in capture.read().splitlines(keepends=True) if DELEGATE_NOTICE not in line]
+                if kept:
+                    sys.stderr.write(b"".join(kept).decode(errors="replace"))
+                    sys.stderr.flush()
+        finally:
+            os.close(saved)
 
 
 def runtime_name() -> str:

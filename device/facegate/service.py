@@ -213,7 +213,7 @@ class Service:
             raise ConfigError(f"door: cannot set up the door pins: {exc} (on a machine without GPIO set "
                               'door.pin_factory = "mock")') from None
         atexit.register(self.door.close)
-        # Access-panel outputs (facegate/panel, README "Access panels"): an OSDP reader and/or Wiegand, fed with
+        # Access-panel outputs (facegate/panel, docs/panels.md): an OSDP reader and/or Wiegand, fed with
         # the card number of each recognised live person.
         self.credential_outputs = build_outputs(config, self.emitter.emit, self.door)
 
@@ -536,7 +536,10 @@ class Service:
         except Exception:
             log.exception("could not build the final status")
         pending = self.communicator.stop(self.config.outbox.flush_timeout_seconds)
-        if pending:
+        if pending and not self.config.mqtt.enabled:  # nothing to deliver to: not a failure to warn about
+            log.info("MQTT is off: %d events are kept in the outbox%s, no delivery expected", pending,
+                     " and the journal" if self.journal is not None else "")
+        elif pending:
             log.warning("%d events not yet delivered; they stay in the outbox for the next start", pending)
         if self.journal is not None:
             # The writer's own bound, not the outbox's: flush_timeout_seconds is how long to wait for a broker

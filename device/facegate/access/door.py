@@ -61,6 +61,7 @@ from typing import Any
 
 from gpiozero import LED, Button, Buzzer, DigitalInputDevice, OutputDevice
 from gpiozero.pins import Factory
+from gpiozero.pins.mock import MockFactory
 
 from facegate.config import DoorConfig
 
@@ -163,6 +164,7 @@ class Door:
             raise
 
         if self._contact is not None:
+            self._shut_mock_contact(config)
             self._door_open = self._read_door_open()
             self._door_changed_at = time.time()
             if self._door_open:  # propped open at start: the held-open clock starts now
@@ -175,6 +177,19 @@ class Door:
 
         self._thread = threading.Thread(target=self._run, name="facegate-door", daemon=True)
         self._thread.start()
+
+    def _shut_mock_contact(self, config: DoorConfig) -> None:
+        """With ``pin_factory = "mock"`` from the config (a bench door, the demo) start the contact shut.
+
+        A mock input left alone reads its pull-up, which an NC contact reads as "door open": the bench would
+        report a door propped open and ``door_held_open`` with no ``door_opened``. Nothing else can drive
+        these pins (the factory is the door's own), so they are put at the closed level once. A factory
+        passed in by a caller (the tests) is left as the caller drives it.
+        """
+        if not isinstance(self._owned_factory, MockFactory):
+            return
+        pin = self._contact.pin
+        pin.drive_low() if config.contact_type == "NC" else pin.drive_high()  # closed contact = low (pull-up)
 
     def _add(self, device: Any) -> Any:
         self._devices.append(device)

@@ -7,7 +7,7 @@ pulse is the GPIO *low*.
 
 Timing: pulses are timed by busy-waiting on ``time.perf_counter_ns`` in a dedicated thread (sleeping would
 overshoot by the scheduler tick). Linux user space gives no hard guarantee: another process or an interrupt
-can stretch a pulse or a gap by tens to hundreds of microseconds (see README "Wiegand output" for what was
+can stretch a pulse or a gap by tens to hundreds of microseconds (see docs/panels.md, "Wiegand" for what was
 measured). Panels are tolerant of exactly that: typical readers send 20-100 µs pulses 0.2-20 ms apart and
 panels accept a wide window of both; the defaults (100 µs pulses every 2 ms) sit in the middle, so a
 stretched pulse or gap stays inside what a panel accepts. A frame is 26 or 34 pulses (~52-68 ms) and is

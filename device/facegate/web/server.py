@@ -5,7 +5,7 @@ whose defaults must be audited; the console needs a dozen routes, cookies, JSON,
 a few lines each. TLS is the ``ssl`` module; the handshake runs on the connection's own thread (not in
 ``accept``), so a client that stalls mid-handshake holds up nobody.
 
-Security model (README "Web console"): every page and API except ``/login``, ``/api/login``, ``/static/*`` and
+Security model (docs/console.md): every page and API except ``/login``, ``/api/login``, ``/static/*`` and
 the loopback-only ``/terminal*`` needs a session cookie; every POST needs the session's CSRF token in
 ``X-CSRF-Token`` and, when the browser sends one, an ``Origin`` naming this console (``web.public_url``, the
 address the connection came in on, or this machine's names; never the request's own ``Host``); admin-only
@@ -47,6 +47,7 @@ from facegate.web.passcheck import CheckerBusy
 from facegate.web.priority import lower_this_thread
 from facegate.web.sessions import Session
 from facegate.web.streamslots import Ticket
+from facegate.web.tls import TlsFileError, server_context
 
 log = logging.getLogger(__name__)
 
@@ -698,9 +699,11 @@ class ConsoleServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((config.bind, config.port), Handler)
         if config.tls_cert_file is not None and config.tls_key_file is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+            try:  # the files' errors name the key and the file (facegate/web/tls.py)
+                context = server_context(config.tls_cert_file, config.tls_key_file)
+            except TlsFileError:
+                self.server_close()
+                raise
             # The handshake happens on the request thread at the first read, not in accept().
             self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
             self.extra_headers["Strict-Transport-Security"] = "max-age=31536000"
