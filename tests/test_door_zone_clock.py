@@ -248,13 +248,13 @@ def test_untrusted_clock_refuses_only_timed_grants_and_says_so_once(  # type: ig
 
 def test_clock_untrusted_is_reported_once_per_untrusted_period(tmp_path, photos, astro_templates, pipeline,  # type: ignore[no-untyped-def]
                                                                factory) -> None:
-    """Untrusted, trusted again (timesyncd synchronised), untrusted again: two events, for two periods."""
+    """Untrusted twice (one event), synchronised, then reset to a year long past (a new period: a new event)."""
     from facegate.recognition.decision import Decision, Observation
 
-    flag = tmp_path / "run" / "synchronized"
-    kernel = {"synced": False}
-    probe = ClockProbe(kernel=lambda: KernelSync(kernel["synced"], "kernel: test"), timesync_flag=flag,
-                       rtc_root=tmp_path / "no-rtc")
+    facts = {"synced": False, "wall": datetime(2000, 1, 1, tzinfo=UTC).timestamp()}
+    probe = ClockProbe(kernel=lambda: KernelSync(bool(facts["synced"]), "kernel: test"),
+                       timesync_flag=tmp_path / "run" / "synchronized", rtc_root=tmp_path / "no-rtc",
+                       wall=lambda: float(facts["wall"]))
     frames = save(tmp_path / "frames", astronaut_right(photos, 1))
     config = make_config(tmp_path, frames, None)
     enrol(config, astro_templates, pipeline)
@@ -265,11 +265,9 @@ def test_clock_untrusted_is_reported_once_per_untrusted_period(tmp_path, photos,
     service.emitter.add_listener(seen.append)
     obs = Observation((0.0, 0.0, 100.0, 100.0), "astro", 0.9, 0.1, True, time.time(), "x.jpg")
     try:
-        for synced in (False, False, True, False):
-            kernel["synced"] = synced
+        for synced, wall in ((False, 2000), (False, 2000), (True, 2026), (True, 2000)):
+            facts["synced"], facts["wall"] = synced, datetime(wall, 1, 1, tzinfo=UTC).timestamp()
             service.handle(Decision("identified", 1, "astro", 0.9, 3, obs))
-            if synced:  # a real synchronisation also leaves the flag for the rest of the boot: not here
-                service.clock = SystemClock(probe)
     finally:
         service.door.close()
     outcomes = [e.get("reason", "granted") for e in seen if e["type"] in ("access_granted", "access_denied")]
