@@ -6,6 +6,7 @@ because a door that silently ignores a mistyped ``unlock_seconds`` is worse than
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -33,6 +34,22 @@ class CameraConfig(Section):
     height: int = Field(480, ge=64, le=4096)
     loop: bool = False  # replay only: start again when the files run out
     reopen_backoff_max_seconds: float = Field(30.0, gt=0)
+    # The door zone [x, y, width, height] as fractions of the frame (0..1): only faces in it may open the door.
+    # The frame is cropped to it BEFORE detection, so a smaller zone also gives the detector more pixels per face
+    # (docs/decision.md, "Which face decides"). Default: the whole frame.
+    roi: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_inside_frame(cls, value: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        x, y, w, h = value
+        if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in value):
+            raise ValueError(f"{list(value)}: each of [x, y, width, height] must be a fraction of the frame, 0..1")
+        if w <= 0 or h <= 0:
+            raise ValueError(f"{list(value)}: width and height must be greater than 0")
+        if x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
+            raise ValueError(f"{list(value)}: the zone must lie inside the frame (x + width <= 1, y + height <= 1)")
+        return value
 
 
 class ModelsConfig(Section):
@@ -69,6 +86,10 @@ class RecognitionConfig(Section):
     # the next person in a queue steps into the same spot before the track could time out.
     new_person_far: float = Field(0.01, gt=0, lt=1)
     max_faces: int = Field(3, ge=1, le=20)
+    # Smallest face (longer side of its box, full-frame pixels) that may open the door: smaller faces are
+    # further away than someone at the door. None = 15 % of the frame's shorter side (72 px at 640x480,
+    # 162 px at 1920x1080); docs/decision.md, "Which face decides".
+    min_face_px: float | None = Field(None, ge=0, le=4096)
     # Fair score calibration (models/fair_calibration.json, cluster-based score normalisation): off by default
     # because on lfw_dev it did not narrow the women/men false-match gap (docs/fairness.md); true = calibrated
     # scores with their own thresholds, everywhere a similarity is decided.
@@ -192,6 +213,9 @@ class AccessConfig(Section):
     lockdown_groups: list[str] = ["security"]  # who may still enter during lockdown
     # IANA zone key (e.g. "Europe/Berlin") in which person schedules are read; None = the device's local zone.
     timezone: str | None = None
+    # "auto": a grant that depends on a validity date or schedule is refused (clock_untrusted) while the system
+    # clock is not synchronised; "off": the clock is always believed (docs/decision.md, "Trusted time").
+    clock_check: Literal["auto", "off"] = "auto"
 
     @field_validator("timezone")
     @classmethod

@@ -11,9 +11,7 @@ No check can end the run: an unexpected exception is that check's failure, with 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -183,17 +181,14 @@ def check_broker(config: Config) -> Check:
 
 
 def check_clock(_config: Config) -> Check:
-    year = time.gmtime().tm_year
-    if year < 2025:
-        return Check("clock", False, f"system year is {year}",
-                     "set the time (NTP): signed commands older than 30 s are rejected")
-    if shutil.which("timedatectl"):
-        out = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"],
-                             capture_output=True, text=True, check=False, timeout=5).stdout.strip()
-        if out == "no":
-            return Check("clock", False, "NTP not synchronised",
-                         "enable time sync: sudo timedatectl set-ntp true")
-    return Check("clock", True, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    """The same answer the service acts on (facegate/clock.py): an untrusted clock refuses timed grants."""
+    from facegate.clock import ClockProbe
+
+    state = ClockProbe().state()
+    if not state.trusted:
+        return Check("clock", False, state.detail,
+                     state.fix + "; signed commands older than 30 s are rejected as well")
+    return Check("clock", True, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f": {state.detail}")
 
 
 CHECKS: list[Callable[[Config], Check]] = [check_numpy, check_models, check_runtime, check_gallery, check_camera,

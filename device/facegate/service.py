@@ -26,6 +26,7 @@ from facegate.access.door import Door
 from facegate.access.policy import AccessPolicy
 from facegate.camera.source import Frame, FrameSource
 from facegate.camera.supervisor import CameraSupervisor, make_source
+from facegate.clock import Clock, ClockState, clock_from_config
 from facegate.config import Config, ConfigError
 from facegate.errors import ModelError
 from facegate.events.communicator import Command, Communicator, NullCommunicator
@@ -44,6 +45,7 @@ from facegate.private_files import private_dir
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
 from facegate.recognition.health import RecognitionHealth
+from facegate.recognition.zone import DoorZone, to_frame
 from facegate.recovery import check_gallery, open_outbox
 from facegate.sdnotify import SystemdNotifier
 from facegate.thresholds import ThresholdTable
@@ -156,7 +158,9 @@ class Service:
         source: FrameSource | None = None,
         pin_factory: Any = None,
         communicator: Communicator | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """``clock``: the wall clock the access policy judges by (default: ``access.clock_check``'s)."""
         self.config = config
         self.stop_event = threading.Event()
         self.notifier = SystemdNotifier()
@@ -203,6 +207,13 @@ class Service:
                                      new_person_below=new_person_threshold(config, self.pipeline, self.calibration),
                                      liveness=self.liveness.new_track if self.liveness else None)
         self._last_person: str | None = None
+        # Which face decides (recognition/zone.py) and the trusted clock (facegate/clock.py): docs/decision.md.
+        self.zone = DoorZone(config.camera.roi, config.recognition.min_face_px)
+        self.clock = clock or clock_from_config(config.access.clock_check)
+        self._clock_untrusted_reported = False  # one clock_untrusted event per untrusted period
+        # Held from the policy check to the unlock, and by a lockdown from its flag to its relock: a lockdown
+        # either comes first (the check refuses) or ends the release the grant started, never neither.
+        self._grant_lock = threading.Lock()
         self._signal_watcher: threading.Thread | None = None  # started by install_signal_handlers
         self._signalled = False  # set by the signal handler
         self._signal_wake_fd: int | None = None
@@ -307,11 +318,16 @@ class Service:
         elif command.action == "lock":
             self.door.lock(reason="remote")
         elif command.action in ("lockdown_on", "lockdown_off"):
-            with self._db_lock:
-                self.policy.set_lockdown(command.action == "lockdown_on")
-            if command.action == "lockdown_on":
-                self.door.lock(reason="lockdown")
+            self.set_lockdown(command.action == "lockdown_on")
             self.publish_status()
+
+    def set_lockdown(self, on: bool) -> None:
+        """Store the lockdown flag and, turning it on, lock the door, atomically with respect to a grant."""
+        with self._grant_lock:
+            with self._db_lock:
+                self.policy.set_lockdown(on)
+            if on:
+                self.door.lock(reason="lockdown")
 
     def swap_index(self, index: EmbeddingIndex, names: dict[str, str | None], revision: int) -> None:
         """Install a new gallery index (the sync receiver's thread after its commit, or the frame loop).
@@ -356,6 +372,8 @@ class Service:
             persons, templates = self.gallery.counts()
             version = self.gallery.version
             lockdown = self.policy.lockdown
+        ignored = self.zone.ignored_counts()
+        clock = self.clock.state()
         models = {role: self.pipeline.manifest.get(role, name).sha256 for role, name in (
             ("detector", self.config.models.detector), ("embedder", self.config.models.embedder))}
         return {
@@ -366,6 +384,8 @@ class Service:
             "gallery_persons": persons, "last_person": self._last_person,
             "models": models, "threshold": round(self.threshold, 4), "far": self.config.recognition.far,
             "fair_calibration": self.calibration is not None,
+            "face_ignored": sum(ignored.values()), "face_ignored_by_reason": ignored,
+            "clock": {"trusted": clock.trusted, "detail": clock.detail},
             "lockdown": lockdown, "door": {**self.door.state(), "forced_open": self.facts.forced_open},
             "outbox": {"pending": len(self.outbox), "dropped": self.emitter.dropped},
             "journal": self.journal.status() if self.journal is not None else {
@@ -383,16 +403,26 @@ class Service:
     # ------------------------------------------------------------------ the frame loop
 
     def observe(self, frame: Frame) -> list[Observation]:
-        results = self.pipeline.process(frame.image)[: self.config.recognition.max_faces]
+        """The frame's faces matched against the gallery; only the one face that may decide is returned.
+
+        Detection runs on the door zone's crop; every result is moved back to full-frame pixels. All faces go
+        to the console (it blurs strangers and enrols from them), only the deciding one to the engine.
+        """
+        view, offset = self.zone.view(frame.image)
+        results = self.pipeline.process(view)[: self.config.recognition.max_faces]
+        for r in results:
+            to_frame(r, offset)
+        height, width = frame.image.shape[:2]
+        deciding = self.zone.select([r.detection.box for r in results], width, height).deciding
         index = self.index  # once per frame: a sync may swap it at any moment
         observations = []
-        for r in results:
+        for i, r in enumerate(results):
             assert r.embedding is not None
             top = index.search(r.embedding, k=2)
             best_id, best = (top[0].person_id, top[0].similarity) if top else (None, -1.0)
             runner_up = top[1].similarity if len(top) > 1 else -1.0
             extra: dict[str, object] = {}
-            if self.liveness is not None:
+            if self.liveness is not None and i == deciding:
                 extra["liveness"] = self.liveness.evidence(frame.image, r, frame.decision_ts, mesh=r.mesh)
             observations.append(Observation(
                 box=r.detection.box, person_id=best_id, similarity=best, runner_up=runner_up,
@@ -403,7 +433,7 @@ class Service:
             # camera feed alive now?", and a replay's frames carry file time (camera/replay.py).
             self.console.slot.put(frame.image, time.time(), results, observations, self.threshold)
         self.stats.tick(len(results))
-        return observations
+        return [] if deciding is None else [observations[deciding]]
 
     def handle(self, decision: Decision) -> None:
         obs = decision.observation
@@ -424,20 +454,39 @@ class Service:
             self.emitter.emit("access_denied", person_id=person, name=name, reason="liveness",
                               similarity=round(decision.similarity, 4), **live, **trace)
             return
-        with self._db_lock:
-            # The frame's capture time, not now: a replayed or delayed frame is judged at the time it shows.
-            verdict = self.policy.check(person, datetime.fromtimestamp(obs.frame_ts, UTC))
-        if verdict.allowed:
-            self._last_person = name or person
-            self.door.unlock(reason="face")
-            live = {} if decision.liveness_score is None else {"liveness_score": round(decision.liveness_score, 3)}
-            self.emitter.emit("access_granted", person_id=person, name=name,
-                              similarity=round(decision.similarity, 4), frames_used=decision.frames_used,
-                              **live, **trace)
-        else:
+        clock: list[ClockState] = []
+
+        def clock_trusted() -> bool:  # asked by the policy only for a person with dates or a schedule
+            clock.append(self.clock.state())
+            return clock[-1].trusted
+
+        with self._grant_lock:
+            with self._db_lock:
+                # The service's clock at the decision, never the frame's: a replayed or delayed frame stamped
+                # before someone's valid_until must not let them in after it (the frame time stays in the event).
+                verdict = self.policy.check(person, datetime.fromtimestamp(self.clock.time(), UTC), clock_trusted)
+            if verdict.allowed:
+                self._last_person = name or person
+                self.door.unlock(reason="face")
+                live = {} if decision.liveness_score is None else {
+                    "liveness_score": round(decision.liveness_score, 3)}
+                self.emitter.emit("access_granted", person_id=person, name=name,
+                                  similarity=round(decision.similarity, 4), frames_used=decision.frames_used,
+                                  **live, **trace)
+        if clock:
+            self._report_clock(clock[-1])
+        if not verdict.allowed:
             self.emitter.emit("access_denied", person_id=person, name=name, reason=verdict.reason,
                               similarity=round(decision.similarity, 4), **trace)
         self._send_credentials(person, verdict.allowed)
+
+    def _report_clock(self, state: ClockState) -> None:
+        """One ``clock_untrusted`` event per untrusted period (the frame loop's thread only)."""
+        if state.trusted:
+            self._clock_untrusted_reported = False
+        elif not self._clock_untrusted_reported:
+            self._clock_untrusted_reported = True
+            self.emitter.emit("clock_untrusted", detail=state.detail, fix=state.fix)
 
     def _send_credentials(self, person: str, door_allows: bool) -> None:
         """Hand the person's card number to each panel output that wants it (facegate/panel/output.py)."""

@@ -183,11 +183,8 @@ class Console:
         return {"locked": True}
 
     def set_lockdown(self, user: str, on: bool) -> dict[str, Any]:
-        with self._db_lock:
-            self._db()[1].set_lockdown(on)
+        self.service.set_lockdown(on)  # the flag and the relock, atomic with respect to a face grant
         self.emit(user, "lockdown_on" if on else "lockdown_off")
-        if on:
-            self.service.door.lock(reason="lockdown")
         try:
             self.service.publish_status()
         except Exception:
