@@ -156,12 +156,13 @@ class Broker:
         self.log_path = self.dir / "mosquitto.log"
         (self.dir / "mosquitto.conf").write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"log_dest file {self.log_path}\nlog_type all\n")
+            "log_dest stdout\nlog_type all\n")  # stdout: mosquitto run as root writes files as another user
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.dir / "mosquitto.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([self.binary, "-c", str(self.dir / "mosquitto.conf")],
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
         def accepting() -> bool:
             with socket.socket() as s:
@@ -502,6 +503,7 @@ class Context:
         self._version = 100
         self._astro: dict[str, Any] | None = None
         self._faces: tuple[np.ndarray, str] | None = None
+        self.face_images: list[Path] = []
         self._key: Any = None
         self.public_b64 = ""
 
@@ -644,7 +646,7 @@ class Context:
             vectors.append(v / np.linalg.norm(v))
         stacked = np.stack(vectors)
         self._faces = (stacked / np.linalg.norm(stacked, axis=1, keepdims=True), source)
-        self._face_images = images
+        self.face_images = images
         return self._faces
 
     # ---- sync
@@ -722,20 +724,32 @@ def import_templates(ctx: Context, gallery: Path, doc: dict[str, Any], name: str
 
 
 def admin_gallery(ctx: Context) -> Path:
-    """An admin gallery holding the people whose embeddings make the centroid, plus the astronaut (imported from
-    the door's export-templates file: the documented door-enrolment path)."""
+    """An admin gallery holding people whose embeddings make the centroid (bulk-enrolled from their photos, or
+    imported as vectors when there are no photos), plus the astronaut imported from the door's
+    ``export-templates`` file (the documented door-enrolment path)."""
     gallery = ctx.work / "admin.db"
     if gallery.exists():
         return gallery
     faces, _ = ctx.faces()
     astro = ctx.astronaut_templates()
+    photos = [p for p in ctx.face_images if p.parent.parent == LFW][:20]
+    if photos:
+        staff = ctx.work / "staff"
+        for photo in photos:
+            (staff / photo.parent.name).mkdir(parents=True)
+            (staff / photo.parent.name / photo.name).symlink_to(photo)
+        proc = cli("enroll", "--gallery", str(gallery), "--folder", str(staff), "--quiet", timeout=300)
+        with contextlib.suppress(ValueError):
+            if json.loads(proc.stdout).get("persons_enrolled", 0) < len(photos) // 2:
+                raise AttackError(f"bulk enrolment of the admin gallery failed: {proc.stdout[-300:]}")
+    else:
+        for i, vector in enumerate(faces[:8]):
+            proc = import_templates(ctx, gallery, templates_file(astro, f"person-{i:02d}", [vector]), f"p{i:02d}")
+            if proc.returncode != 0:
+                raise AttackError(f"importing genuine person-{i:02d} failed: {proc.stderr.strip()[-300:]}")
     proc = import_templates(ctx, gallery, astro, "astronaut-import")
     if proc.returncode != 0:
         raise AttackError(f"importing the astronaut's genuine templates failed: {proc.stderr.strip()[-300:]}")
-    for i, vector in enumerate(faces[:12]):
-        proc = import_templates(ctx, gallery, templates_file(astro, f"person-{i:02d}", [vector]), f"person-{i:02d}")
-        if proc.returncode != 0:
-            raise AttackError(f"importing genuine person-{i:02d} failed: {proc.stderr.strip()[-300:]}")
     return gallery
 
 
@@ -746,7 +760,8 @@ def attack_master_face_import(ctx: Context) -> Outcome:
     centroid = faces.mean(axis=0)
     scaled = centroid / np.linalg.norm(centroid) * 100.0
     unit = centroid / np.linalg.norm(centroid)
-    control = import_templates(ctx, gallery, templates_file(astro, "control-person", [faces[-1]]), "control")
+    genuine = faces[min(len(ctx.face_images), len(faces)) - 1]  # the last photo's embedding: a real new person
+    control = import_templates(ctx, gallery, templates_file(astro, "control-person", [genuine]), "control")
     big = import_templates(ctx, gallery, templates_file(astro, "master-scaled", [scaled]), "master-scaled")
     small = import_templates(ctx, gallery, templates_file(astro, "master-unit", [unit]), "master-unit")
     observed = (f"norm-100 centroid: exit {big.returncode}; unit centroid: exit {small.returncode}; "
