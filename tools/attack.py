@@ -885,12 +885,14 @@ class Flood(threading.Thread):
                         self.opened += 1
                     except OSError:
                         break
-                self.held = len(socks)
+                self.held = max(self.held, len(socks))
                 readable, _, _ = select.select(socks, [], [], 0.05) if socks else ([], [], [])
                 for s in readable:  # readable on an idle connection = closed (or refused) by the server
                     with contextlib.suppress(OSError):
                         s.close()
                     socks.remove(s)
+                if readable:
+                    time.sleep(0.2)  # idle connections, not a connect storm: re-open at a bounded pace
         finally:
             for s in socks:
                 with contextlib.suppress(OSError):
@@ -1060,7 +1062,9 @@ def attack_ha_brake_restart(ctx: Context) -> Outcome:
         since = time.monotonic()
         ctx.broker.publish(f"facegate/{DEVICE}/lock/set", json.dumps(
             {"via": "home_assistant", "action": "unlock", "code": code, "ts": time.time(), "nonce": nonce}))
-        event = door.wait_event(lambda e: e["type"] == "command_rejected", since, 10)
+        # "retained" refusals are of messages that clear a retained command, not of these guesses.
+        event = door.wait_event(lambda e: e["type"] == "command_rejected" and e.get("reason") != "retained",
+                                since, 10)
         return None if event is None else str(event.get("reason"))
 
     before = [guess(f"{100000 + i}") for i in range(6)]
@@ -1313,12 +1317,15 @@ def attack_retained_unlock(ctx: Context) -> Outcome:
     try:
         rejected = door.wait_event(lambda e: e["type"] == "command_rejected", since, 10)
         time.sleep(1)
-        opened = [e for e in door.events(since) if e["type"] == "door_unlocked"]
+        # Faces are granted all along (reason "face"); a command's unlock has another reason.
+        opened = [e for e in door.events(since) if e["type"] in ("door_unlocked", "command_accepted")
+                  and e.get("reason") != "face"]
     finally:
-        ctx.broker.publish(topic, b"", retain=True)
+        ctx.broker.publish(topic, b"", retain=True)  # clears it (the door refuses the empty message too)
+        time.sleep(1)
     return Outcome(rejected is not None and not opened,
                    f"{'command_rejected (' + str(rejected.get('reason')) + ')' if rejected else 'no refusal'}; "
-                   f"{len(opened)} unlock(s)")
+                   f"{len(opened)} command unlock(s)", {"unlocks": opened})
 
 
 @dataclass(frozen=True)
