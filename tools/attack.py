@@ -194,15 +194,22 @@ class Broker:
         return len(found), sum(found)
 
     def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
-        import paho.mqtt.publish as publish
-
-        publish.single(topic, payload, qos=1, retain=retain, hostname="127.0.0.1", port=self.port)
+        self.publish_many([(topic, payload.encode() if isinstance(payload, str) else payload, retain)])
 
     def publish_many(self, messages: list[tuple[str, bytes, bool]]) -> None:
-        import paho.mqtt.publish as publish
+        """QoS 1, each acknowledged by the broker before this returns."""
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
 
-        publish.multiple([{"topic": t, "payload": p, "qos": 1, "retain": r} for t, p, r in messages],
-                         hostname="127.0.0.1", port=self.port)
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"attack-publisher-{secrets.token_hex(4)}")
+        client.connect("127.0.0.1", self.port, keepalive=10)
+        client.loop_start()
+        try:
+            for info in [client.publish(t, p, qos=1, retain=r) for t, p, r in messages]:
+                info.wait_for_publish(10)
+        finally:
+            client.disconnect()
+            client.loop_stop()
 
 
 class Watcher:
@@ -215,7 +222,7 @@ class Watcher:
         self.messages: list[tuple[float, str, bytes]] = []
         self._lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"attack-watcher-{os.getpid()}")
-        self.client.reconnect_delay_set(0.1, 1)
+        self.client.reconnect_delay_set(1, 2)
         self.client.on_connect = lambda c, *_: c.subscribe(f"facegate/{DEVICE}/#", qos=1)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port, keepalive=10)
@@ -594,14 +601,15 @@ class Context:
         self.scene()
         cert, key = self.work / "web.crt", self.work / "web.key"
         write_self_signed(cert, key)
-        config = {
-            "device_id": "attack-tls", "state_dir": str(self.work / "state-tls"),
+        state = self.work / "state-tls"
+        state.mkdir(mode=0o755)
+        config: dict[str, Any] = {
+            "device_id": "attack-tls", "state_dir": str(state),
             "camera": {"source": f"replay:{self.frames}", "fps": 5, "loop": True},
             "door": {"pin_factory": "mock", "relay_pin": 17},
             "mqtt": {"enabled": False}, "liveness": {"enabled": False},
             "web": {"enabled": True, "port": free_port(), "tls_cert_file": str(cert), "tls_key_file": str(key)},
         }
-        Path(config["state_dir"]).mkdir(mode=0o755)
         door = Door("tls", self.work / "door-tls.toml", config)
         door.start()
         self._tls_door = door
@@ -1293,16 +1301,15 @@ def attack_bundle_rollback(ctx: Context) -> Outcome:
 
 def attack_huge_content_length(ctx: Context) -> Outcome:
     door = ctx.door()
-    results = []
+    results: list[tuple[str, int | str, float]] = []
     for length in ("1000000000000", "-1"):
         started = time.monotonic()
+        status: int | str
         try:
             status, _ = _raw_http(door, f"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{door.port}\r\n"
                                         f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n".encode())
-        except OSError as exc:
-            status = 0
-            results.append((length, type(exc).__name__, time.monotonic() - started))
-            continue
+        except OSError as exc:  # no answer at all
+            status = type(exc).__name__
         results.append((length, status, time.monotonic() - started))
     ok = all(isinstance(s, int) and 400 <= s < 500 and t < 5 for _, s, t in results)
     return Outcome(ok, "; ".join(f"Content-Length {n}: {s} in {t:.1f} s" for n, s, t in results))
