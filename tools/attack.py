@@ -7,7 +7,7 @@ topic, Home Assistant code mode), attacks it through its public interfaces only 
 its state dir) and prints one row per attack: attack | expected | observed | PASS/FAIL/ERROR. Rows marked
 ``extra`` are attacks of this tool's own design, not from the attack test's report.
 
-    python tools/attack.py                    # everything (about 4-5 minutes on a 2-core machine)
+    python tools/attack.py                    # everything (about 2-3 minutes on a 2-core machine)
     python tools/attack.py --only csrf_origin # one attack (repeatable, comma-separated)
     python tools/attack.py --list             # the attacks' names
     python tools/attack.py --json report.json
