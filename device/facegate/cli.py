@@ -16,13 +16,13 @@ from typing import Any, TextIO
 import numpy as np
 
 from facegate import __version__
+from facegate.base.imageio import read_image
 from facegate.config import EXIT_CONFIG, Config, ConfigError, load_config
 from facegate.enrolment.photo import assess
 from facegate.errors import FacegateError, GalleryError, ImageError
 from facegate.events.ha_cli import add_code_commands
 from facegate.fairness.cli import add_fairness_command
 from facegate.gallery.store import Gallery, NewTemplate
-from facegate.imageio import read_image
 from facegate.journal.cli import (
     add_events_command,
     add_purge_options,
@@ -31,13 +31,13 @@ from facegate.journal.cli import (
     purge_target,
     scrub_outbox,
 )
-from facegate.models import Manifest
 from facegate.panel.cli import add_gallery_card_command, card_number_arg
 from facegate.recognition.calibration import FairCalibration
-from facegate.runtime import without_delegate_notice
+from facegate.recognition.thresholds import DEFAULT_FAR, ForeignTableError, table_for
 from facegate.sync.cli import add_gallery_sync_commands
-from facegate.thresholds import DEFAULT_FAR, ThresholdTable
+from facegate.vision.models import Manifest
 from facegate.vision.pipeline import FacePipeline, FaceResult, PipelineOptions
+from facegate.vision.runtime import without_delegate_notice
 from facegate.web.users_cli import add_user_commands
 
 EXIT_OK = 0
@@ -61,7 +61,7 @@ class Output:
 
 def _pipeline(args: argparse.Namespace) -> FacePipeline:
     options = PipelineOptions(threads=args.threads, detector=args.detector, embedder=args.embedder)
-    with without_delegate_notice():  # LiteRT's "Created ... XNNPACK delegate" INFO line (facegate/runtime.py)
+    with without_delegate_notice():  # LiteRT's "Created ... XNNPACK delegate" INFO line (facegate/vision/runtime.py)
         return FacePipeline(Manifest.load(args.models), options)
 
 
@@ -77,13 +77,11 @@ def _thresholds(args: argparse.Namespace, pipeline: FacePipeline,
     """The match threshold and the false-match rate it stands for (None when given by hand)."""
     if args.threshold is not None:
         return args.threshold, None
-    table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json",
-                                calibration.sha256 if calibration is not None else None)
-    if table.embedder_sha256 != pipeline.embedder_sha256:
-        raise FacegateError(
-            f"thresholds.json in {pipeline.manifest.directory} was measured for another embedder; "
-            "pass --threshold or re-run tools/evaluate.py --write-thresholds"
-        )
+    try:
+        table = table_for(pipeline.manifest.directory, pipeline.embedder_sha256,
+                          calibration.sha256 if calibration is not None else None)
+    except ForeignTableError as exc:
+        raise FacegateError(f"{exc}; pass --threshold or re-run tools/evaluate.py --write-thresholds") from None
     return table.for_far(args.far), args.far
 
 
@@ -275,14 +273,14 @@ def _load_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace, io: Output) -> int:
-    from facegate.logs import setup_logging
+    from facegate.process.logs import setup_logging
     from facegate.service import Service
-    from facegate.startup import log_startup_notes
+    from facegate.wiring.startup import log_startup_notes
 
     config = _load_config(args)
     setup_logging(config.log_level)
     service = Service(config)
-    log_startup_notes(config)  # the console's address and fingerprint; what is off (facegate/startup.py)
+    log_startup_notes(config)  # the console's address and fingerprint; what is off (facegate/wiring/startup.py)
     service.install_signal_handlers()
     return service.run()
 

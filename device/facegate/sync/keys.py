@@ -9,7 +9,6 @@ can tell "signed by a key I do not trust" (``unknown_key``) from "forged or dama
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import os
 from collections.abc import Iterable
@@ -18,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from facegate.errors import FacegateError
+from facegate.validate.ed25519 import SyncKeyError, parse_public_key
 
 __all__ = [
     "KEY_ID_BYTES",
@@ -34,10 +33,6 @@ __all__ = [
 KEY_ID_BYTES = 8
 
 
-class SyncKeyError(FacegateError):
-    """A key file or key text is unusable; the message names it."""
-
-
 def raw_public(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -50,16 +45,6 @@ def key_id(key: Ed25519PublicKey) -> bytes:
 def public_key_b64(key: Ed25519PublicKey) -> str:
     """The form that goes into ``sync.public_keys``: base64 of the raw 32 bytes."""
     return base64.b64encode(raw_public(key)).decode("ascii")
-
-
-def parse_public_key(text: str, where: str = "public key") -> Ed25519PublicKey:
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise SyncKeyError(f"{where}: not base64") from None
-    if len(raw) != 32:
-        raise SyncKeyError(f"{where}: {len(raw)} bytes; an Ed25519 public key is 32 raw bytes")
-    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def public_keys_by_id(texts: Iterable[str]) -> dict[bytes, Ed25519PublicKey]:

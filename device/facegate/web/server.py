@@ -41,8 +41,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from facegate.events.ratelimit import ReportLimiter
+from facegate.validate.netaddr import host_header_is_local, is_local_client, limiter_key
 from facegate.web.console import Console, ConsoleError, dumps
-from facegate.web.netaddr import host_header_is_local, is_local_client, limiter_key
 from facegate.web.passcheck import CheckerBusy
 from facegate.web.priority import lower_this_thread
 from facegate.web.sessions import Session
@@ -68,7 +68,7 @@ MAX_EVENT_STREAMS = 16
 MAX_TERMINAL_STREAMS = 2  # the door screen's camera, apart from the viewers' max_stream_clients
 SESSION_RECHECK_SECONDS = 0.5  # any stream ends this soon after its session does (logout, passwd, remove)
 MAX_CONNECTIONS = 64  # one thread each; beyond this a new connection is closed at once (a flood costs no threads)
-MAX_CONNECTIONS_PER_CLIENT = 12  # per IPv4 address / IPv6 /64 (link-local: per address; facegate.web.netaddr)
+MAX_CONNECTIONS_PER_CLIENT = 12  # per IPv4 address / IPv6 /64 (link-local: per address; facegate.validate.netaddr)
 CROWDED_CONNECTIONS = 40  # past this many in all, a client already holding CROWDED_PER_CLIENT gets no more ...
 CROWDED_PER_CLIENT = 2  # ... so a few addresses cannot take the last slots: 12 more clients still get 2 each
 LOCAL_RESERVED_CONNECTIONS = 8  # beyond MAX_CONNECTIONS, only for 127.0.0.1/::1 (the door screen, the kiosk)
@@ -418,7 +418,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, shell.replace(b"{{page}}", path[1:].encode()), content_type)
 
     def _terminal(self, then: Callable[[], None]) -> None:
-        """The door screen: read-only, no login, and only for the device itself (see facegate.web.netaddr)."""
+        """The door screen: read-only, no login, and only for the device itself (see facegate.validate.netaddr)."""
         if not is_local_client(self._client()) or not host_header_is_local(self.headers.get("Host")):
             raise HttpError(403, "the door screen is only served to the device itself (loopback)")
         then()
@@ -426,14 +426,14 @@ class Handler(BaseHTTPRequestHandler):
     def _login(self) -> None:
         self._check_origin()
         address = self._client()
-        key = limiter_key(address)  # an IPv6 /64 is one client (see facegate.web.netaddr)
+        key = limiter_key(address)  # an IPv6 /64 is one client (see facegate.validate.netaddr)
         limiter = self.console.limiter
         # Counted as a failure before anything is checked, so parallel guesses cannot all pass the limit; a
         # malformed body stays counted too (it is an attempt); only a right password or a busy checker un-count.
         stamp = limiter.reserve(key)
         if stamp is None:
             if limiter.note_throttled(key):
-                self.console.service.emitter.emit("console_login_throttled", address=address)
+                self.console.emit_event("console_login_throttled", address=address)
             wait = limiter.retry_after(key)
             raise HttpError(429, "too many failed logins; try again later", {"Retry-After": str(int(wait) + 1)})
         body = self._json_body(MAX_LOGIN_JSON_BYTES)
@@ -451,7 +451,7 @@ class Handler(BaseHTTPRequestHandler):
         # otherwise interleave their own good logins and guess the admin's password without limit.
         limiter.release(key, stamp)
         session = self.console.sessions.create(user.name, user.role, self.console.users.fingerprint(user))
-        self.console.service.emitter.emit("console_login", user=user.name, role=user.role, address=address)
+        self.console.emit_event("console_login", user=user.name, role=user.role, address=address)
         cookie = f"{COOKIE}={session.token}; Path=/; HttpOnly; Secure; SameSite=Strict"
         self._json({"user": user.name, "role": user.role, "csrf": session.csrf}, headers={"Set-Cookie": cookie})
 
