@@ -67,7 +67,7 @@ def test_door_builds_alone_on_mock_pins(tmp_path: Path) -> None:
 
 def test_door_builder_names_the_section_when_pins_clash(tmp_path: Path) -> None:
     config = config_in(tmp_path, door={"relay_pin": 17, "contact_pin": 17})
-    with pytest.raises(ConfigError, match="^door: cannot set up the door pins"):
+    with pytest.raises(ConfigError, match=r"^door: cannot set up the door pins"):
         build_door(config, lambda kind, **fields: None, MockFactory())
 
 
@@ -96,7 +96,7 @@ def test_recognition_refuses_a_table_for_another_embedder(tmp_path: Path, pipeli
     data = json.loads((source / "thresholds.json").read_text())
     (models / "thresholds.json").write_text(json.dumps({**data, "embedder_sha256": "0" * 64}))
     config = config_in(tmp_path, models={"dir": str(models)})
-    with pytest.raises(ConfigError, match="^recognition.threshold: .*another embedder"):
+    with pytest.raises(ConfigError, match=r"^recognition\.threshold: .*another embedder"):
         build_recognition(config)
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from facegate.base.output import Output
 from facegate.errors import GalleryError
 from facegate.fairness.report import Templates, group_rates
 from facegate.gallery.store import Gallery
@@ -21,12 +22,6 @@ from facegate.recognition.thresholds import table_for
 from facegate.vision.models import Manifest
 
 __all__ = ["add_fairness_command"]
-
-
-class Output(Protocol):
-    def result(self, obj: dict[str, Any]) -> None: ...
-
-    def message(self, text: str) -> None: ...
 
 
 def read_groups(path: Path) -> dict[str, str]:

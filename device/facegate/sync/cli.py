@@ -15,19 +15,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from facegate.base.output import Output
 from facegate.base.private_files import FILE_MODE
 
 __all__ = ["add_gallery_sync_commands"]
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
-
-
-class Output(Protocol):
-    def result(self, obj: dict[str, Any]) -> None: ...
-
-    def message(self, text: str) -> None: ...
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
