@@ -343,7 +343,7 @@ def test_journal_api_filters_pages_and_exports_csv(door: Door) -> None:
 
 
 def test_a_connection_flood_is_capped_and_the_console_recovers(door: Door) -> None:
-    from facegate.web.server import MAX_CONNECTIONS
+    from facegate.web.connections import MAX_CONNECTIONS
 
     held = [socket.create_connection(("127.0.0.1", door.port)) for _ in range(MAX_CONNECTIONS)]
     try:
@@ -462,7 +462,7 @@ def test_login_limit_counts_an_ipv6_64_as_one_address() -> None:
 def test_one_address_cannot_hold_every_connection(door: Door) -> None:
     """Slowloris: idle connections from one client (each may wait 30 s per read) must not use up the whole
     connection budget; another client (the door screen, an admin) is still served."""
-    from facegate.web.server import MAX_CONNECTIONS
+    from facegate.web.connections import MAX_CONNECTIONS
 
     held = []
     try:
