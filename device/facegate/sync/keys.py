@@ -78,12 +78,16 @@ def generate_keypair(private_path: Path, public_path: Path, *, overwrite: bool =
     return key
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """A PEM private key as written by :func:`generate_keypair` (or ``openssl genpkey -algorithm ed25519``)."""
+def _read(path: Path) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise SyncKeyError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """A PEM private key as written by :func:`generate_keypair` (or ``openssl genpkey -algorithm ed25519``)."""
+    data = _read(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -95,10 +99,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 def load_public_key_file(path: Path) -> Ed25519PublicKey:
     """A public key file: the base64 line written by keygen, or a PEM public key."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise SyncKeyError(f"{path}: cannot read: {exc.strerror}") from None
+    data = _read(path)
     if data.lstrip().startswith(b"-----BEGIN"):
         try:
             key = serialization.load_pem_public_key(data)
