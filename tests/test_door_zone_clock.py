@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import test_service
 from broker import wait_until
+from facegate.access.clock import ClockProbe, KernelSync, SystemClock, UncheckedClock, kernel_sync
 from facegate.access.policy import AccessPolicy
-from facegate.clock import ClockProbe, KernelSync, SystemClock, UncheckedClock, kernel_sync
+from facegate.base.imageio import read_image
 from facegate.config import ConfigError, parse_config
 from facegate.events.commands import sign_command
-from facegate.imageio import read_image
 from facegate.recognition.zone import DoorZone
 from facegate.service import Service
 from gpiozero.pins.mock import MockFactory

@@ -37,8 +37,8 @@ from facegate.cli import main as cli_main
 from facegate.config import CommandsConfig, DoorConfig
 from facegate.events.commands import CommandRejected, CommandVerifier, sign_command
 from facegate.events.outbox import Outbox
-from facegate.recovery import integrity_problem
 from facegate.service import Service
+from facegate.wiring.recovery import integrity_problem
 from gpiozero.pins.mock import MockFactory
 from test_service import DEVICE, enrol, events_of, make_config, pulses, types, write_frames
 
@@ -381,8 +381,8 @@ def test_schedules_are_checked_on_the_service_clock_not_the_frame_time(  # type:
     stamped inside opening hours but judged outside them is refused, and the other way round."""
     from datetime import datetime
 
+    from facegate.access.clock import UncheckedClock
     from facegate.access.policy import AccessPolicy
-    from facegate.clock import UncheckedClock
     from facegate.gallery.store import Gallery
 
     frames = write_frames(tmp_path / "frames", photos, [("bg", 2), ("astro", 10)])

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from broker import Collector, Mosquitto, wait_until
 from conftest import ROOT
+from facegate.access.clock import UncheckedClock
 from facegate.access.policy import AccessPolicy
-from facegate.clock import UncheckedClock
 from facegate.config import Config, parse_config
 from facegate.events.commands import sign_command
 from facegate.events.outbox import Outbox

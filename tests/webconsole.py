@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from broker import Mosquitto, find_mosquitto
 from conftest import ROOT
-from facegate.clock import UncheckedClock
+from facegate.access.clock import UncheckedClock
 from facegate.config import parse_config
 from facegate.service import Service
 from facegate.web.accounts import UserStore

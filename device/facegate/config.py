@@ -182,7 +182,7 @@ class CommandsConfig(Section):
     @classmethod
     def _code_hashes(cls, value: list[str]) -> list[str]:
         # Checked at load: a pasted half-hash would otherwise refuse every code at the door.
-        from facegate.events.ha_codes import CodeHashError, parse_code_hash
+        from facegate.validate.code_hash import CodeHashError, parse_code_hash
 
         for i, text in enumerate(value):
             try:
@@ -248,7 +248,7 @@ class SyncConfig(Section):
     @classmethod
     def _raw_ed25519_keys(cls, value: list[str]) -> list[str]:
         # Checked at load: a mistyped key would otherwise reject every bundle with "unknown_key" much later.
-        from facegate.sync.keys import SyncKeyError, parse_public_key
+        from facegate.validate.ed25519 import SyncKeyError, parse_public_key
 
         for i, text in enumerate(value):
             try:
@@ -350,7 +350,7 @@ class WebConfig(Section):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("web.tls_cert_file and web.tls_key_file must be set together")
         if self.enabled and self.tls_cert_file is None and not self.allow_insecure_http:
-            from facegate.web.netaddr import is_loopback_host
+            from facegate.validate.netaddr import is_loopback_host
 
             if not is_loopback_host(self.bind):
                 raise ValueError(f"web.bind: {self.bind!r} is not loopback and no TLS is configured; set "

@@ -41,8 +41,8 @@ def check_numpy(_config: Config) -> Check:
 
 def check_runtime(config: Config) -> Check:
     """The TFLite runtime imports and runs the detector (LiteRT reads /proc/cpuinfo: a sandbox can break it)."""
-    from facegate.models import Manifest
-    from facegate.runtime import TFLiteModel, runtime_name, without_delegate_notice
+    from facegate.vision.models import Manifest
+    from facegate.vision.runtime import TFLiteModel, runtime_name, without_delegate_notice
 
     try:
         entry = Manifest.load(config.models.dir).get("detector", config.models.detector)
@@ -65,7 +65,7 @@ def check_groups(_config: Config) -> Check:
 
 
 def check_models(config: Config) -> Check:
-    from facegate.models import Manifest
+    from facegate.vision.models import Manifest
 
     try:
         manifest = Manifest.load(config.models.dir)
@@ -83,13 +83,13 @@ def check_models(config: Config) -> Check:
 
 def check_gallery(config: Config) -> Check:
     from facegate.gallery.store import Gallery
-    from facegate.models import Manifest
+    from facegate.vision.models import Manifest
 
     path = config.gallery_path
     if not path.is_file():
         return Check("gallery", False, f"{path} does not exist",
                      "enrol people with 'facegate enroll --gallery PATH' or configure [sync]")
-    from facegate.recovery import integrity_problem
+    from facegate.wiring.recovery import integrity_problem
 
     if (problem := integrity_problem(path)) is not None:  # issue 13: the same check the service makes at start
         return Check("gallery", False, f"{path} is damaged ({problem})",
@@ -181,8 +181,8 @@ def check_broker(config: Config) -> Check:
 
 
 def check_clock(_config: Config) -> Check:
-    """The same answer the service acts on (facegate/clock.py): an untrusted clock refuses timed grants."""
-    from facegate.clock import ClockProbe
+    """The same answer the service acts on (facegate/access/clock.py): an untrusted clock refuses timed grants."""
+    from facegate.access.clock import ClockProbe
 
     state = ClockProbe().state()
     if not state.trusted:
@@ -217,9 +217,9 @@ def _check_recognition(config: Config) -> Check:
     import numpy as np
 
     from facegate.gallery.store import Gallery
-    from facegate.models import Manifest
-    from facegate.runtime import TFLiteModel
     from facegate.vision.embedder import Embedder
+    from facegate.vision.models import Manifest
+    from facegate.vision.runtime import TFLiteModel
 
     if not config.gallery_path.is_file():
         return Check("recognition", False, f"{config.gallery_path} does not exist: no one can be recognised",

@@ -49,7 +49,7 @@ Decision order
     ``lockdown_groups`` still need valid dates, the door's groups and their schedule.
 
     ``clock_untrusted``: the person has a validity date or a schedule and the caller's clock check says the
-    clock cannot be believed (facegate/clock.py); a person with neither is judged without asking the clock.
+    clock cannot be believed (facegate/access/clock.py); a person with neither is judged without asking the clock.
 
     ``unknown_person`` (the id is not in ``persons``) is an addition to the five policy reasons: the
     recogniser's in-memory index can still match a person for a moment after ``Gallery.remove``; without
@@ -206,7 +206,7 @@ def _parse_instant(value: object, field: str) -> datetime | None:
         raise PolicyError(f"{field}: {value.isoformat()!r} is out of range") from None
 
 
-def _parse_groups(groups: object, field: str = "groups") -> tuple[str, ...]:
+def parse_groups(groups: object, field: str = "groups") -> tuple[str, ...]:
     if groups is None:
         return ()
     if isinstance(groups, str | bytes) or not isinstance(groups, Sequence | set | frozenset):
@@ -292,7 +292,7 @@ class AccessPolicy:
             raise PolicyError(
                 f"valid_from ({start.isoformat()}) must be before valid_until ({until.isoformat()})"
             )
-        names = _parse_groups(groups)
+        names = parse_groups(groups)
         canon = parse_schedule(schedule)
         row = (
             person_id,
@@ -357,7 +357,7 @@ class AccessPolicy:
             person_id,
             _parse_instant(row[0], f"{prefix}.valid_from"),
             _parse_instant(row[1], f"{prefix}.valid_until"),
-            _parse_groups(groups, f"{prefix}.groups"),
+            parse_groups(groups, f"{prefix}.groups"),
             parse_schedule(schedule, f"{prefix}.schedule"),
         )
 

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-from facegate.private_files import write_private
+from facegate.base.private_files import write_private
 from facegate.sync.chunks import Manifest
 
 __all__ = ["REMEMBERED_FAILED", "SyncGuard", "manifest_digest"]

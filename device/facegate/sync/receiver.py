@@ -41,12 +41,12 @@ from typing import Any, TypeVar
 import paho.mqtt.client as paho
 
 from facegate import __version__
+from facegate.base.private_files import private_dir, write_private
 from facegate.config import Config, SyncConfig
+from facegate.events.mqtt_client import connect_async
 from facegate.events.ratelimit import ReportLimiter
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
-from facegate.mqtt_client import connect_async
-from facegate.private_files import private_dir, write_private
 from facegate.sync.apply import ApplyResult, SyncState, apply_bundle, sync_state
 from facegate.sync.bundle import BundleError, Reason, verify_bundle
 from facegate.sync.chunks import (
