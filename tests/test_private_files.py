@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from broker import Mosquitto, wait_until
+from facegate.base.private_files import private_sqlite
 from facegate.cli import main
 from facegate.config import parse_config
 from facegate.gallery.store import Gallery
-from facegate.private_files import private_sqlite
 from facegate.service import Service
 from facegate.sync.chunks import ChunkStore, make_chunks, make_manifest, parse_chunk
 from facegate.sync.export import export_bundle
