@@ -68,6 +68,9 @@ class RecognitionConfig(Section):
     # good frames is all below the similarity with this FAR to the decided person, or matches someone else:
     # the next person in a queue steps into the same spot before the track could time out.
     new_person_far: float = Field(0.01, gt=0, lt=1)
+    # Two good frames of a track whose embeddings are less similar than this show two different faces: evidence
+    # (votes, liveness) starts again (docs/decision.md; measured with tools/measure_same_face.py).
+    same_face_min_similarity: float = Field(0.6, ge=-1, le=1)
     max_faces: int = Field(3, ge=1, le=20)
     # Fair score calibration (models/fair_calibration.json, cluster-based score normalisation): off by default
     # because on lfw_dev it did not narrow the women/men false-match gap (README, Fairness); true = calibrated

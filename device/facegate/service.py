@@ -42,6 +42,7 @@ from facegate.panel.build import build_outputs
 from facegate.panel.output import wants
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
+from facegate.recognition.segment import frame_digest, signature
 from facegate.recovery import check_gallery, open_outbox
 from facegate.sdnotify import SystemdNotifier
 from facegate.thresholds import ThresholdTable
@@ -375,6 +376,7 @@ class Service:
     def observe(self, frame: Frame) -> list[Observation]:
         results = self.pipeline.process(frame.image)[: self.config.recognition.max_faces]
         index = self.index  # once per frame: a sync may swap it at any moment
+        digest = frame_digest(frame.image) if results else None  # identical frames count once (segment.py)
         observations = []
         for r in results:
             assert r.embedding is not None
@@ -387,6 +389,7 @@ class Service:
             observations.append(Observation(
                 box=r.detection.box, person_id=best_id, similarity=best, runner_up=runner_up,
                 quality_ok=not r.failures, frame_ts=frame.ts, frame=frame.name, extra=extra,
+                signature=signature(r.embedding), digest=digest,
             ))
         if self.console is not None:
             # Stamped when it reached the console, not with the frame's capture time: the console asks "is the
@@ -398,6 +401,11 @@ class Service:
     def handle(self, decision: Decision) -> None:
         obs = decision.observation
         trace = {"frame_ts": iso_ts(obs.frame_ts), "frame": obs.frame, "track_id": decision.track_id}
+        if decision.kind == "undecided":  # a visit that ended without a decision (docs/decision.md)
+            best = round(decision.similarity, 4) if decision.similarity > -1.0 else None
+            self.emitter.emit("visit_undecided", best_similarity=best, frames=decision.frames_used,
+                              reason=decision.reason, **trace)
+            return
         if decision.kind == "unknown":
             # observe() gives -1.0 when there was no one to compare with (empty gallery): say null, not a score
             best = round(decision.similarity, 4) if decision.similarity > -1.0 else None
@@ -419,6 +427,8 @@ class Service:
             verdict = self.policy.check(person, datetime.fromtimestamp(obs.frame_ts, UTC))
         if verdict.allowed:
             self._last_person = name or person
+            if decision.ts is not None:  # only a grant starts the cooldown: a denied person may come back
+                self.engine.record_grant(person, decision.ts)
             self.door.unlock(reason="face")
             live = {} if decision.liveness_score is None else {"liveness_score": round(decision.liveness_score, 3)}
             self.emitter.emit("access_granted", person_id=person, name=name,

@@ -48,6 +48,11 @@ class TrackParams:
     mesh_history: int = 12  # earlier frames kept for the planar cue (0.8 s at 15 fps)
     compare_with: int = 4  # of which each new frame is compared with this many (~0.5 ms each)
     max_pairs: int = 64
+    # Every scored frame behind a decision must itself be no more than this far (log-odds) below the threshold:
+    # a print frame must not be averaged into "live" by live frames before it (docs/decision.md). 3.0 = a frame
+    # 20x less likely live than the operating point; on nuaa_dev live frames stayed above the threshold, 95% of
+    # print frames fell below it (tools/measure_same_face.py).
+    frame_margin: float = 3.0
 
 
 class LivenessTrack:
@@ -98,6 +103,9 @@ class LivenessTrack:
         active = self.params.active
         if active is not None and planarity is not None and planarity < active.veto_below:
             return LivenessDecision(False, score, SPOOF_PLANAR)
+        # Stated as what must hold: a NaN score is a spoof frame (fail closed).
+        if not all(s >= self.params.threshold - self.params.frame_margin for s in self.scores):
+            return LivenessDecision(False, score, SPOOF_TEXTURE)
         if len(self.scores) < self.params.min_frames:
             return LivenessDecision(None, score, NOT_ENOUGH_FRAMES)
         if score >= self.params.threshold:
