@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What "the same face" means between two frames of one track: the figures behind ``recognition.same_face_min_similarity``.
+"""What "the same face" means between two frames of a track: the figures behind ``same_face_min_similarity``.
 
 The decision engine (facegate/recognition/segment.py) starts a new identity segment when a frame's embedding is far
 from the track's recent ones. The threshold must sit above what two different people give (an attacker's live face

@@ -103,11 +103,11 @@ class LivenessTrack:
         active = self.params.active
         if active is not None and planarity is not None and planarity < active.veto_below:
             return LivenessDecision(False, score, SPOOF_PLANAR)
+        if len(self.scores) < self.params.min_frames:
+            return LivenessDecision(None, score, NOT_ENOUGH_FRAMES)
         # Stated as what must hold: a NaN score is a spoof frame (fail closed).
         if not all(s >= self.params.threshold - self.params.frame_margin for s in self.scores):
             return LivenessDecision(False, score, SPOOF_TEXTURE)
-        if len(self.scores) < self.params.min_frames:
-            return LivenessDecision(None, score, NOT_ENOUGH_FRAMES)
         if score >= self.params.threshold:
             return LivenessDecision(True, score, LIVE)
         return LivenessDecision(False, score, SPOOF_TEXTURE)
