@@ -176,3 +176,14 @@ def test_a_person_denied_for_lockdown_gets_a_fresh_decision_once_it_is_lifted(se
     events = run(setup, tmp_path, first + empty(2.0) + again + empty(2.0), listener=locked)
     decided = [(e["type"], e.get("reason")) for e in events if e["type"] != "visit_undecided"]
     assert decided == [("access_denied", "lockdown"), ("access_granted", None)], events
+
+
+def test_a_print_of_the_same_person_after_their_live_frames_is_not_averaged_into_live(setup: dict[str, Any],
+                                                                                    tmp_path: Path) -> None:
+    """0005 live for three frames, then 0005's own print in the same spot (one face, one segment): every frame
+    behind a decision must be live on its own, so the print frames make it a spoof instead of being averaged away."""
+    own = [("O", read_image(p)) for p in frames_of(setup, "live", ENROLLED, 3)]
+    prints = on_spot(setup, frames_of(setup, "spoof_print", ENROLLED, 2), own[-1][1], "P")
+    events = run(setup, tmp_path, own + prints + empty(2.0), settings={"liveness": {"min_frames": 5}})
+    assert "access_granted" not in kinds(events), events
+    assert [(e["type"], e.get("liveness_reason")) for e in events][:1] == [("spoof_detected", "spoof_texture")]

@@ -140,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                                         for name, v in groups_out.items()}
     report["texture_log_odds_per_frame"] = {k: describe(v) for k, v in texture.items()}
     report["liveness_thresholds"] = {k: round(v, 4) for k, v in gate.classifier.thresholds.items()}
+    # The per-frame floor of liveness/track.py: share of single frames below (threshold - frame_margin).
+    margin = gate.params.frame_margin
+    report[f"texture_frames_below_threshold_minus_{margin:g}"] = {
+        point: {kind: round(float(np.mean(np.asarray(v) < t - margin)), 4) for kind, v in texture.items() if v}
+        for point, t in gate.classifier.thresholds.items()}
     print(json.dumps(report, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -50,8 +50,8 @@ class TrackParams:
     max_pairs: int = 64
     # Every scored frame behind a decision must itself be no more than this far (log-odds) below the threshold:
     # a print frame must not be averaged into "live" by live frames before it (docs/decision.md). 3.0 = a frame
-    # 20x less likely live than the operating point; on nuaa_dev live frames stayed above the threshold, 95% of
-    # print frames fell below it (tools/measure_same_face.py).
+    # 20x less likely live than the operating point; on nuaa_dev no live frame fell below it, 92-99.9% of print
+    # frames did, depending on the operating point (tools/measure_same_face.py).
     frame_margin: float = 3.0
 
 
