@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs: list[tuple[str, str, str, Path]] = []  # (kind, attacker, printed, folder)
         for p in printed:
             print_runs = runs(samples, "spoof_print", p, args.print_frames)
-            for k, a in enumerate(x for x in attackers if x != p):
+            for a in (x for x in attackers if x != p):
+                k = subjects.index(a) + subjects.index(p)  # which runs: fixed per pair, whatever subset is run
                 live_runs = runs(samples, "live", a, args.live_frames)
                 if not live_runs or not print_runs:
                     continue
@@ -248,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"operating_point": point, "kind": kind, "attacker": a, "printed": p,
                              "outcome": outcome(events), "events": [e["type"] for e in events],
                              "granted_frame": granted["frame"] if granted else None,
-                             "granted_liveness": granted.get("liveness_score") if granted else None})
+                             "granted_liveness": granted.get("liveness_score") if granted else None,
+                             "granted_similarity": granted.get("similarity") if granted else None})
             print(f"{point}: {sum(1 for r in rows if r['operating_point'] == point)} sequences "
                   f"({time.time() - started:.0f} s)", file=sys.stderr)
 
@@ -259,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         for kind in (*VARIANTS, "prints_alone"):
             chosen = [r for r in mine if r["kind"] == kind]
             line[kind] = f"{sum(r['outcome'] == 'granted' for r in chosen)}/{len(chosen)}"
+            # Granted on one of the attacker's own live frames: their face matched the printed subject (a false
+            # match of the embedder), not a fusion of their liveness with the print.
+            on_live = sum(r["outcome"] == "granted" and str(r["granted_frame"]).endswith("_L.png") for r in chosen)
+            if on_live:
+                line[kind] += f" ({on_live} L)"
         live = [r for r in mine if r["kind"] == "live"]
         missed = sum(r["outcome"] != "granted" for r in live)
         line["live_BPCER"] = f"{missed}/{len(live)} = {missed / len(live):.3f}" if live else "-"
@@ -270,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                                       "live_BPCER")))
     for line in table:
         print(f"{line['operating_point']}: attack outcomes {line['attack_outcomes']}")
-    print(f"({time.time() - started:.0f} s; granted counts: goal 0)")
+    print(f"({time.time() - started:.0f} s; granted counts: goal 0; '(n L)': n of them granted on the attacker's own "
+          "live frame, i.e. their face matched the printed subject: a false match, not a mixed-face decision)")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "report.json").write_text(json.dumps({"table": table, "sequences": rows}, indent=1) + "\n")
