@@ -193,3 +193,25 @@ def test_a_photo_held_up_after_a_live_grant_does_not_inherit_the_liveness() -> N
     for i in range(6, 16):  # a print of bob in the same spot: recognisable, but every frame scores as a spoof
         out += e.update([_with_liveness(obs("bob", 0.8), -3.0, i * 0.1)], i * 0.1)
     assert [(d.kind, d.person_id) for d in out] == [("identified", "alice"), ("spoof", "bob")]
+
+
+def test_the_track_timeout_follows_a_slow_frame_rate_but_not_one_stall() -> None:
+    t = IouTracker(min_iou=0.3, timeout_seconds=1.0)
+    ids = {t.update(k * 1.5, [BOX])[0].track_id for k in range(6)}  # a camera giving a frame every 1.5 s
+    assert len(ids) == 1 and t.effective_timeout == 2.25
+    fast = IouTracker(min_iou=0.3, timeout_seconds=1.0)
+    for k in range(30):  # 15 fps, then the face is gone for 2 s (one stalled interval does not count)
+        fast.update(k / 15, [BOX])
+    before = fast.update(30 / 15, [BOX])[0].track_id
+    assert fast.update(30 / 15 + 2.0, [BOX])[0].track_id != before
+    assert [tr.track_id for tr in fast.expired] == [before]
+
+
+def test_a_duplicate_frame_adds_no_evidence() -> None:
+    from dataclasses import replace
+
+    e = engine()
+    same = replace(obs("alice", 0.8), digest="frame-1")
+    assert feed(e, [same] * 5) == []  # five deliveries of one frame: one frame of evidence
+    out = feed(e, [replace(obs("alice", 0.8), digest=f"frame-{k}") for k in (2, 3)], t0=0.5)
+    assert [(d.kind, d.frames_used) for d in out] == [("identified", 3)]
