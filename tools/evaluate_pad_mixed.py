@@ -13,8 +13,9 @@ photo's identity. For every ordered pair (attacker subject a, printed subject p,
 each replayed through a fresh, real ``Service`` with p enrolled (from the first ``--enrol-frames`` quality-passing
 live frames of p's first session, as tools/evaluate_pad_service.py does) at every liveness operating point. The
 frames carry file time at ``--fps`` (``ReplaySource`` stamps frame k with k / fps; no pacing, so the run is fast and
-deterministic). Reference rows, same settings: ``prints_alone`` (print presentations of p, no attacker) and
-``live`` (p's own live presentations: BPCER = share not granted).
+deterministic). Reference rows, same settings: ``attack_prints_alone`` (the print frames of each live_then_print
+sequence without the live face before them: what the print achieves on its own), ``prints_alone`` (p's print
+presentations, no attacker) and ``live`` (p's own live presentations: BPCER = share not granted).
 
 The antispoof model is the shipped one, which was fitted on these subjects: absolute APCER/BPCER are optimistic
 (person-disjoint figures: tools/evaluate_pad_service.py). What this tool measures is whether the *decision logic*
@@ -56,6 +57,7 @@ from facegate.vision.pipeline import FacePipeline  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 VARIANTS = ("live_then_print", "gap", "interleaved")
+ATTACK_PRINTS = "attack_prints_alone"  # the print frames of each live_then_print sequence, without the live face
 DECISION_EVENTS = ("access_granted", "access_denied", "spoof_detected", "unknown_face", "visit_undecided")
 
 
@@ -234,8 +236,13 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         live_v = live
                     folder = tmp / "seq" / f"{variant}-{a}-{p}"
-                    write_frames(folder, mixed_sequence(pipeline, live_v, prints, variant, gap_frames), tail)
+                    frames = mixed_sequence(pipeline, live_v, prints, variant, gap_frames)
+                    write_frames(folder, frames, tail)
                     jobs.append((variant, a, p, folder))
+                    if variant == "live_then_print":  # its print part on its own: the print's own APCER
+                        folder = tmp / "seq" / f"{ATTACK_PRINTS}-{a}-{p}"
+                        write_frames(folder, [f for f in frames if f[0] == "P"], tail)
+                        jobs.append((ATTACK_PRINTS, a, p, folder))
             for kind, name in (("spoof_print", "prints_alone"), ("live", "live")):
                 for j, run in enumerate(runs(samples, kind, p, 5, enrolled[p])[: args.reference_runs]):
                     folder = tmp / "seq" / f"{name}-{p}-{j}"
@@ -258,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     for point in points:
         mine = [r for r in rows if r["operating_point"] == point]
         line: dict[str, Any] = {"operating_point": point}
-        for kind in (*VARIANTS, "prints_alone"):
+        for kind in (*VARIANTS, ATTACK_PRINTS, "prints_alone"):
             chosen = [r for r in mine if r["kind"] == kind]
             line[kind] = f"{sum(r['outcome'] == 'granted' for r in chosen)}/{len(chosen)}"
             # Granted on one of the attacker's own live frames: their face matched the printed subject (a false
@@ -271,10 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         line["live_BPCER"] = f"{missed}/{len(live)} = {missed / len(live):.3f}" if live else "-"
         line["attack_outcomes"] = dict(Counter(r["outcome"] for r in mine if r["kind"] in VARIANTS))
         table.append(line)
-    print(f"{'operating point':<16}" + "".join(f"{k:>17}" for k in (*VARIANTS, "prints_alone", "live_BPCER")))
+    columns = (*VARIANTS, ATTACK_PRINTS, "prints_alone", "live_BPCER")
+    print(f"{'operating point':<16}" + "".join(f"{k:>20}" for k in columns))
     for line in table:
-        print(f"{line['operating_point']:<16}" + "".join(f"{line[k]:>17}" for k in (*VARIANTS, "prints_alone",
-                                                                                      "live_BPCER")))
+        print(f"{line['operating_point']:<16}" + "".join(f"{line[k]:>20}" for k in columns))
     for line in table:
         print(f"{line['operating_point']}: attack outcomes {line['attack_outcomes']}")
     print(f"({time.time() - started:.0f} s; granted counts: goal 0; '(n L)': n of them granted on the attacker's own "
