@@ -215,3 +215,30 @@ def test_a_duplicate_frame_adds_no_evidence() -> None:
     assert feed(e, [same] * 5) == []  # five deliveries of one frame: one frame of evidence
     out = feed(e, [replace(obs("alice", 0.8), digest=f"frame-{k}") for k in (2, 3)], t0=0.5)
     assert [(d.kind, d.frames_used) for d in out] == [("identified", 3)]
+
+
+def _face(person: str, sig: list[float], box=BOX, sim: float = 0.8) -> Observation:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    v = np.asarray(sig, dtype=np.float32)
+    return Observation(box=box, person_id=person, similarity=sim, runner_up=0.0, quality_ok=True, frame_ts=0.0,
+                       signature=v / np.linalg.norm(v))
+
+
+def test_votes_of_two_faces_are_never_added_up() -> None:
+    """Two frames of one face and one of another, all voting alice (e.g. a print of her after a look-alike):
+    three votes, but never three of one face."""
+    e = engine()
+    seq = [_face("alice", [1, 0]), _face("alice", [0.99, 0.1]), _face("alice", [0, 1])]
+    assert feed(e, seq) == []
+    assert [d.kind for d in feed(e, [_face("alice", [0.1, 1])] * 1 + [_face("alice", [0.05, 1])], t0=0.3)] == [
+        "identified"]  # the second face's own three frames do decide
+
+
+def test_a_box_that_jumps_starts_a_new_segment() -> None:
+    e = engine(track_iou=0.01)
+    big = (60.0, 60.0, 170.0, 170.0)  # overlaps (IoU 0.22), same centre, but 4.5x the area from one frame to the next
+    assert feed(e, [obs("alice", 0.8)] * 2) == []
+    assert feed(e, [obs("alice", 0.8, box=big)], t0=0.2) == []  # a third vote, but of a new segment
+    track = next(iter(e.tracker.tracks.values()))
+    assert track.segments == 2 and track.segment.frames == 1
