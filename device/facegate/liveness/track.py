@@ -1,4 +1,8 @@
-"""Per-track fusion: a face is called live from several frames, never from one.
+"""Per-face fusion: a face is called live from several frames, never from one.
+
+The door keeps one ``LivenessTrack`` per identity segment (facegate/recognition/segment.py: the consecutive frames
+of a track that show one face), so neither the texture mean nor the planar cue ever mixes two faces; and every
+frame behind a decision must be live on its own (``TrackParams.frame_margin``).
 
 Single-frame texture scores of the same person swing with motion blur, exposure and pose; averaging the
 log-odds over a short window (3 frames = 200 ms at 15 fps, the same frames recognition needs for its k-of-n
