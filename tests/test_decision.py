@@ -57,22 +57,35 @@ def test_non_finite_similarities_never_vote() -> None:
 def test_quality_failures_do_not_vote() -> None:
     e = engine()
     assert feed(e, [obs("alice", 0.9, ok=False)] * 10) == []
-    assert [d.kind for d in feed(e, [obs("alice", 0.9)] * 3, t0=2.0)] == ["identified"]
+    # The first track (poor frames only) ended undecided when it timed out; the good frames then decide.
+    assert [(d.kind, d.reason) for d in feed(e, [obs("alice", 0.9)] * 3, t0=2.0)] == [
+        ("undecided", "poor_quality"), ("identified", None)]
 
 
-def test_mixed_identities_need_one_winner() -> None:
-    seq = [obs("alice", 0.7), obs("bob", 0.7), obs("alice", 0.7), obs("bob", 0.7), obs("alice", 0.7)]
-    decisions = feed(engine(), seq)
-    assert [(d.kind, d.person_id) for d in decisions] == [("identified", "alice")]
+def test_alternating_identities_never_fuse() -> None:
+    """Frames voting alice and bob in turn are two faces in one spot: each vote starts a new segment, so no identity
+    gathers k votes of one face, and the visit is reported undecided when it ends."""
+    e = engine()
+    decisions = feed(e, [obs("alice", 0.7), obs("bob", 0.7)] * 4) + e.update([], 5.0)  # then the track times out
+    assert [(d.kind, d.reason, d.frames_used) for d in decisions] == [("undecided", "face_changed", 8)]
 
 
 def test_cooldown_suppresses_a_second_grant_on_a_new_track() -> None:
     e = engine()
-    assert len(feed(e, [obs("alice", 0.8)] * 4)) == 1
+    granted = feed(e, [obs("alice", 0.8)] * 4)
+    assert len(granted) == 1
+    e.record_grant("alice", granted[0].ts)  # the service does this when the door opened
     # The track is lost (timeout 1 s), the same person reappears 3 s later: same visit, no second event.
     assert feed(e, [obs("alice", 0.8)] * 4, t0=3.0) == []
     # After the cooldown a new visit grants again.
     assert len(feed(e, [obs("alice", 0.8)] * 4, t0=20.0)) == 1
+
+
+def test_a_decision_without_a_grant_starts_no_cooldown() -> None:
+    """Denied (lockdown, schedule): the engine is not told of a grant, so the person's next visit is decided anew."""
+    e = engine()
+    assert len(feed(e, [obs("alice", 0.8)] * 4)) == 1
+    assert [d.kind for d in feed(e, [obs("alice", 0.8)] * 4, t0=3.0)] == ["identified"]
 
 
 def test_two_faces_are_tracked_separately() -> None:
@@ -180,3 +193,52 @@ def test_a_photo_held_up_after_a_live_grant_does_not_inherit_the_liveness() -> N
     for i in range(6, 16):  # a print of bob in the same spot: recognisable, but every frame scores as a spoof
         out += e.update([_with_liveness(obs("bob", 0.8), -3.0, i * 0.1)], i * 0.1)
     assert [(d.kind, d.person_id) for d in out] == [("identified", "alice"), ("spoof", "bob")]
+
+
+def test_the_track_timeout_follows_a_slow_frame_rate_but_not_one_stall() -> None:
+    t = IouTracker(min_iou=0.3, timeout_seconds=1.0)
+    ids = {t.update(k * 1.5, [BOX])[0].track_id for k in range(6)}  # a camera giving a frame every 1.5 s
+    assert len(ids) == 1 and t.effective_timeout == 2.25
+    fast = IouTracker(min_iou=0.3, timeout_seconds=1.0)
+    for k in range(30):  # 15 fps, then the face is gone for 2 s (one stalled interval does not count)
+        fast.update(k / 15, [BOX])
+    before = fast.update(30 / 15, [BOX])[0].track_id
+    assert fast.update(30 / 15 + 2.0, [BOX])[0].track_id != before
+    assert [tr.track_id for tr in fast.expired] == [before]
+
+
+def test_a_duplicate_frame_adds_no_evidence() -> None:
+    from dataclasses import replace
+
+    e = engine()
+    same = replace(obs("alice", 0.8), digest="frame-1")
+    assert feed(e, [same] * 5) == []  # five deliveries of one frame: one frame of evidence
+    out = feed(e, [replace(obs("alice", 0.8), digest=f"frame-{k}") for k in (2, 3)], t0=0.5)
+    assert [(d.kind, d.frames_used) for d in out] == [("identified", 3)]
+
+
+def _face(person: str, sig: list[float], box=BOX, sim: float = 0.8) -> Observation:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    v = np.asarray(sig, dtype=np.float32)
+    return Observation(box=box, person_id=person, similarity=sim, runner_up=0.0, quality_ok=True, frame_ts=0.0,
+                       signature=v / np.linalg.norm(v))
+
+
+def test_votes_of_two_faces_are_never_added_up() -> None:
+    """Two frames of one face and one of another, all voting alice (e.g. a print of her after a look-alike):
+    three votes, but never three of one face."""
+    e = engine()
+    seq = [_face("alice", [1, 0]), _face("alice", [0.99, 0.1]), _face("alice", [0, 1])]
+    assert feed(e, seq) == []
+    assert [d.kind for d in feed(e, [_face("alice", [0.1, 1])] * 1 + [_face("alice", [0.05, 1])], t0=0.3)] == [
+        "identified"]  # the second face's own three frames do decide
+
+
+def test_a_box_that_jumps_starts_a_new_segment() -> None:
+    e = engine(track_iou=0.01)
+    big = (60.0, 60.0, 170.0, 170.0)  # overlaps (IoU 0.22), same centre, but 4.5x the area from one frame to the next
+    assert feed(e, [obs("alice", 0.8)] * 2) == []
+    assert feed(e, [obs("alice", 0.8, box=big)], t0=0.2) == []  # a third vote, but of a new segment
+    track = next(iter(e.tracker.tracks.values()))
+    assert track.segments == 2 and track.segment.frames == 1

@@ -158,6 +158,15 @@ def test_track_needs_min_frames_and_skips_failed_frames() -> None:
     assert live is True and score == pytest.approx(5 / 3) and reason == "live"
 
 
+def test_one_clear_spoof_frame_is_not_averaged_away() -> None:
+    """Live frames then a print frame: the mean is still above the threshold, the print frame alone is far below."""
+    track = LivenessTrack(TrackParams(threshold=0.0, min_frames=3))
+    for k, score in enumerate((6.0, 6.0, 6.0, -4.0)):
+        track.add(FrameEvidence(k / 15, score))
+    assert track.score > 0.0
+    assert track.decision() == (False, track.score, "spoof_texture")
+
+
 def test_track_rejects_low_texture_scores() -> None:
     track = LivenessTrack(TrackParams(threshold=0.5, min_frames=2, window_frames=3))
     for k, s in enumerate([3.0, -2.0, -2.0, -2.0]):  # the window forgets the first frame

@@ -316,6 +316,7 @@ class Scored:
     score: float  # mean texture log-odds (-inf without scored frames)
     frames: int  # scored frames
     planarity: float | None
+    min_score: float = float("inf")  # lowest single-frame log-odds (LivenessTrack's per-frame floor)
 
 
 _PLANARITY: dict[tuple[int, ...], float | None] = {}
@@ -339,14 +340,16 @@ def score_presentation(model: TextureClassifier, frames: Frames, idx: list[int],
     track = LivenessTrack(TrackParams(threshold=0.0, window_frames=max(len(idx), 1)))
     for order, i in enumerate(idx):
         track.add(evidence(i, order, False))
-    return Scored(track.score if track.frames else float("-inf"), track.frames, _PLANARITY[key])
+    return Scored(track.score if track.frames else float("-inf"), track.frames, _PLANARITY[key],
+                  min(track.scores, default=float("inf")))
 
 
 def decide(s: Scored, threshold: float, min_frames: int, active: ActiveParams | None) -> bool:
-    """True = accepted as live (same rule as LivenessTrack.decision, with min_frames)."""
+    """True = accepted as live (same rule as LivenessTrack.decision, with min_frames and the per-frame floor)."""
     if active is not None and s.planarity is not None and s.planarity < active.veto_below:
         return False
-    return s.frames >= min_frames and s.score >= threshold
+    floor = threshold - TrackParams(threshold=threshold).frame_margin
+    return s.frames >= min_frames and s.score >= threshold and s.min_score >= floor
 
 
 def thresholds_from(live_scores: np.ndarray) -> dict[str, float]:

@@ -85,6 +85,9 @@ class RecognitionConfig(Section):
     # good frames is all below the similarity with this FAR to the decided person, or matches someone else:
     # the next person in a queue steps into the same spot before the track could time out.
     new_person_far: float = Field(0.01, gt=0, lt=1)
+    # Two good frames of a track whose embeddings are less similar than this show two different faces: evidence
+    # (votes, liveness) starts again (docs/decision.md; measured with tools/measure_same_face.py).
+    same_face_min_similarity: float = Field(0.6, ge=-1, le=1)
     max_faces: int = Field(3, ge=1, le=20)
     # Smallest face (longer side of its box, full-frame pixels) that may open the door: smaller faces are
     # further away than someone at the door. None = 15 % of the frame's shorter side (72 px at 640x480,

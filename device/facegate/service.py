@@ -33,6 +33,7 @@ from facegate.process.memtrim import release_free_memory
 from facegate.process.sdnotify import SystemdNotifier
 from facegate.recognition.decision import Decision, Observation
 from facegate.recognition.health import RecognitionHealth
+from facegate.recognition.segment import frame_digest, signature
 from facegate.recognition.zone import to_frame
 from facegate.wiring.communicator import build_communicator
 from facegate.wiring.console import build_console, configuration_url
@@ -310,6 +311,7 @@ class Service:
         height, width = frame.image.shape[:2]
         deciding = self.zone.select([r.detection.box for r in results], width, height).deciding
         index = self.index  # once per frame: a sync may swap it at any moment
+        digest = frame_digest(frame.image) if results else None  # identical frames count once (segment.py)
         observations = []
         for i, r in enumerate(results):
             assert r.embedding is not None
@@ -322,6 +324,7 @@ class Service:
             observations.append(Observation(
                 box=r.detection.box, person_id=best_id, similarity=best, runner_up=runner_up,
                 quality_ok=not r.failures, frame_ts=frame.ts, frame=frame.name, extra=extra,
+                signature=signature(r.embedding), digest=digest,
             ))
         if self.console is not None:
             # Stamped when it reached the console, not with the frame's capture time: the console asks "is the
@@ -333,6 +336,11 @@ class Service:
     def handle(self, decision: Decision) -> None:
         obs = decision.observation
         trace = {"frame_ts": format_ts(obs.frame_ts), "frame": obs.frame, "track_id": decision.track_id}
+        if decision.kind == "undecided":  # a visit that ended without a decision (docs/decision.md)
+            best = round(decision.similarity, 4) if decision.similarity > -1.0 else None
+            self.emitter.emit("visit_undecided", best_similarity=best, frames=decision.frames_used,
+                              reason=decision.reason, **trace)
+            return
         if decision.kind == "unknown":
             # observe() gives -1.0 when there was no one to compare with (empty gallery): say null, not a score
             best = round(decision.similarity, 4) if decision.similarity > -1.0 else None
@@ -362,6 +370,8 @@ class Service:
                 verdict = self.policy.check(person, datetime.fromtimestamp(self.clock.time(), UTC), clock_trusted)
             if verdict.allowed:
                 self._last_person = name or person
+                if decision.ts is not None:  # only a grant starts the cooldown: a denied person may come back
+                    self.engine.record_grant(person, decision.ts)
                 self.door.unlock(reason="face")
                 live = {} if decision.liveness_score is None else {
                     "liveness_score": round(decision.liveness_score, 3)}

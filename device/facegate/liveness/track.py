@@ -1,4 +1,8 @@
-"""Per-track fusion: a face is called live from several frames, never from one.
+"""Per-face fusion: a face is called live from several frames, never from one.
+
+The door keeps one ``LivenessTrack`` per identity segment (facegate/recognition/segment.py: the consecutive frames
+of a track that show one face), so neither the texture mean nor the planar cue ever mixes two faces; and every
+frame behind a decision must be live on its own (``TrackParams.frame_margin``).
 
 Single-frame texture scores of the same person swing with motion blur, exposure and pose; averaging the
 log-odds over a short window (3 frames = 200 ms at 15 fps, the same frames recognition needs for its k-of-n
@@ -48,6 +52,11 @@ class TrackParams:
     mesh_history: int = 12  # earlier frames kept for the planar cue (0.8 s at 15 fps)
     compare_with: int = 4  # of which each new frame is compared with this many (~0.5 ms each)
     max_pairs: int = 64
+    # Every scored frame behind a decision must itself be no more than this far (log-odds) below the threshold:
+    # a print frame must not be averaged into "live" by live frames before it (docs/decision.md). 3.0 = a frame
+    # 20x less likely live than the operating point; on nuaa_dev no live frame fell below it, 92-99.9% of print
+    # frames did, depending on the operating point (tools/measure_same_face.py).
+    frame_margin: float = 3.0
 
 
 class LivenessTrack:
@@ -100,6 +109,9 @@ class LivenessTrack:
             return LivenessDecision(False, score, SPOOF_PLANAR)
         if len(self.scores) < self.params.min_frames:
             return LivenessDecision(None, score, NOT_ENOUGH_FRAMES)
+        # Stated as what must hold: a NaN score is a spoof frame (fail closed).
+        if not all(s >= self.params.threshold - self.params.frame_margin for s in self.scores):
+            return LivenessDecision(False, score, SPOOF_TEXTURE)
         if score >= self.params.threshold:
             return LivenessDecision(True, score, LIVE)
         return LivenessDecision(False, score, SPOOF_TEXTURE)

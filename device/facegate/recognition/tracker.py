@@ -6,11 +6,14 @@ A door sees one to three faces at a time, so greedy matching by best IoU is enou
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
 import numpy as np
+
+FRAME_INTERVALS = 9  # recent frame intervals whose median sets the low-frame-rate timeout
+TIMEOUT_FRAMES = 1.5  # at a low frame rate a track survives this many frame intervals without its face
 
 
 def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
@@ -31,21 +34,46 @@ class Track:
     frames: int = 0
     decided: bool = False  # a grant, denial or unknown_face was already reported for this track
     decided_person: str | None = None  # whom that decision was about (None: unknown_face)
-    good_frames: int = 0  # frames that passed the quality gates
-    window: deque[tuple[str | None, Any]] = field(default_factory=deque)  # (vote, observation), newest last
-    liveness: Any = None  # the track's liveness accumulator, when a liveness gate is configured
+    segment: Any = None  # the evidence of the face it shows now (facegate.recognition.segment.Segment)
+    segments: int = 0  # how many segments (faces) the track went through
+    unique_frames: int = 0  # frames that added evidence (duplicates of a frame already seen do not)
+    best_similarity: float = -1.0  # best candidate similarity over its good frames
+    last_observation: Any = None
 
 
 class IouTracker:
     def __init__(self, min_iou: float, timeout_seconds: float) -> None:
         self.min_iou = min_iou
-        self.timeout = timeout_seconds
+        self.timeout = timeout_seconds  # the configured floor
         self.tracks: dict[int, Track] = {}
+        self.expired: list[Track] = []  # tracks dropped by the last update
         self._ids = count(1)
+        self._last_ts: float | None = None
+        self._intervals: deque[float] = deque(maxlen=FRAME_INTERVALS)
+
+    @property
+    def effective_timeout(self) -> float:
+        """``timeout_seconds``, or ``TIMEOUT_FRAMES`` frame intervals when frames come further apart than that.
+
+        At a low frame rate (a loaded Pi, a slow USB camera: frames 1.5 s apart) a fixed 1 s timeout drops every
+        track between two frames, so nobody is ever decided. The interval is the median of the last
+        ``FRAME_INTERVALS`` (one stalled frame does not stretch it), measured on the frames' own times.
+        """
+        if not self._intervals:
+            return self.timeout
+        return max(self.timeout, TIMEOUT_FRAMES * float(np.median(self._intervals)))
 
     def update(self, ts: float, boxes: list[tuple[float, float, float, float]]) -> list[Track]:
-        """The track of each box (same order); tracks unseen for ``timeout_seconds`` are dropped."""
-        self.tracks = {k: t for k, t in self.tracks.items() if ts - t.last_ts <= self.timeout}
+        """The track of each box (same order); tracks unseen for the effective timeout are dropped (``expired``).
+
+        Called for every frame, faces or not: the frame interval is measured here.
+        """
+        if self._last_ts is not None and ts > self._last_ts:
+            self._intervals.append(ts - self._last_ts)
+        self._last_ts = ts if self._last_ts is None else max(self._last_ts, ts)
+        timeout = self.effective_timeout
+        self.expired = [t for t in self.tracks.values() if ts - t.last_ts > timeout]
+        self.tracks = {k: t for k, t in self.tracks.items() if ts - t.last_ts <= timeout}
         live = list(self.tracks.values())
         assigned: list[Track | None] = [None] * len(boxes)
         if live and boxes:
@@ -72,5 +100,4 @@ class IouTracker:
         del self.tracks[track.track_id]
         track.track_id = next(self._ids)
         track.first_ts = track.last_ts
-        track.frames = len(track.window)
         self.tracks[track.track_id] = track
