@@ -45,6 +45,7 @@ from facegate.private_files import private_dir
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
 from facegate.recognition.health import RecognitionHealth
+from facegate.recognition.operating_point import DerivedThreshold, door_threshold
 from facegate.recognition.zone import DoorZone, to_frame
 from facegate.recovery import check_gallery, open_outbox
 from facegate.sdnotify import SystemdNotifier
@@ -100,18 +101,36 @@ def load_calibration(config: Config, pipeline: FacePipeline) -> FairCalibration 
         raise ConfigError(f"recognition.fair_calibration: {exc}") from None
 
 
-def match_threshold(config: Config, pipeline: FacePipeline, calibration: FairCalibration | None = None) -> float:
-    """The configured similarity, else the one that gives the configured FAR for this embedder (and calibration)."""
-    if config.recognition.threshold is not None:
-        return config.recognition.threshold
-    table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json",
-                                calibration.sha256 if calibration is not None else None)
+def threshold_table(config: Config, pipeline: FacePipeline,
+                    calibration: FairCalibration | None = None) -> ThresholdTable | None:
+    """models/thresholds.json for this embedder (and calibration); None only beside a hand-set threshold."""
+    try:
+        table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json",
+                                    calibration.sha256 if calibration is not None else None)
+    except ModelError:
+        if config.recognition.threshold is not None:
+            return None
+        raise
     if table.embedder_sha256 != pipeline.embedder_sha256:
+        if config.recognition.threshold is not None:
+            return None
         raise ConfigError(
             "recognition.threshold: models/thresholds.json was measured for another embedder; "
             "set recognition.threshold or re-run tools/evaluate.py --write-thresholds"
         )
-    return table.for_far(config.recognition.far)
+    if config.recognition.threshold is None:
+        try:
+            table.points_for(config.recognition.operating_point)
+        except ModelError as exc:
+            raise ConfigError(f"recognition.operating_point: {exc}") from None
+    return table
+
+
+def match_threshold(config: Config, pipeline: FacePipeline, calibration: FairCalibration | None = None,
+                    templates: int = 0, persons: int = 0) -> float:
+    """The similarity the door decides with for a gallery of ``templates`` (recognition/operating_point.py)."""
+    table = threshold_table(config, pipeline, calibration)
+    return door_threshold(config.recognition, table, templates, persons).similarity
 
 
 def new_person_threshold(config: Config, pipeline: FacePipeline,
@@ -192,7 +211,8 @@ class Service:
         self.pipeline = build_pipeline(config)
         # Fair score calibration (issue 11): the index, the thresholds and so the engine all use calibrated scores.
         self.calibration = load_calibration(config, self.pipeline)
-        self.threshold = match_threshold(config, self.pipeline, self.calibration)
+        self.thresholds = threshold_table(config, self.pipeline, self.calibration)
+        self._threshold_warning: str | None = None
         check_gallery(config.gallery_path)
         self.gallery = Gallery(config.gallery_path)
         self.gallery.check_embedder(self.pipeline.embedder_sha256)
@@ -201,6 +221,9 @@ class Service:
         self._index_revision = self.gallery.revision  # read before the build: never newer than the index
         self.index: EmbeddingIndex = self.gallery.build_index(self.calibration)
         self._names = self.gallery.names()
+        # The threshold follows the gallery's size (recognition.fpir): recomputed whenever the index changes.
+        self.operating: DerivedThreshold = self._derive_threshold(self.index)
+        self.threshold = self.operating.similarity
         self.liveness = LivenessGate.from_config(config.liveness, self.pipeline.manifest,
                                                  own_mesh=self.pipeline.mesh is None)
         self.engine = DecisionEngine(config.recognition, self.threshold,
@@ -338,14 +361,33 @@ class Service:
         new gallery. Names first, so a grant against the new index never lacks its name.
         """
         index = index.calibrated(self.calibration)  # the sync receiver builds raw indexes: score them alike
+        operating = self._derive_threshold(index)
         with self._db_lock:
             if revision < self._index_revision:
                 return
             self._names = names
+            # A stricter threshold goes in before the bigger gallery, a looser one after the smaller: no frame
+            # is ever matched against a gallery with a threshold looser than its size needs.
+            if operating.similarity >= self.threshold:
+                self._set_threshold(operating)
             self.index = index
+            self._set_threshold(operating)
             self._index_revision = revision
         release_free_memory()  # the old index and the rebuild's rows (issue 13: RSS rose at every synced delta)
         self.publish_status()
+
+    def _derive_threshold(self, index: EmbeddingIndex) -> DerivedThreshold:
+        """The threshold for ``index``'s size; a warning (FPIR not met at a usable TAR) is logged once."""
+        derived = door_threshold(self.config.recognition, self.thresholds, index.templates, index.persons)
+        if derived.warning and derived.warning != self._threshold_warning:
+            log.warning("recognition threshold: %s", derived.warning)
+        self._threshold_warning = derived.warning
+        return derived
+
+    def _set_threshold(self, operating: DerivedThreshold) -> None:
+        self.operating = operating
+        self.threshold = operating.similarity
+        self.engine.threshold = operating.similarity
 
     def reload_gallery_if_changed(self) -> bool:
         """Rebuild the index when the gallery changed outside this process's swaps (a local enrol or removal,
@@ -382,7 +424,8 @@ class Service:
             "fps": round(self.stats.fps, 2), "frames": self.stats.frames,
             "gallery": {"version": version, "persons": persons, "templates": templates},
             "gallery_persons": persons, "last_person": self._last_person,
-            "models": models, "threshold": round(self.threshold, 4), "far": self.config.recognition.far,
+            "models": models, "threshold": round(self.threshold, 4), "far": self.operating.far,
+            "operating_point": self.operating.as_dict(),
             "fair_calibration": self.calibration is not None,
             "face_ignored": sum(ignored.values()), "face_ignored_by_reason": ignored,
             "clock": {"trusted": clock.trusted, "detail": clock.detail},

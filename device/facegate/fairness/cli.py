@@ -73,11 +73,12 @@ def cmd_fairness(args: argparse.Namespace, io: Output) -> int:
                                     calibration.sha256 if calibration is not None else None)
         if table.embedder_sha256 != embedder.sha256:
             raise ModelError(f"thresholds.json in {manifest.directory} was measured for another embedder")
-        points = [(p.far, p.similarity) for p in table.points]
+        points = [(p.far, p.similarity) for p in table.points_for(args.operating_point)]
     report = group_rates(templates, group_of, points, calibration)
     persons = sorted(set(templates.person_ids))
     io.result({"gallery": str(args.gallery), "persons": len(persons), "templates": len(templates.person_ids),
-               "fair_calibration": calibration is not None, **report})
+               "fair_calibration": calibration is not None,
+               "operating_point": None if args.threshold is not None else args.operating_point, **report})
     for line in report["warnings"]:
         io.message(line)
     if report["ungrouped_persons"]:
@@ -91,4 +92,6 @@ def add_fairness_command(sub: Any, parents: list[argparse.ArgumentParser]) -> No
                        help="per-group false match / non-match rates of the enrolled people (from their templates)")
     p.add_argument("--gallery", type=Path, required=True)
     p.add_argument("--groups", type=Path, required=True, help="CSV person_id,group (e.g. female/male)")
+    p.add_argument("--operating-point", choices=("every_group", "pooled"), default="every_group",
+                   help="the table's points to measure at, as recognition.operating_point (default every_group)")
     p.set_defaults(func=cmd_fairness)

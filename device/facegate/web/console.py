@@ -29,7 +29,7 @@ import numpy as np
 
 from facegate import __version__
 from facegate.access.policy import AccessPolicy, PolicyError
-from facegate.errors import FacegateError, GalleryError, ImageError
+from facegate.errors import FacegateError, GalleryError, ImageError, ModelError
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.imageio import decode_image
 from facegate.web.accounts import UserStore
@@ -356,6 +356,19 @@ class Console:
 
     # ------------------------------------------------------------------ system
 
+    def group_rates(self) -> list[dict[str, Any]]:
+        """Each group's measured FMR on the reference set at the door's table points (fairness/report.py);
+        empty with a hand-set threshold whose table is for another embedder."""
+        from facegate.fairness.report import reference_rates
+
+        s = self.service
+        if s.thresholds is None:
+            return []
+        try:
+            return reference_rates(s.thresholds, s.operating.operating_point, s.threshold)
+        except ModelError:  # a table without worst-group points beside a hand-set threshold
+            return []
+
     def system(self) -> dict[str, Any]:
         from facegate import doctor
 
@@ -379,6 +392,7 @@ class Console:
         models = [{"name": e.name, "role": e.role, "sha256": e.sha256, "quantization": e.quantization}
                   for e in s.pipeline.manifest.entries]
         return {"checks": checks, "versions": versions, "models": models, "status": status,
+                "groups": self.group_rates(),
                 "sync": sync or {"enabled": False}, "console": {
                     "sessions": len(self.sessions), "streams": self.streams, "dropped_streams": self.dropped_streams,
                     "event_subscribers": self.hub.subscribers, "dropped_subscribers": self.hub.dropped_subscribers}}
