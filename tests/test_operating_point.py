@@ -10,6 +10,7 @@ import io
 import json
 import math
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +113,7 @@ def test_evaluate_writes_the_worst_group_point_and_a_tail(tmp_path: Path) -> Non
         assert worst[far]["groups"]["b"]["false_matches"] <= far * len(hard)
     tail = block["impostor_tail"]["every_group"]
     assert [r["far"] for r in tail] == sorted((r["far"] for r in tail), reverse=True)
-    assert all(a["similarity"] <= b["similarity"] for a, b in zip(tail, tail[1:], strict=False))
+    assert all(a["similarity"] <= b["similarity"] for a, b in pairwise(tail))
     assert tail[0]["measured"] and not tail[-1]["measured"] and all(-1 <= r["similarity"] <= 1 for r in tail)
     # the shipped tail is a summary: a few dozen numbers, never embeddings
     shipped = json.loads(TABLE.read_text())["impostor_tail"]
