@@ -91,8 +91,20 @@ class Embeddings:
         return [p for p, v in zip(self.paths, self.vectors, strict=True) if np.isnan(v[0])]
 
 
-def embed_images(pipeline: FacePipeline, paths: list[Path], cache: Path | None) -> Embeddings:
-    """Largest face of each image; cached on disk by pipeline config so variants can be compared quickly."""
+def centre_face(pipeline: FacePipeline, image: np.ndarray) -> list[Any]:
+    """The face nearest the image centre (LFW centres the labelled person; the largest face of a photo of two
+    people is sometimes the other one, which makes a false "impostor" pair of one person)."""
+    faces = pipeline.detect(image)
+    if not faces:
+        return []
+    cy, cx = image.shape[0] / 2, image.shape[1] / 2
+    nearest = min(faces, key=lambda f: (f.box[0] + f.box[2] / 2 - cx) ** 2 + (f.box[1] + f.box[3] / 2 - cy) ** 2)
+    return list(pipeline.analyse(image, [nearest]))
+
+
+def embed_images(pipeline: FacePipeline, paths: list[Path], cache: Path | None, centre: bool = False) -> Embeddings:
+    """Largest (or with ``centre`` the most central) face of each image; cached on disk by pipeline config so
+    variants can be compared quickly."""
     if cache is not None and cache.is_file():
         data = np.load(cache, allow_pickle=False)
         cached = dict(zip(data["paths"].tolist(), data["vectors"], strict=True))
@@ -102,7 +114,8 @@ def embed_images(pipeline: FacePipeline, paths: list[Path], cache: Path | None) 
     start = time.perf_counter()
     for i, path in enumerate(progress(paths, "embedding")):
         try:
-            results = pipeline.process(read_image(path), largest_only=True)
+            image = read_image(path)
+            results = centre_face(pipeline, image) if centre else pipeline.process(image, largest_only=True)
         except ImageError:
             continue
         if results and results[0].embedding is not None:
@@ -118,6 +131,15 @@ def similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine; a NaN (no face) scores -inf so it can never be accepted."""
     sims = np.einsum("ij,ij->i", a, b)
     return np.where(np.isnan(sims), -np.inf, sims)
+
+
+def cache_path(root: Path, embedder_sha256: str, detector: str | None, five_point: bool, flip: bool,
+               face: str) -> Path:
+    key_fields: list[Any] = [str(root), embedder_sha256, detector, five_point, flip]
+    if face != "largest":  # the largest face keeps the key earlier caches were written under
+        key_fields.append(face)
+    key = hashlib.sha256(json.dumps(key_fields).encode()).hexdigest()[:16]
+    return ROOT / "build" / "eval-cache" / f"{key}.npz"
 
 
 # ---------------------------------------------------------------- metrics
@@ -496,10 +518,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     manifest = Manifest.load(args.models)
     pipeline = FacePipeline(manifest, options)
     calibration = load_calibration(manifest, pipeline.embedder_sha256, args.fair_calibration)
-    key = hashlib.sha256(json.dumps([str(root), pipeline.embedder_sha256, args.detector, args.five_point,
-                                     args.flip]).encode()).hexdigest()[:16]
-    cache = None if args.no_cache else ROOT / "build" / "eval-cache" / f"{key}.npz"
-    emb = embed_images(pipeline, paths, cache)
+    cache = None if args.no_cache else cache_path(root, pipeline.embedder_sha256, args.detector, args.five_point,
+                                                  args.flip, args.face)
+    emb = embed_images(pipeline, paths, cache, centre=args.face == "centre")
     failed = emb.failed()
 
     report: dict[str, Any] = {
@@ -613,6 +634,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--four-point", dest="five_point", action="store_false",
                    help="align with BlazeFace's 4 points only (default: 5 points with face-mesh mouth corners)")
     p.add_argument("--flip", action="store_true", help="flip fusion")
+    p.add_argument("--face", choices=("largest", "centre"), default="largest",
+                   help="which face of an image: the largest (as the door) or the one nearest the centre (LFW's "
+                        "labelled person, when a photo shows two people)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-per-person", type=int, default=20)
     p.add_argument("--people", type=int, default=0, help="only the first N identities (smoke runs)")
