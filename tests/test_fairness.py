@@ -101,8 +101,16 @@ def test_fairness_command_reads_the_gallery(tmp_path: Path) -> None:
     assert report["persons"] == 6 and report["templates"] == 18 and report["fair_calibration"] is False
     assert list(report["per_group"]) == [str(p.far) for p in raw.points]
     f = report["per_group"]["0.0001"]["f"]
-    assert f["genuine_pairs"] == 9 and f["impostor_pairs"] == 27 and f["threshold"] == raw.for_far(1e-4)
+    # the door's default points: where the worst group of the reference set meets each FAR
+    assert report["operating_point"] == "every_group"
+    assert f["genuine_pairs"] == 9 and f["impostor_pairs"] == 27
+    assert f["threshold"] == raw.point_for(1e-4, "every_group").similarity > raw.for_far(1e-4)
     assert f["fnmr"] == 0.0 and f["fmr"] == 0.0
+    assert f["meets_far"] is None  # 0 of 27 pairs cannot show a rate of 1e-4: too few to tell, never "yes"
+    out = io.StringIO()
+    assert main(["fairness", "--gallery", str(db), "--groups", str(groups), "--operating-point", "pooled"],
+                out, err) == 0
+    assert json.loads(out.getvalue())["per_group"]["0.0001"]["f"]["threshold"] == raw.for_far(1e-4)
     assert report["ungrouped_persons"] == ["p5"] and "no group" in err.getvalue()
     out = io.StringIO()
     assert main(["fairness", "--gallery", str(db), "--groups", str(groups), "--fair-calibration"], out, err) == 0

@@ -597,3 +597,18 @@ def test_request_headers_are_capped_in_total(door: Door) -> None:
     finally:
         s.close()
     assert Client(door).request("GET", "/login", headers={"X-Fill": "a" * 2000})[0] == 200
+
+
+def test_system_page_shows_each_groups_false_matches_and_the_threshold(door: Door) -> None:
+    code, system = admin(door).get_json("/api/system")
+    assert code == 200
+    op = system["status"]["operating_point"]
+    assert op["operating_point"] == "every_group" and op["source"] == "fpir"
+    assert op["templates"] == system["status"]["gallery"]["templates"]
+    rows = {(r["far"], r["group"]): r for r in system["groups"]}
+    assert {g for _, g in rows} == {"female", "male"}
+    for far in (1e-3, 1e-4):  # the door's default points keep the promise for each group of the reference set
+        for group in ("female", "male"):
+            r = rows[(far, group)]
+            assert r["meets_far"] is True and r["fmr_ci95"][1] <= 1.5 * far and r["impostor_pairs"] > 100_000
+    assert rows[(1e-4, "female")]["door_at_or_above"] and op["threshold"] >= rows[(1e-4, "female")]["similarity"]

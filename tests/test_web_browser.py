@@ -192,6 +192,12 @@ def test_edit_schedule_and_system_page(browser: Any, door: Door) -> None:
     embedder = door.service.pipeline.embedder_sha256
     assert embedder in browser.find_element(By.ID, "system-models").text
     assert '"persons": 1' in browser.find_element(By.ID, "system-status").text
+    threshold = browser.find_element(By.ID, "system-threshold").text
+    assert "every_group" in threshold and str(round(door.service.threshold, 4)) in threshold
+    groups = [[td.text for td in r.find_elements(By.TAG_NAME, "td")]
+              for r in browser.find_elements(By.CSS_SELECTOR, "#system-groups tbody tr")]
+    female = next(g for g in groups if g[0] == "0.0001" and g[2] == "female")
+    assert female[6] == "yes" and " - " in female[4]  # measured FMR, its 95% interval, meets the FAR
 
 
 def test_a_viewer_cannot_change_anything(browser: Any, door: Door) -> None:

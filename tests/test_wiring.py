@@ -15,6 +15,7 @@ from broker import wait_until
 from facegate.config import Config, ConfigError, parse_config
 from facegate.gallery.store import Gallery
 from facegate.journal import Journal
+from facegate.recognition.operating_point import door_threshold
 from facegate.recognition.thresholds import table_for
 from facegate.wiring.communicator import build_communicator
 from facegate.wiring.door import build_door
@@ -79,7 +80,10 @@ def test_recognition_builds_alone(tmp_path: Path, pipeline: Any) -> None:
     parts = build_recognition(config)
     try:
         table = table_for(parts.pipeline.manifest.directory, parts.pipeline.embedder_sha256)
-        assert parts.threshold == table.for_far(config.recognition.far)  # the one operating-point resolver
+        # the one operating-point resolver: an empty gallery gets the default point's FAR 1e-4 floor
+        assert parts.thresholds is not None and parts.thresholds.points == table.points
+        assert parts.threshold == door_threshold(config.recognition, table, 0, 0).similarity
+        assert parts.threshold == table.point_for(1e-4, config.recognition.operating_point).similarity
         assert parts.names == {"p1": "P One"} and parts.index.templates == 0
         assert parts.liveness is None and parts.calibration is None
     finally:

@@ -10,6 +10,9 @@ Works on any folder laid out ``<identity>/<images>``. Reports, as JSON (and a DE
   at every operating point of models/thresholds.json (``{far: {group: {fmr, fnmr, impostor_pairs,
   genuine_pairs, threshold}}}``), ``per_group_summary`` (max/min ratios, each group's FMR over the nominal FAR)
   and, with ``--out``, a plot of FMR against threshold per group.
+``--write-thresholds`` with ``--groups`` also writes ``every_group_points`` (at each FAR the similarity at which
+the worst group's same-group impostors meet it, each group's counts beside it) next to the pooled ``points``, and
+always an ``impostor_tail`` grid for the door's gallery-size rule (facegate.recognition.operating_point).
 Scores are the device's: with the fair score calibration (facegate.recognition.calibration) unless
 ``--no-fair-calibration``; ``--write-thresholds`` writes both tables (raw and calibrated).
 An image where no face is found counts as a rejection on both sides (never a false accept) and is listed.
@@ -88,8 +91,20 @@ class Embeddings:
         return [p for p, v in zip(self.paths, self.vectors, strict=True) if np.isnan(v[0])]
 
 
-def embed_images(pipeline: FacePipeline, paths: list[Path], cache: Path | None) -> Embeddings:
-    """Largest face of each image; cached on disk by pipeline config so variants can be compared quickly."""
+def centre_face(pipeline: FacePipeline, image: np.ndarray) -> list[Any]:
+    """The face nearest the image centre (LFW centres the labelled person; the largest face of a photo of two
+    people is sometimes the other one, which makes a false "impostor" pair of one person)."""
+    faces = pipeline.detect(image)
+    if not faces:
+        return []
+    cy, cx = image.shape[0] / 2, image.shape[1] / 2
+    nearest = min(faces, key=lambda f: (f.box[0] + f.box[2] / 2 - cx) ** 2 + (f.box[1] + f.box[3] / 2 - cy) ** 2)
+    return list(pipeline.analyse(image, [nearest]))
+
+
+def embed_images(pipeline: FacePipeline, paths: list[Path], cache: Path | None, centre: bool = False) -> Embeddings:
+    """Largest (or with ``centre`` the most central) face of each image; cached on disk by pipeline config so
+    variants can be compared quickly."""
     if cache is not None and cache.is_file():
         data = np.load(cache, allow_pickle=False)
         cached = dict(zip(data["paths"].tolist(), data["vectors"], strict=True))
@@ -99,7 +114,8 @@ def embed_images(pipeline: FacePipeline, paths: list[Path], cache: Path | None) 
     start = time.perf_counter()
     for i, path in enumerate(progress(paths, "embedding")):
         try:
-            results = pipeline.process(read_image(path), largest_only=True)
+            image = read_image(path)
+            results = centre_face(pipeline, image) if centre else pipeline.process(image, largest_only=True)
         except ImageError:
             continue
         if results and results[0].embedding is not None:
@@ -115,6 +131,15 @@ def similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine; a NaN (no face) scores -inf so it can never be accepted."""
     sims = np.einsum("ij,ij->i", a, b)
     return np.where(np.isnan(sims), -np.inf, sims)
+
+
+def cache_path(root: Path, embedder_sha256: str, detector: str | None, five_point: bool, flip: bool,
+               face: str) -> Path:
+    key_fields: list[Any] = [str(root), embedder_sha256, detector, five_point, flip]
+    if face != "largest":  # the largest face keeps the key earlier caches were written under
+        key_fields.append(face)
+    key = hashlib.sha256(json.dumps(key_fields).encode()).hexdigest()[:16]
+    return ROOT / "build" / "eval-cache" / f"{key}.npz"
 
 
 # ---------------------------------------------------------------- metrics
@@ -268,6 +293,84 @@ def read_groups(groups_csv: Path) -> dict[str, str]:
                 if len(row) >= 2 and (row[0], row[1]) != ("identity", "group")}
 
 
+TAIL_FARS = tuple(float(f"{10 ** (-2 - i / 4):.3g}") for i in range(29))  # 1e-2 .. 1e-9, quarter decades
+TAIL_MIN_EXCEEDANCES = 30  # a tail point is "measured" when at least this many impostor scores reach it
+
+
+def tail_similarities(impostor: np.ndarray, fars: Iterable[float] = TAIL_FARS) -> list[tuple[float, float, bool]]:
+    """(far, similarity, measured) down the impostor tail: empirical while ``far * n`` reaches
+    TAIL_MIN_EXCEEDANCES, below that extrapolated linearly in log10(far) with the slope of the last measured decade
+    (the top few LFW impostor pairs are the same person under two names, so the raw extreme is not a tail)."""
+    finite = np.sort(impostor[np.isfinite(impostor)])[::-1]
+    n = len(finite)
+    floor_far = TAIL_MIN_EXCEEDANCES / n
+    fit = np.logspace(np.log10(floor_far), np.log10(min(10 * floor_far, 1e-2)), 9)
+    fit_sims = [float(finite[int(f * n) - 1]) for f in fit]
+    slope, intercept = np.polyfit(np.log10(fit), fit_sims, 1)
+    rows = []
+    for far in fars:
+        if far >= floor_far:
+            rows.append((far, float(np.nextafter(finite[int(np.floor(far * n))], np.inf)), True))
+        else:
+            rows.append((far, float(min(1.0, intercept + slope * np.log10(far))), False))
+    return rows
+
+
+def group_impostors(groups_csv: Path, proto: OpenProtocol, imp: np.ndarray, iu: np.ndarray,
+                    ju: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per group: the same-group impostor scores (the hard case the worst-group points are fitted on), and the
+    scores of a probe of the group against everyone (a pair counts once for each of its people in the group: a
+    stranger of this group at a gallery mixed like the reference set; what the gallery-size rule reads)."""
+    group_of = read_groups(groups_csv)
+    return split_by_group(group_of, proto.impostor_people, imp, iu, ju)
+
+
+def split_by_group(group_of: dict[str, str], names: list[str], imp: np.ndarray, iu: np.ndarray,
+                   ju: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    people = np.asarray([group_of.get(n, "") for n in names])
+    groups = sorted(g for g in set(group_of.values()) if g)
+    same = {g: imp[(people[iu] == g) & (people[ju] == g)] for g in groups}
+    probe = {g: np.concatenate([imp[people[iu] == g], imp[people[ju] == g]]) for g in groups}
+    return same, probe
+
+
+def worst_group_threshold(by_group: dict[str, np.ndarray], far: float) -> float:
+    return max(threshold_at_far(scores, far) for scores in by_group.values() if len(scores))
+
+
+def group_counts(by_group: dict[str, np.ndarray], gen_by_group: dict[str, np.ndarray],
+                 threshold: float) -> dict[str, dict[str, Any]]:
+    return {g: {"false_matches": int(np.sum(scores >= threshold)), "impostor_pairs": len(scores),
+                "fnmr": float(np.mean(gen_by_group[g] < threshold)) if len(gen_by_group.get(g, ())) else None}
+            for g, scores in by_group.items()}
+
+
+def table_block(gen: np.ndarray, imp: np.ndarray, by_group: dict[str, np.ndarray] | None,
+                gen_by_group: dict[str, np.ndarray] | None,
+                probe_by_group: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """``points`` (pooled), and with groups ``every_group_points`` (worst group's same-group impostors);
+    ``impostor_tail`` for the gallery-size rule: pooled, and ``every_group`` from the worst group's probes against
+    everyone (``probe_by_group``)."""
+    def point(far: float, t: float) -> dict[str, Any]:
+        row: dict[str, Any] = {"far": far, "similarity": round(t, 5), "tar": float(np.mean(gen >= t))}
+        if by_group is not None and gen_by_group is not None:
+            row["groups"] = group_counts(by_group, gen_by_group, t)
+        return row
+
+    block: dict[str, Any] = {"points": [point(far, threshold_at_far(imp, far)) for far in FARS]}
+    tails = {"pooled": tail_similarities(imp)}
+    if by_group is not None:
+        block["every_group_points"] = [point(far, worst_group_threshold(by_group, far)) for far in FARS]
+        per = [tail_similarities(scores) for scores in (probe_by_group or by_group).values() if len(scores)]
+        tails["every_group"] = [(rows[0][0], max(r[1] for r in rows), all(r[2] for r in rows))
+                                for rows in zip(*per, strict=True)]
+    block["impostor_tail"] = {
+        name: [{"far": far, "similarity": round(sim, 5), "tar": round(float(np.mean(gen >= sim)), 5),
+                "measured": measured} for far, sim, measured in rows]
+        for name, rows in tails.items()}
+    return block
+
+
 def group_report(groups_csv: Path, proto: OpenProtocol, gen: np.ndarray, imp: np.ndarray,
                  iu: np.ndarray, ju: np.ndarray, threshold: float) -> dict[str, Any]:
     """FMR and FNMR per demographic group at one global threshold, and their max/min ratios."""
@@ -415,10 +518,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     manifest = Manifest.load(args.models)
     pipeline = FacePipeline(manifest, options)
     calibration = load_calibration(manifest, pipeline.embedder_sha256, args.fair_calibration)
-    key = hashlib.sha256(json.dumps([str(root), pipeline.embedder_sha256, args.detector, args.five_point,
-                                     args.flip]).encode()).hexdigest()[:16]
-    cache = None if args.no_cache else ROOT / "build" / "eval-cache" / f"{key}.npz"
-    emb = embed_images(pipeline, paths, cache)
+    cache = None if args.no_cache else cache_path(root, pipeline.embedder_sha256, args.detector, args.five_point,
+                                                  args.flip, args.face)
+    emb = embed_images(pipeline, paths, cache, centre=args.face == "centre")
     failed = emb.failed()
 
     report: dict[str, Any] = {
@@ -475,14 +577,21 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         source = (f"tools/evaluate.py open protocol on {root.name}: {len(gen)} genuine, {len(imp)} impostor "
                   f"pairs; five_point={args.five_point} flip_fusion={args.flip}")
 
-        def table_points(g: np.ndarray, i: np.ndarray) -> list[dict[str, float]]:
-            return [{"far": r["far"], "similarity": r["threshold"], "tar": r["tar"]} for r in tar_at_far(g, i, FARS)]
-
+        by_group = gen_by_group = cal_by_group = probe_by_group = cal_probe_by_group = None
+        if args.groups:
+            by_group, probe_by_group = group_impostors(args.groups, proto, raw_imp, iu, ju)
+            owners = np.asarray([read_groups(args.groups).get(n, "") for n in proto.genuine_people])
+            gen_by_group = {g: raw_gen[owners == g] for g in by_group}
+            if cal_imp is not None and cal_gen is not None:
+                cal_by_group, cal_probe_by_group = group_impostors(args.groups, proto, cal_imp, iu, ju)
         data: dict[str, Any] = {"embedder_sha256": pipeline.embedder_sha256,
-                                "points": table_points(raw_gen, raw_imp), "source": source}
+                                **table_block(raw_gen, raw_imp, by_group, gen_by_group, probe_by_group),
+                                "source": source}
         if cal_gen is not None and cal_imp is not None and calibration is not None:
+            cal_gen_by_group = None if cal_by_group is None else {
+                g: cal_gen[owners == g] for g in cal_by_group}
             data["calibrated"] = {"calibration_sha256": calibration.sha256,
-                                  "points": table_points(cal_gen, cal_imp),
+                                  **table_block(cal_gen, cal_imp, cal_by_group, cal_gen_by_group, cal_probe_by_group),
                                   "source": source + "; scores after the fair score calibration"}
         args.write_thresholds.write_text(json.dumps(data, indent=2) + "\n")
     return report
@@ -524,6 +633,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--four-point", dest="five_point", action="store_false",
                    help="align with BlazeFace's 4 points only (default: 5 points with face-mesh mouth corners)")
     p.add_argument("--flip", action="store_true", help="flip fusion")
+    p.add_argument("--face", choices=("largest", "centre"), default="largest",
+                   help="which face of an image: the largest (as the door) or the one nearest the centre (LFW's "
+                        "labelled person, when a photo shows two people)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-per-person", type=int, default=20)
     p.add_argument("--people", type=int, default=0, help="only the first N identities (smoke runs)")

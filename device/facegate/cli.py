@@ -240,6 +240,26 @@ def cmd_gallery_list(args: argparse.Namespace, io: Output) -> int:
     return EXIT_OK
 
 
+def cmd_gallery_info(args: argparse.Namespace, io: Output) -> int:
+    """Size and the match threshold a door with this config derives for it (recognition.fpir / far)."""
+    from facegate.wiring.threshold_info import gallery_threshold
+
+    config = load_config(args.config) if args.config else Config()
+    if args.models is not None:
+        config = config.model_copy(update={"models": config.models.model_copy(update={"dir": args.models})})
+    if args.gallery is None and args.config is None:
+        raise FacegateError("gallery info: pass --gallery DB or --config TOML")
+    path = args.gallery or config.gallery_path
+    if not path.is_file():
+        raise GalleryError(f"{path}: no such gallery (create one with 'facegate enroll')")
+    derived, version = gallery_threshold(config, path)
+    io.result({"gallery": str(path), "version": version, "persons": derived.persons,
+               "templates": derived.templates, "recognition": derived.as_dict()})
+    if derived.warning:
+        io.message(f"warning: {derived.warning}")
+    return EXIT_OK
+
+
 def cmd_gallery_remove(args: argparse.Namespace, io: Output) -> int:
     journal = purge_target(args)  # --purge-events / --anonymise-events: found before anything is removed
     with _open_existing_gallery(args.gallery) as gallery:
@@ -366,6 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = gallery.add_parser("list", help="persons and their template counts")
     p.add_argument("--gallery", type=Path, required=True)
     p.set_defaults(func=cmd_gallery_list)
+    p = gallery.add_parser("info", help="size, and the match threshold a door derives for it (recognition.fpir)")
+    p.add_argument("--gallery", type=Path, default=None, help="default: the config's gallery")
+    p.add_argument("--config", type=Path, default=None, help="the door's TOML config (default: built-in defaults)")
+    p.add_argument("--models", type=Path, default=None, help="models directory (default: the config's)")
+    p.set_defaults(func=cmd_gallery_info)
     p = gallery.add_parser("remove", help="remove a person and every template of theirs")
     p.add_argument("--gallery", type=Path, required=True)
     p.add_argument("id")

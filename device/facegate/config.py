@@ -72,8 +72,15 @@ class QualityConfig(Section):
 
 
 class RecognitionConfig(Section):
-    far: float = Field(1e-4, gt=0, lt=1)  # operating point; the similarity comes from models/thresholds.json
-    threshold: float | None = Field(None, ge=-1, le=1)  # overrides `far` when set
+    # Explicit per-comparison FAR (the similarity comes from models/thresholds.json); None = the gallery-size
+    # rule: the threshold at which a stranger visit matches anyone with chance `fpir` for the enrolled
+    # templates, never looser than FAR 1e-4 (facegate/recognition/operating_point.py, docs/fairness.md).
+    far: float | None = Field(None, gt=0, lt=1)
+    fpir: float = Field(0.001, gt=0, lt=1)  # chance per stranger visit of matching anyone (when `far` is unset)
+    # "every_group": the thresholds at which the worst demographic group of the reference set meets the FAR
+    # (fitted with labels, never used at the door); "pooled": the one fitted on everyone together.
+    operating_point: Literal["every_group", "pooled"] = "every_group"
+    threshold: float | None = Field(None, ge=-1, le=1)  # overrides `far` and `fpir` when set
     min_margin: float = Field(0.05, ge=0, le=2)  # best identity must beat the runner-up by this much
     window_frames: int = Field(5, ge=1, le=100)  # n: frames of a track considered together
     required_frames: int = Field(3, ge=1, le=100)  # k: frames in the window that must agree on one identity

@@ -238,7 +238,23 @@ def _check_recognition(config: Config) -> Check:
                  + (f" (probe best {top[0].similarity:.3f})" if top else ""))
 
 
+def _check_threshold(config: Config) -> Check:
+    """The threshold the door derives for this gallery, and whether recognition.fpir is met at a usable TAR."""
+    from facegate.wiring.threshold_info import gallery_threshold
+
+    derived, _version = gallery_threshold(config)
+    d = derived.as_dict()
+    detail = (f"threshold {d['threshold']} ({d['source']}, {d['operating_point']}) for {d['templates']} templates; "
+              f"per-comparison FAR {d['far']}, predicted chance per stranger visit {d['fpir_predicted']}, "
+              f"TAR per frame {d['tar']}")
+    if derived.warning:
+        return Check("threshold", False, f"{detail}: {derived.warning}",
+                     "raise recognition.fpir, or set recognition.far explicitly (docs/fairness.md)", blocking=False)
+    return Check("threshold", True, detail)
+
+
 CHECKS.append(_check_panel)  # OSDP key and port, Wiegand/OSDP card numbers (facegate/panel/doctor.py)
+CHECKS.append(_check_threshold)  # recognition.fpir against the gallery's size (recognition/threshold_info.py)
 CHECKS.append(_check_recognition)  # the matcher on this gallery (facegate/recognition/health.py reports it live)
 
 

@@ -24,6 +24,7 @@ from facegate.base.private_files import private_dir
 from facegate.camera.source import Frame, FrameSource
 from facegate.camera.supervisor import CameraSupervisor, make_source
 from facegate.config import Config
+from facegate.errors import ModelError
 from facegate.events.communicator import Command, Communicator
 from facegate.events.emitter import format_ts
 from facegate.events.status import CHANGE_EVENTS, EventFacts, StatusPublisher
@@ -33,6 +34,7 @@ from facegate.process.memtrim import release_free_memory
 from facegate.process.sdnotify import SystemdNotifier
 from facegate.recognition.decision import Decision, Observation
 from facegate.recognition.health import RecognitionHealth
+from facegate.recognition.operating_point import DerivedThreshold, door_threshold
 from facegate.recognition.segment import frame_digest, signature
 from facegate.recognition.zone import to_frame
 from facegate.wiring.communicator import build_communicator
@@ -119,6 +121,11 @@ class Service:
         self.gallery, self.policy = parts.gallery, parts.policy
         self._index_revision, self.index, self._names = parts.index_revision, parts.index, parts.names
         self.liveness, self.engine, self.zone = parts.liveness, parts.engine, parts.zone
+        # The threshold follows the gallery's size (recognition.fpir): recomputed whenever the index changes.
+        self.thresholds = parts.thresholds
+        self._threshold_warning: str | None = None
+        self.operating: DerivedThreshold = self._derive_threshold(self.index)
+        self._set_threshold(self.operating)
         self._last_person: str | None = None
         # The trusted clock (facegate/access/clock.py): docs/decision.md.
         self.clock = clock or clock_from_config(config.access.clock_check)
@@ -203,14 +210,33 @@ class Service:
         new gallery. Names first, so a grant against the new index never lacks its name.
         """
         index = index.calibrated(self.calibration)  # the sync receiver builds raw indexes: score them alike
+        operating = self._derive_threshold(index)
         with self._db_lock:
             if revision < self._index_revision:
                 return
             self._names = names
+            # A stricter threshold goes in before the bigger gallery, a looser one after the smaller: no frame
+            # is ever matched against a gallery with a threshold looser than its size needs.
+            if operating.similarity >= self.threshold:
+                self._set_threshold(operating)
             self.index = index
+            self._set_threshold(operating)
             self._index_revision = revision
         release_free_memory()  # the old index and the rebuild's rows (issue 13: RSS rose at every synced delta)
         self.publish_status()
+
+    def _derive_threshold(self, index: EmbeddingIndex) -> DerivedThreshold:
+        """The threshold for ``index``'s size; a warning (FPIR not met at a usable TAR) is logged once."""
+        derived = door_threshold(self.config.recognition, self.thresholds, index.templates, index.persons)
+        if derived.warning and derived.warning != self._threshold_warning:
+            log.warning("recognition threshold: %s", derived.warning)
+        self._threshold_warning = derived.warning
+        return derived
+
+    def _set_threshold(self, operating: DerivedThreshold) -> None:
+        self.operating = operating
+        self.threshold = operating.similarity
+        self.engine.threshold = operating.similarity
 
     def reload_gallery_if_changed(self) -> bool:
         """Rebuild the index when the gallery changed outside this process's swaps (a local enrol or removal,
@@ -257,6 +283,18 @@ class Service:
         state = self.sync.state
         return {"version": state.version, "bundle_sha256": state.bundle_sha256}
 
+    def group_rates(self) -> list[dict[str, Any]]:
+        """Each group's measured FMR on the reference set at the door's table points (fairness/report.py);
+        empty with a hand-set threshold whose table is for another embedder."""
+        from facegate.fairness.report import reference_rates
+
+        if self.thresholds is None:
+            return []
+        try:
+            return reference_rates(self.thresholds, self.operating.operating_point, self.threshold)
+        except ModelError:  # a table without worst-group points beside a hand-set threshold
+            return []
+
     def health_checks(self) -> list[dict[str, Any]]:
         from facegate import doctor
 
@@ -278,7 +316,8 @@ class Service:
             "fps": round(self.stats.fps, 2), "frames": self.stats.frames,
             "gallery": {"version": version, "persons": persons, "templates": templates},
             "gallery_persons": persons, "last_person": self._last_person,
-            "models": models, "threshold": round(self.threshold, 4), "far": self.config.recognition.far,
+            "models": models, "threshold": round(self.threshold, 4), "far": self.operating.far,
+            "operating_point": self.operating.as_dict(),
             "fair_calibration": self.calibration is not None,
             "face_ignored": sum(ignored.values()), "face_ignored_by_reason": ignored,
             "clock": {"trusted": clock.trusted, "detail": clock.detail},

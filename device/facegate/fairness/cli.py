@@ -65,11 +65,12 @@ def cmd_fairness(args: argparse.Namespace, io: Output) -> int:
         points = [(args.far, args.threshold)]
     else:
         table = table_for(manifest.directory, embedder.sha256, calibration.sha256 if calibration is not None else None)
-        points = [(p.far, p.similarity) for p in table.points]
+        points = [(p.far, p.similarity) for p in table.points_for(args.operating_point)]
     report = group_rates(templates, group_of, points, calibration)
     persons = sorted(set(templates.person_ids))
     io.result({"gallery": str(args.gallery), "persons": len(persons), "templates": len(templates.person_ids),
-               "fair_calibration": calibration is not None, **report})
+               "fair_calibration": calibration is not None,
+               "operating_point": None if args.threshold is not None else args.operating_point, **report})
     for line in report["warnings"]:
         io.message(line)
     if report["ungrouped_persons"]:
@@ -83,4 +84,6 @@ def add_fairness_command(sub: Any, parents: list[argparse.ArgumentParser]) -> No
                        help="per-group false match / non-match rates of the enrolled people (from their templates)")
     p.add_argument("--gallery", type=Path, required=True)
     p.add_argument("--groups", type=Path, required=True, help="CSV person_id,group (e.g. female/male)")
+    p.add_argument("--operating-point", choices=("every_group", "pooled"), default="every_group",
+                   help="the table's points to measure at, as recognition.operating_point (default every_group)")
     p.set_defaults(func=cmd_fairness)

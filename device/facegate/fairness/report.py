@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from facegate.recognition.calibration import FairCalibration
+from facegate.recognition.thresholds import ThresholdTable
 
 Z95 = 1.959964
+TOLERANCE = 1.5  # a group meets a FAR while its false-match rate is within this factor of it
 
 
 def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float] | None:
@@ -30,6 +32,35 @@ def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float] |
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def meets_far(false_matches: int, pairs: int, far: float) -> bool | None:
+    """Whether a group's false-match rate meets ``far`` (within TOLERANCE): True when the 95% interval lies at or
+    below it, False when it lies above, None when the interval straddles it (too few comparisons to tell)."""
+    ci = wilson(false_matches, pairs)
+    if ci is None:
+        return None
+    if ci[1] <= TOLERANCE * far:
+        return True
+    if ci[0] > TOLERANCE * far:
+        return False
+    return None
+
+
+def reference_rates(table: ThresholdTable, operating_point: str, threshold: float) -> list[dict[str, Any]]:
+    """Each group's same-group FMR on the reference set at every point of the door's table (the labels were
+    used when the table was fitted; the door never knows anyone's group), with 95% intervals, whether it meets
+    the point's FAR, and whether the door's ``threshold`` is at least that strict (``door_at_or_above``)."""
+    rows = []
+    for point in table.points_for(operating_point):
+        for g in point.groups:
+            ci = wilson(g.false_matches, g.impostor_pairs)
+            rows.append({"far": point.far, "similarity": point.similarity, "group": g.group, "fmr": g.fmr,
+                         "fmr_ci95": list(ci) if ci else None, "false_matches": g.false_matches,
+                         "impostor_pairs": g.impostor_pairs, "fnmr": g.fnmr,
+                         "meets_far": meets_far(g.false_matches, g.impostor_pairs, point.far),
+                         "door_at_or_above": threshold >= point.similarity})
+    return rows
 
 
 @dataclass(frozen=True)
@@ -75,6 +106,7 @@ def group_rates(templates: Templates, group_of: dict[str, str], points: list[tup
                 "false_matches": fm, "false_non_matches": fnm,
                 "fmr_ci95": list(fmr_ci) if fmr_ci else None, "fnmr_ci95": list(fnmr_ci) if fnmr_ci else None,
                 "persons": len({p for p, q in zip(ids, groups, strict=True) if q == g}),
+                "meets_far": meets_far(fm, len(imp), far),
             }
             if fmr_ci is not None and fmr_ci[0] > 1.5 * far:
                 warnings.append(f"FAR {far:g}: group '{g}' false-match rate {fm}/{len(imp)} is above 1.5x the "

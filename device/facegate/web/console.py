@@ -375,6 +375,7 @@ class Console:
         status = s.status()
         models = s.models()
         return {"checks": checks, "versions": versions, "models": models, "status": status,
+                "groups": s.group_rates(),
                 "sync": sync or {"enabled": False}, "console": {
                     "sessions": len(self.sessions), "streams": self.streams, "dropped_streams": self.dropped_streams,
                     "event_subscribers": self.hub.subscribers, "dropped_subscribers": self.hub.dropped_subscribers}}

@@ -75,6 +75,10 @@ class DoorPort(Protocol):
         """The installed gallery bundle (version, bundle_sha256), or None when fleet sync is off."""
         ...
 
+    def group_rates(self) -> list[dict[str, Any]]:
+        """Each demographic group's measured false-match rate at the door's operating points (System page)."""
+        ...
+
     def health_checks(self) -> list[dict[str, Any]]:
         """The checks of ``facegate doctor`` that can run beside the service (models, gallery, broker, clock)."""
         ...

@@ -16,7 +16,8 @@ from facegate.gallery.store import Gallery
 from facegate.liveness.gate import LivenessGate
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import DecisionEngine
-from facegate.recognition.thresholds import ForeignTableError, table_for
+from facegate.recognition.operating_point import door_threshold
+from facegate.recognition.thresholds import ForeignTableError, ThresholdTable, table_for
 from facegate.recognition.zone import DoorZone
 from facegate.vision.models import Manifest
 from facegate.vision.pipeline import FacePipeline, PipelineOptions
@@ -43,19 +44,37 @@ def load_calibration(config: Config, pipeline: FacePipeline) -> FairCalibration 
         raise ConfigError(f"recognition.fair_calibration: {exc}") from None
 
 
-def match_threshold(config: Config, pipeline: FacePipeline, calibration: FairCalibration | None = None) -> float:
-    """The configured similarity, else the one that gives the configured FAR for this embedder (and calibration)."""
-    if config.recognition.threshold is not None:
-        return config.recognition.threshold
+def threshold_table(config: Config, pipeline: FacePipeline,
+                    calibration: FairCalibration | None = None) -> ThresholdTable | None:
+    """models/thresholds.json for this embedder (and calibration); None only beside a hand-set threshold."""
+    hand_set = config.recognition.threshold is not None
     try:
         table = table_for(pipeline.manifest.directory, pipeline.embedder_sha256,
                           calibration.sha256 if calibration is not None else None)
     except ForeignTableError:
+        if hand_set:
+            return None
         raise ConfigError(
             "recognition.threshold: models/thresholds.json was measured for another embedder; "
             "set recognition.threshold or re-run tools/evaluate.py --write-thresholds"
         ) from None
-    return table.for_far(config.recognition.far)
+    except ModelError:
+        if hand_set:
+            return None
+        raise
+    if not hand_set:
+        try:
+            table.points_for(config.recognition.operating_point)
+        except ModelError as exc:
+            raise ConfigError(f"recognition.operating_point: {exc}") from None
+    return table
+
+
+def match_threshold(config: Config, pipeline: FacePipeline, calibration: FairCalibration | None = None,
+                    templates: int = 0, persons: int = 0) -> float:
+    """The similarity the door decides with for a gallery of ``templates`` (recognition/operating_point.py)."""
+    table = threshold_table(config, pipeline, calibration)
+    return door_threshold(config.recognition, table, templates, persons).similarity
 
 
 def new_person_threshold(config: Config, pipeline: FacePipeline,
@@ -77,7 +96,8 @@ def new_person_threshold(config: Config, pipeline: FacePipeline,
 class RecognitionParts:
     pipeline: FacePipeline
     calibration: FairCalibration | None
-    threshold: float
+    thresholds: ThresholdTable | None  # None only beside a hand-set recognition.threshold
+    threshold: float  # for the gallery as built (recognition.fpir follows its size)
     gallery: Gallery
     policy: AccessPolicy
     index_revision: int  # the gallery revision ``index`` was built at
@@ -92,7 +112,7 @@ def build_recognition(config: Config) -> RecognitionParts:
     pipeline = build_pipeline(config)
     # Fair score calibration: the index, the thresholds and so the engine all use calibrated scores.
     calibration = load_calibration(config, pipeline)
-    threshold = match_threshold(config, pipeline, calibration)
+    thresholds = threshold_table(config, pipeline, calibration)
     check_gallery(config.gallery_path)
     gallery = Gallery(config.gallery_path)
     gallery.check_embedder(pipeline.embedder_sha256)
@@ -101,11 +121,12 @@ def build_recognition(config: Config) -> RecognitionParts:
     revision = gallery.revision  # read before the build: never newer than the index
     index = gallery.build_index(calibration)
     names = gallery.names()
+    threshold = door_threshold(config.recognition, thresholds, index.templates, index.persons).similarity
     liveness = LivenessGate.from_config(config.liveness, pipeline.manifest, own_mesh=pipeline.mesh is None)
     engine = DecisionEngine(config.recognition, threshold,
                             new_person_below=new_person_threshold(config, pipeline, calibration),
                             liveness=liveness.new_track if liveness else None)
     # Which face decides (recognition/zone.py): docs/decision.md.
     zone = DoorZone(config.camera.roi, config.recognition.min_face_px)
-    return RecognitionParts(pipeline, calibration, threshold, gallery, policy, revision, index, names, liveness,
-                            engine, zone)
+    return RecognitionParts(pipeline, calibration, thresholds, threshold, gallery, policy, revision, index, names,
+                            liveness, engine, zone)

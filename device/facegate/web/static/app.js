@@ -305,6 +305,23 @@ async function pageSystem() {
     models.append(tr);
   }
   const st = s.status;
+  const op = st.operating_point || {};
+  for (const k of ["threshold", "source", "operating_point", "far", "fpir", "fpir_predicted", "tar", "templates",
+                   "persons"]) {
+    $("system-threshold").append(el("dt", k), el("dd", op[k] === null || op[k] === undefined ? "-" : String(op[k])));
+  }
+  $("system-threshold-warning").textContent = op.warning || "";
+  const fmt = (x) => x === null || x === undefined ? "-" : Number(x).toExponential(2);
+  const groups = $("system-groups").tBodies[0];
+  for (const g of s.groups) {
+    const tr = el("tr", null, g.meets_far === false ? "fail" : (g.meets_far ? "ok" : ""));
+    tr.append(el("td", String(g.far)), el("td", g.similarity.toFixed(4)), el("td", g.group), el("td", fmt(g.fmr)),
+              el("td", g.fmr_ci95 ? fmt(g.fmr_ci95[0]) + " - " + fmt(g.fmr_ci95[1]) : "-"),
+              el("td", g.false_matches + " / " + g.impostor_pairs),
+              el("td", g.meets_far === null ? "too few pairs" : (g.meets_far ? "yes" : "NO")),
+              el("td", g.door_at_or_above ? "yes" : "no"));
+    groups.append(tr);
+  }
   $("system-status").textContent = JSON.stringify({gallery: st.gallery, sync: s.sync, outbox: st.outbox,
     journal: st.journal, uptime_seconds: st.uptime_seconds, fps: st.fps, console: s.console}, null, 2);
 }
