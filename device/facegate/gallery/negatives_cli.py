@@ -69,8 +69,8 @@ def report(config: Config, fields: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def cmd_negative_add(args: argparse.Namespace, io: Output, make_pipeline: Callable[[argparse.Namespace], Any]) -> int:
-    from facegate.gallery.negatives import mark_event, mark_images
     from facegate.errors import ImageError
+    from facegate.gallery.negatives import mark_event, mark_images
     from facegate.imageio import read_image
     from facegate.recognition.grant_embeddings import FILE_NAME, GrantEmbeddings
 

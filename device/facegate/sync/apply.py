@@ -6,8 +6,8 @@ The rollback and base checks run inside the write transaction, so two appliers c
 
 What is synced: persons, templates, negative templates and ``person_policy``. What is not: ``device_local``
 (lockdown), which this module never names. Deleting a person deletes their templates, negatives and policy
-through the schema's ``ON DELETE CASCADE``; a person in a delta is replaced as a whole (delete, then insert), which makes
-applying the same person twice harmless.
+through the schema's ``ON DELETE CASCADE``; a person in a delta is replaced as a whole (delete, then insert),
+which makes applying the same person twice harmless.
 
 Meta keys written with each apply: ``version`` (= the bundle's), ``embedder_sha256``, ``sync_version``
 (the last applied bundle version; rollback and base checks compare with it, not with ``version``, which a
