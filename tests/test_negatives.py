@@ -255,7 +255,6 @@ def test_negatives_in_a_bundle_are_applied_on_a_door(tmp_path, lfw_dir, pipeline
 
 def test_a_bundle_with_a_negative_that_is_not_unit_length_is_refused(tmp_path, lfw_dir, pipeline) -> None:  # type: ignore[no-untyped-def]
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from facegate.sync.bundle import TemplateRecord, build_bundle
     from facegate.sync.export import read_persons
 
