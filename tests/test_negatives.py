@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import pytest
 from broker import Collector, Mosquitto, find_mosquitto, wait_until
 from facegate.cli import main
 from facegate.config import ConfigError, parse_config
+from facegate.errors import GalleryError
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.imageio import read_image
 from facegate.journal.store import Journal
@@ -280,8 +282,30 @@ def test_a_stored_negative_that_is_not_unit_length_stops_the_start(tmp_path, lfw
     enrol_person(path, pipeline, lfw_dir)
     with Gallery(path) as g:
         g.add_negative("torri", embedding(pipeline, photo(lfw_dir, IMPOSTOR, 1)), pipeline.embedder_sha256)
-        g._db.execute("UPDATE negatives SET embedding = ?", ((np.ones(pipeline.embedder.dim, "<f4")).tobytes(),))
+    with sqlite3.connect(path) as db:  # a damaged or tampered file
+        db.execute("UPDATE negatives SET embedding = ?", ((np.ones(pipeline.embedder.dim, "<f4")).tobytes(),))
+    with Gallery(path) as g:
         assert "not unit length" in g.template_problems(None)["torri"]
+        with pytest.raises(GalleryError, match="torri"):
+            g.check_templates(pipeline.embedder.dim)
+
+
+def test_doctor_counts_kept_grant_faces_and_negatives(tmp_path, lfw_dir, pipeline) -> None:  # type: ignore[no-untyped-def]
+    state = tmp_path / "state"
+    enrol_person(state / "gallery.db", pipeline, lfw_dir)
+    with Gallery(state / "gallery.db") as g:
+        g.add_negative("torri", embedding(pipeline, photo(lfw_dir, IMPOSTOR, 1)), pipeline.embedder_sha256)
+    with GrantEmbeddings(state / FILE_NAME, 7) as store:
+        store.put("e1", "torri", embedding(pipeline, photo(lfw_dir, PERSON, 2)))
+        store.put("e2", "torri", embedding(pipeline, photo(lfw_dir, PERSON, 2)))
+    config = tmp_path / "facegate.toml"
+    config.write_text(f'state_dir = "{state}"\n[camera]\nsource = "replay:{tmp_path}"\n[door]\npin_factory = "mock"\n'
+                      '[mqtt]\nenabled = false\n')
+    out, err = io.StringIO(), io.StringIO()
+    main(["doctor", "--config", str(config)], out=out, err=err)
+    checks = {r["check"]: r for r in map(json.loads, out.getvalue().splitlines())}
+    assert checks["negatives"]["ok"]
+    assert "2 grant faces kept" in checks["negatives"]["detail"] and "1 negative" in checks["negatives"]["detail"]
 
 
 # ------------------------------------------------------------------ the console's button, MQTT and HA
