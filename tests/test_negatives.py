@@ -209,6 +209,18 @@ def test_grant_faces_expire_and_are_purged_with_the_person(tmp_path, lfw_dir, pi
         assert store.count() == 0
 
 
+def test_keeping_no_grant_faces_deletes_what_was_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from facegate.recognition.grant_embeddings import open_grant_embeddings
+
+    store = open_grant_embeddings(tmp_path, 7)
+    assert store is not None
+    store.put("e1", "torri", np.ones(4, dtype=np.float32) / 2)
+    store.close()
+    assert open_grant_embeddings(tmp_path, 0) is None  # keep_grant_embeddings_days = 0
+    with GrantEmbeddings(tmp_path / FILE_NAME, 7) as again:
+        assert again.count() == 0
+
+
 def test_keeping_grant_faces_longer_than_the_journal_is_refused() -> None:
     with pytest.raises(ConfigError, match="keep_grant_embeddings_days"):
         parse_config({"recognition": {"keep_grant_embeddings_days": 30}, "journal": {"retention_days": 14}})

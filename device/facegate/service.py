@@ -44,8 +44,7 @@ from facegate.panel.output import wants
 from facegate.private_files import private_dir
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
-from facegate.recognition.grant_embeddings import FILE_NAME as GRANT_EMBEDDINGS_FILE
-from facegate.recognition.grant_embeddings import GrantEmbeddings, GrantEmbeddingsError
+from facegate.recognition.grant_embeddings import GrantEmbeddings, GrantEmbeddingsError, open_grant_embeddings
 from facegate.recognition.health import RecognitionHealth
 from facegate.recognition.zone import DoorZone, to_frame
 from facegate.recovery import check_gallery, open_outbox
@@ -205,13 +204,11 @@ class Service:
         self._names = self.gallery.names()
         # "This was not them" (docs/decision.md): each grant's face, kept a few days so an admin can mark it.
         self.grant_embeddings: GrantEmbeddings | None = None
-        if config.recognition.keep_grant_embeddings_days > 0:
-            try:
-                self.grant_embeddings = GrantEmbeddings(config.state_dir / GRANT_EMBEDDINGS_FILE,
-                                                        config.recognition.keep_grant_embeddings_days)
-                self.grant_embeddings.expire()
-            except GrantEmbeddingsError as exc:
-                log.error("grant embeddings unavailable, grants cannot be marked 'This was not them': %s", exc)
+        try:
+            self.grant_embeddings = open_grant_embeddings(config.state_dir,
+                                                          config.recognition.keep_grant_embeddings_days)
+        except GrantEmbeddingsError as exc:
+            log.error("grant embeddings unavailable, grants cannot be marked 'This was not them': %s", exc)
         self.liveness = LivenessGate.from_config(config.liveness, self.pipeline.manifest,
                                                  own_mesh=self.pipeline.mesh is None)
         self.engine = DecisionEngine(config.recognition, self.threshold,

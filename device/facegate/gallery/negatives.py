@@ -13,6 +13,7 @@ import numpy as np
 
 from facegate.errors import GalleryError
 from facegate.gallery.store import Gallery
+from facegate.gallery.templates import check_template
 from facegate.recognition.grant_embeddings import GrantEmbeddings
 
 __all__ = ["FALSE_ACCEPT_EVENT", "mark_event", "mark_images"]
@@ -42,6 +43,9 @@ def mark_images(gallery: Gallery, person_id: str, embeddings: list[tuple[str, np
         raise GalleryError("no face to mark")
     if gallery.person(person_id) is None:
         raise GalleryError(f"no person '{person_id}' in gallery {gallery.path}")
+    size = dim if dim is not None else gallery.embedder_dim
+    for name, vector in embeddings:  # every face through the gate before the first is stored
+        check_template(vector, size, person_id, where=f"the negative template from {name}")
     ids = [gallery.add_negative(person_id, vector, embedder_sha256, source=name, dim=dim)
            for name, vector in embeddings]
     return _fields(gallery, person_id, ids[-1], negative_ids=ids)

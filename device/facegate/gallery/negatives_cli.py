@@ -4,7 +4,8 @@
 (``--event EVENT_ID``, kept in the state directory for ``recognition.keep_grant_embeddings_days``) or the faces
 of photos (``--person ID IMAGE...``). Each mark is a ``false_accept_reported`` event, written to the door's
 outbox (delivered by the running service over MQTT) and its journal. ``--config`` finds the state directory,
-device id and journal; without it they are taken beside the gallery (device id ``door``).
+device id and journal; without it they are taken beside the gallery (device id ``door``), and where no door
+has run (an admin machine: no ``outbox.db`` there) the mark is stored and no event is written.
 """
 
 from __future__ import annotations
@@ -108,9 +109,14 @@ def cmd_negative_add(args: argparse.Namespace, io: Output, make_pipeline: Callab
                 faces.append((Path(image).name, results[0].embedding))
             fields = mark_images(gallery, args.person, faces, embedder, dim=pipeline.embedder.dim)
             fields["source"] = "cli"
-    event = report(config, fields)
-    if event is None:
-        io.message("the mark is stored, but the false_accept_reported event could not be (outbox full?)")
+    event = None
+    if args.config is not None or (config.state_dir / "outbox.db").is_file():
+        event = report(config, fields)
+        if event is None:
+            io.message("the mark is stored, but the false_accept_reported event could not be (outbox full?)")
+    else:  # an admin machine: no door's outbox or journal beside the gallery to report into
+        io.message(f"no door state in {config.state_dir} (no outbox.db): the mark is stored, the "
+                   "false_accept_reported event is not; pass the door's --config to report it there")
     io.result({**fields, "event_id": None if event is None else event["event_id"]})
     return EXIT_OK
 

@@ -23,7 +23,7 @@ import numpy as np
 from facegate.errors import FacegateError
 from facegate.private_files import private_sqlite
 
-__all__ = ["FILE_NAME", "GrantEmbedding", "GrantEmbeddings", "GrantEmbeddingsError"]
+__all__ = ["FILE_NAME", "GrantEmbedding", "GrantEmbeddings", "GrantEmbeddingsError", "open_grant_embeddings"]
 
 FILE_NAME = "grant_embeddings.db"
 DAY_SECONDS = 86400.0
@@ -124,3 +124,17 @@ class GrantEmbeddings:
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM grants").fetchone()[0])
+
+
+def open_grant_embeddings(state_dir: Path, keep_days: float) -> GrantEmbeddings | None:
+    """The door's store, expired to its keeping time; None when keeping is off (0 days), after deleting what an
+    earlier setting kept: with 0 days no grant face may stay on the device."""
+    path = Path(state_dir) / FILE_NAME
+    if keep_days <= 0:
+        if path.is_file():
+            with GrantEmbeddings(path, 0.0) as leftover:
+                leftover.expire()
+        return None
+    store = GrantEmbeddings(path, keep_days)
+    store.expire()
+    return store
