@@ -86,18 +86,25 @@ def fold_result(by_person: dict[str, np.ndarray], names: list[str], threshold: f
                     after += int(p1 == pid and s1 >= threshold)
                     after_anyone += int(p1 is not None and s1 >= threshold)
         gen_total = gen_before = gen_after = 0
+        own_total = own_before = own_after = 0  # only persons who have a negative
+        has_negative = set(neg_ids)
         for name in enrolled:
             for x in by_person[name][1:]:
                 gen_total += 1
                 p0, s0 = best(plain, x, margin)
                 p1, s1 = best(marked, x, margin)
-                gen_before += int(p0 == name and s0 >= threshold)
-                gen_after += int(p1 == name and s1 >= threshold)
+                hit0, hit1 = int(p0 == name and s0 >= threshold), int(p1 == name and s1 >= threshold)
+                gen_before += hit0
+                gen_after += hit1
+                if name in has_negative:
+                    own_total, own_before, own_after = own_total + 1, own_before + hit0, own_after + hit1
         out[margin] = {
             "enrolled": len(enrolled), "impostors": len(impostors), "marked_impostors": len(marks),
             "other_images_matched_before": before, "other_images_matched_after": after,
             "other_images_matched_anyone_after": after_anyone,
             "genuine_probes": gen_total, "genuine_matched_before": gen_before, "genuine_matched_after": gen_after,
+            "marked_persons_probes": own_total, "marked_persons_matched_before": own_before,
+            "marked_persons_matched_after": own_after,
         }
     return out
 
@@ -112,6 +119,10 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, Any]:
         "genuine_tar_before_pct": round(100.0 * tot["genuine_matched_before"] / g, 3),
         "genuine_tar_after_pct": round(100.0 * tot["genuine_matched_after"] / g, 3),
         "genuine_loss_points": round(100.0 * (tot["genuine_matched_before"] - tot["genuine_matched_after"]) / g, 3),
+        # the same among the probes of persons who have a negative (the only ones the rule can touch)
+        "marked_persons_loss_points": round(
+            100.0 * (tot["marked_persons_matched_before"] - tot["marked_persons_matched_after"])
+            / tot["marked_persons_probes"], 3) if tot["marked_persons_probes"] else None,
     }
 
 
