@@ -144,7 +144,7 @@ def test_photos_marked_by_person_list_and_remove(tmp_path, lfw_dir, pipeline) ->
     assert code == 0, err
     with Gallery(gallery) as g:
         index = g.build_index()
-    top = index.search(embedding(pipeline, photo(lfw_dir, IMPOSTOR, 2)), k=1, negative_margin=0.05)
+    top = index.search(embedding(pipeline, photo(lfw_dir, IMPOSTOR, 2)), k=1)
     assert top == []  # the only person is vetoed: no one to vote for
     code, listed, _ = cli("gallery", "negative", "list", "--gallery", str(gallery))
     assert code == 0 and [(n["person_id"], n["source"]) for n in listed] == [("torri", f"{IMPOSTOR}_0001.jpg")]
@@ -172,10 +172,10 @@ def test_a_negative_never_blocks_the_person_themself(lfw_dir, pipeline) -> None:
     own = [embedding(pipeline, photo(lfw_dir, PERSON, n)) for n in (1, 2)]
     negatives = [embedding(pipeline, photo(lfw_dir, IMPOSTOR, n)) for n in (1, 2, 3)]
     index = EmbeddingIndex(["torri"], np.stack(own[:1]), negatives=(["torri"] * 3, np.stack(negatives)))
-    top = index.search(own[1], k=1, negative_margin=0.05)
+    top = index.search(own[1], k=1)
     assert top and top[0].person_id == "torri" and top[0].similarity >= THRESHOLD
     for x in negatives:
-        assert index.search(x, k=1, negative_margin=0.05) == []
+        assert index.search(x, k=1) == []
 
 
 # ------------------------------------------------------------------ keeping grant faces
@@ -250,8 +250,8 @@ def test_negatives_in_a_bundle_are_applied_on_a_door(tmp_path, lfw_dir, pipeline
     apply_bundle(door, verify_bundle(delta.data, keys, 1 << 24), pipeline.embedder_sha256)
     assert [n["person_id"] for n in door.negatives()] == ["torri"]
     index = door.build_index()
-    assert index.negatives == 1 and index.search(stranger, k=1, negative_margin=0.05) == []
-    own = index.search(embedding(pipeline, photo(lfw_dir, PERSON, 2)), k=1, negative_margin=0.05)
+    assert index.negatives == 1 and index.search(stranger, k=1) == []
+    own = index.search(embedding(pipeline, photo(lfw_dir, PERSON, 2)), k=1)
     assert own[0].person_id == "torri"
     door.close()
 

@@ -99,7 +99,7 @@ class RecognitionConfig(Section):
     # person with negative templates only when its cosine to the person beats its cosine to their closest
     # negative by this margin (measured with tools/eval_negatives.py).
     keep_grant_embeddings_days: float = Field(7.0, ge=0)
-    negative_margin: float = Field(0.05, ge=-1, le=2)
+    negative_margin: float = Field(0.02, ge=-1, le=2)
     quality: QualityConfig = QualityConfig()
 
     @model_validator(mode="after")
