@@ -67,6 +67,9 @@ class GrantEmbeddings:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute("PRAGMA journal_mode=WAL")
+            # No fsync per grant on the frame loop's thread: a power cut may lose the last grant's face, never
+            # an event (those are in the outbox), and the file stays consistent (WAL).
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA secure_delete=ON")  # an expired face is overwritten, not left in free pages
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
