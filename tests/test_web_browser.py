@@ -247,3 +247,22 @@ def test_a_name_with_markup_is_shown_as_text(browser: Any, door: Door) -> None:
     wait(browser).until(lambda b: name in b.find_element(By.ID, "people-table").text)
     assert browser.execute_script("return window.__pwned === undefined")
     assert not browser.find_elements(By.CSS_SELECTOR, "#people-table img, #people-table script")
+
+
+def test_this_was_not_them_from_the_journal(browser: Any, door: Door) -> None:
+    """Last (it teaches the door that the astronaut's face is not her): a viewer sees no button; an admin's
+    click marks the grant, reported as false_accept_reported with the admin's name."""
+    login(browser, door, VIEWER, VIEWER_PASSWORD)
+    browser.get(door.url + "/journal")
+    wait(browser).until(lambda b: "access_granted" in b.find_element(By.ID, "journal-table").text)
+    assert not browser.find_elements(By.CSS_SELECTOR, "#journal-table button.not-them")
+    login(browser, door, ADMIN, ADMIN_PASSWORD)
+    browser.get(door.url + "/journal")
+    wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#journal-table button.not-them"))
+    button = browser.find_element(By.CSS_SELECTOR, "#journal-table button.not-them")
+    event_id = button.get_attribute("data-event-id")
+    button.click()
+    browser.switch_to.alert.accept()
+    wait(browser).until(lambda b: "marked: not Eileen Collins" in b.find_element(By.ID, "journal-table").text)
+    reported = [e for e in door.emitted if e["type"] == "false_accept_reported"]
+    assert [(e["granted_event_id"], e["user"], e["person_id"]) for e in reported] == [(event_id, ADMIN, "astro")]

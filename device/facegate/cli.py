@@ -19,6 +19,7 @@ from facegate import __version__
 from facegate.base.imageio import read_image
 from facegate.base.output import Output
 from facegate.config import EXIT_CONFIG, Config, ConfigError, load_config
+from facegate.enrolment.negatives_cli import add_gallery_negative_commands
 from facegate.enrolment.photo import assess
 from facegate.errors import FacegateError, GalleryError, ImageError
 from facegate.events.ha_cli import add_code_commands
@@ -277,8 +278,20 @@ def cmd_gallery_remove(args: argparse.Namespace, io: Output) -> int:
     if journal is not None:
         result.update(purge_events(journal, args.id, args.anonymise_events))
         result.update(scrub_outbox(outbox_target(args)))
+        result["grant_embeddings_purged"] = purge_grant_embeddings(outbox_target(args).parent, args.id)
     io.result(result)
     return EXIT_OK
+
+
+def purge_grant_embeddings(state_dir: Path, person_id: str) -> int:
+    """Erasure: the faces kept behind the person's grants ("This was not them") go with their events."""
+    from facegate.recognition.grant_embeddings import FILE_NAME, GrantEmbeddings
+
+    path = state_dir / FILE_NAME
+    if not path.is_file():
+        return 0
+    with GrantEmbeddings(path, 0.0) as grants:
+        return grants.purge_person(person_id)
 
 
 def _load_config(args: argparse.Namespace) -> Config:
@@ -398,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gallery_remove)
     add_gallery_card_command(gallery)  # card: the person's card number for an access panel
     add_gallery_sync_commands(gallery)  # keygen, export, publish, apply, export-templates, import-templates
+    add_gallery_negative_commands(gallery, models, _pipeline)  # negative add|list|remove: "This was not them"
     add_events_command(sub)  # facegate events: the access journal
     add_code_commands(sub)  # code hash: Home Assistant unlock codes
     add_user_commands(sub)  # web console accounts: user add|passwd|remove|list

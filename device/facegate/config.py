@@ -104,6 +104,12 @@ class RecognitionConfig(Section):
     # because on lfw_dev it did not narrow the women/men false-match gap (docs/fairness.md); true = calibrated
     # scores with their own thresholds, everywhere a similarity is decided.
     fair_calibration: bool = False
+    # "This was not them" (docs/decision.md): the embedding behind each grant is kept this long so an admin can
+    # mark the grant as wrong (0 = keep none; never longer than journal.retention_days), and a face votes for a
+    # person with negative templates only when its cosine to the person beats its cosine to their closest
+    # negative by this margin (measured with tools/eval_negatives.py).
+    keep_grant_embeddings_days: float = Field(7.0, ge=0)
+    negative_margin: float = Field(0.02, ge=-1, le=2)
     quality: QualityConfig = QualityConfig()
 
     @model_validator(mode="after")
@@ -392,6 +398,14 @@ class Config(Section):
     def _sync_topic_needs_mqtt(self) -> Config:
         if self.sync.public_keys and self.sync.topic is not None and not self.mqtt.enabled:
             raise ValueError("sync.topic uses the [mqtt] broker, but mqtt.enabled is false (or use sync.url)")
+        return self
+
+    @model_validator(mode="after")
+    def _grant_embeddings_within_journal(self) -> Config:
+        if self.recognition.keep_grant_embeddings_days > self.journal.retention_days:
+            raise ValueError(f"recognition.keep_grant_embeddings_days ({self.recognition.keep_grant_embeddings_days:g})"
+                             f" must not exceed journal.retention_days ({self.journal.retention_days:g}): a grant's "
+                             "embedding is kept only while its journal entry is")
         return self
 
     @property

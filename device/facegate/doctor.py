@@ -258,6 +258,34 @@ CHECKS.append(_check_threshold)  # recognition.fpir against the gallery's size (
 CHECKS.append(_check_recognition)  # the matcher on this gallery (facegate/recognition/health.py reports it live)
 
 
+def _check_negatives(config: Config) -> Check:
+    """"This was not them" (docs/decision.md): how many grant faces are kept (biometric data, counted so an
+    operator can see it) and how many negative templates the gallery holds."""
+    from facegate.gallery.store import Gallery
+    from facegate.recognition.grant_embeddings import FILE_NAME, GrantEmbeddings
+
+    days = config.recognition.keep_grant_embeddings_days
+    path = config.state_dir / FILE_NAME
+    try:
+        kept = 0
+        if path.is_file():
+            with GrantEmbeddings(path, days) as grants:
+                grants.expire()  # with 0 days nothing may stay
+                kept = grants.count()
+        negatives = 0
+        if config.gallery_path.is_file():
+            with Gallery(config.gallery_path) as gallery:
+                negatives = len(gallery.negatives())
+    except Exception as exc:
+        return Check("negatives", False, f"{path}: {type(exc).__name__}: {exc}",
+                     f"check the state directory's permissions; deleting {path} only forgets recent grants' faces")
+    return Check("negatives", True, f"{kept} grant faces kept (for {days:g} days, {path}), {negatives} negative "
+                 "templates in the gallery")
+
+
+CHECKS.append(_check_negatives)
+
+
 def check_console(config: Config) -> Check:
     from facegate.web.doctor import check_console as check
 

@@ -33,6 +33,7 @@ from facegate.panel.output import wants
 from facegate.process.memtrim import release_free_memory
 from facegate.process.sdnotify import SystemdNotifier
 from facegate.recognition.decision import Decision, Observation
+from facegate.recognition.grant_embeddings import GrantEmbeddings, GrantEmbeddingsError, open_grant_embeddings
 from facegate.recognition.health import RecognitionHealth
 from facegate.recognition.operating_point import DerivedThreshold, door_threshold
 from facegate.recognition.segment import frame_digest, signature
@@ -126,6 +127,13 @@ class Service:
         self._threshold_warning: str | None = None
         self.operating: DerivedThreshold = self._derive_threshold(self.index)
         self._set_threshold(self.operating)
+        # "This was not them" (docs/decision.md): each grant's face, kept a few days so an admin can mark it.
+        self.grant_embeddings: GrantEmbeddings | None = None
+        try:
+            self.grant_embeddings = open_grant_embeddings(config.state_dir,
+                                                          config.recognition.keep_grant_embeddings_days)
+        except GrantEmbeddingsError as exc:
+            log.error("grant embeddings unavailable, grants cannot be marked 'This was not them': %s", exc)
         self._last_person: str | None = None
         # The trusted clock (facegate/access/clock.py): docs/decision.md.
         self.clock = clock or clock_from_config(config.access.clock_check)
@@ -354,12 +362,14 @@ class Service:
         observations = []
         for i, r in enumerate(results):
             assert r.embedding is not None
-            top = index.search(r.embedding, k=2)
+            top = index.search(r.embedding, k=2, negative_margin=self.config.recognition.negative_margin)
             best_id, best = (top[0].person_id, top[0].similarity) if top else (None, -1.0)
             runner_up = top[1].similarity if len(top) > 1 else -1.0
             extra: dict[str, object] = {}
             if self.liveness is not None and i == deciding:
                 extra["liveness"] = self.liveness.evidence(frame.image, r, frame.decision_ts, mesh=r.mesh)
+            if i == deciding:
+                extra["embedding"] = r.embedding  # kept with a grant ("This was not them")
             observations.append(Observation(
                 box=r.detection.box, person_id=best_id, similarity=best, runner_up=runner_up,
                 quality_ok=not r.failures, frame_ts=frame.ts, frame=frame.name, extra=extra,
@@ -414,15 +424,26 @@ class Service:
                 self.door.unlock(reason="face")
                 live = {} if decision.liveness_score is None else {
                     "liveness_score": round(decision.liveness_score, 3)}
-                self.emitter.emit("access_granted", person_id=person, name=name,
-                                  similarity=round(decision.similarity, 4), frames_used=decision.frames_used,
-                                  **live, **trace)
+                granted = self.emitter.emit("access_granted", person_id=person, name=name,
+                                            similarity=round(decision.similarity, 4),
+                                            frames_used=decision.frames_used, **live, **trace)
+                self._keep_grant_embedding(granted, person, obs)
         if clock:
             self._report_clock(clock[-1])
         if not verdict.allowed:
             self.emitter.emit("access_denied", person_id=person, name=name, reason=verdict.reason,
                               similarity=round(decision.similarity, 4), **trace)
         self._send_credentials(person, verdict.allowed)
+
+    def _keep_grant_embedding(self, event: dict[str, Any] | None, person: str, obs: Observation) -> None:
+        """Keep the granted face under the event's id (after the unlock: a failure here never holds the door)."""
+        embedding = obs.extra.get("embedding")
+        if self.grant_embeddings is None or event is None or embedding is None:
+            return
+        try:
+            self.grant_embeddings.put(str(event["event_id"]), person, embedding)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("could not keep the embedding of grant %s", event.get("event_id"))
 
     def _report_clock(self, state: ClockState) -> None:
         """One ``clock_untrusted`` event per untrusted period (the frame loop's thread only)."""
@@ -539,6 +560,8 @@ class Service:
             # (0 = not at all), while the journal is a local file whose last events (service_stopped) must be written.
             self.journal.stop()
         self.gallery.close()
+        if self.grant_embeddings is not None:
+            self.grant_embeddings.close()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT release the relay, then stop the service.

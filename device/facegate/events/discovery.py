@@ -57,6 +57,8 @@ ALERT_EVENT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "camera_ok": (),
     "command_rejected": ("reason", "action", "suppressed"),
     "outbox_full": ("dropped", "first_ts", "last_ts"),
+    # "This was not them" (docs/decision.md): an admin marked a grant as a stranger let in
+    "false_accept_reported": ("person_id", "name", "granted_event_id", "negative_id", "negatives", "source", "user"),
 }
 _DOOR_ALERTS = ("door_forced_open", "door_held_open")
 #: Every event attribute template also carries these envelope fields.

@@ -76,6 +76,32 @@ END;"""
     for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))
 )
 
+# Negative templates ("This was not them", docs/decision.md): a face that was wrongly granted as a person, kept
+# under that person so a later face matching the person must be clearly farther from it than from the person.
+# They belong to the person (deleted with them, synced with them), so their changes go into the same change log.
+_NEGATIVES = """
+CREATE TABLE IF NOT EXISTS negatives (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    person_id TEXT NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL,
+    embedder_sha256 TEXT NOT NULL,
+    source TEXT,
+    event_id TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS negatives_person ON negatives(person_id);
+""" + "".join(
+    f"""
+CREATE TRIGGER IF NOT EXISTS sync_log_negatives_{op.lower()} AFTER {op} ON negatives BEGIN
+    INSERT INTO sync_changes (person_id, version, deleted) VALUES (
+        {row}.person_id,
+        (SELECT CAST(value AS INTEGER) + 1 FROM meta WHERE key = 'version'),
+        NOT EXISTS (SELECT 1 FROM persons WHERE id = {row}.person_id))
+    ON CONFLICT(person_id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted;
+END;"""
+    for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))
+)
+
 
 MAX_CARD_NUMBER = 2**32 - 1  # what the gallery stores; each output checks its own format's range when sending
 
@@ -115,6 +141,7 @@ class Gallery:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self._install_change_log()
             self._add_card_number()
+            self._add_negatives()
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"cannot open gallery {self.path}: {exc}") from None
 
@@ -163,6 +190,18 @@ class Gallery:
                 "CREATE UNIQUE INDEX IF NOT EXISTS persons_card_number ON persons(card_number) "
                 "WHERE card_number IS NOT NULL; COMMIT;"
             )
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _add_negatives(self) -> None:
+        """Migration: the ``negatives`` table and its change-log triggers, without a version bump (nothing a
+        door holds changes until a negative is added)."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sync_log_negatives_delete'").fetchone():
+            return
+        try:
+            self._db.executescript("BEGIN IMMEDIATE;" + _NEGATIVES + "COMMIT;")
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
@@ -238,7 +277,8 @@ class Gallery:
 
         ``dim`` is the loaded embedder's dimension (None: the gallery's own, see :attr:`embedder_dim`)."""
         with self.snapshot() as db:
-            rows = db.execute("SELECT person_id, embedding FROM templates ORDER BY person_id, id")
+            rows = db.execute("SELECT person_id, embedding FROM templates UNION ALL "
+                              "SELECT person_id, embedding FROM negatives ORDER BY person_id")
             return template_problems(rows, dim if dim is not None else self.embedder_dim)
 
     def check_templates(self, dim: int | None) -> None:
@@ -321,6 +361,53 @@ class Gallery:
                 ],
             )
         return len(items)
+
+    def add_negative(self, person_id: str, embedding: np.ndarray, embedder_sha256: str, *,
+                     source: str | None = None, event_id: str | None = None, dim: int | None = None) -> int:
+        """Store a negative template of ``person_id`` (a face that is NOT them); returns its id.
+
+        The same template gate as a template (a negative of norm 100 would veto everyone it touches). One
+        negative per grant event: marking the same event twice changes nothing and returns the first id."""
+        self.check_embedder(embedder_sha256)
+        known = self.embedder_dim
+        if dim is not None and known is not None and dim != known:
+            raise GalleryError(f"gallery {self.path} holds {known}-value templates; this embedder makes {dim}")
+        vector = check_template(embedding, dim if dim is not None else known, person_id,
+                                where=f"the negative template from {source or event_id or 'input'}")
+        if event_id is not None:
+            row = self._db.execute("SELECT id FROM negatives WHERE person_id = ? AND event_id = ?",
+                                   (person_id, event_id)).fetchone()
+            if row is not None:
+                return int(row[0])
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM persons WHERE id = ?", (person_id,)).fetchone() is None:
+                raise GalleryError(f"no person '{person_id}' in gallery {self.path}")
+            cur = db.execute(
+                "INSERT INTO negatives (person_id, embedding, embedder_sha256, source, event_id, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (person_id, vector.tobytes(), embedder_sha256, source, event_id, time.time()))
+            return int(cur.lastrowid or 0)
+
+    def negatives(self, person_id: str | None = None) -> list[dict[str, Any]]:
+        """The negative templates (without their vectors), of one person or of all, oldest first."""
+        where, args = ("WHERE person_id = ?", (person_id,)) if person_id is not None else ("", ())
+        rows = self._db.execute(
+            f"SELECT id, person_id, source, event_id, created_at FROM negatives {where} ORDER BY id", args)
+        return [{"id": r[0], "person_id": r[1], "source": r[2], "event_id": r[3], "created_at": r[4]} for r in rows]
+
+    def remove_negative(self, negative_id: int) -> str:
+        """Delete one negative template; returns whose it was."""
+        with self.transaction() as db:
+            row = db.execute("SELECT person_id FROM negatives WHERE id = ?", (negative_id,)).fetchone()
+            if row is None:
+                raise GalleryError(f"no negative template {negative_id} in gallery {self.path}")
+            db.execute("DELETE FROM negatives WHERE id = ?", (negative_id,))
+        return str(row[0])
+
+    def negative_rows(self) -> list[tuple[str, bytes]]:
+        """(person id, embedding) of every negative, in person order (the index and the template gate)."""
+        return [(str(r[0]), bytes(r[1])) for r in
+                self._db.execute("SELECT person_id, embedding FROM negatives ORDER BY person_id, id")]
 
     def set_card_number(self, person_id: str, card_number: int | None) -> None:
         """Set (or with None, clear) a person's card number, in one transaction."""
@@ -437,6 +524,11 @@ class Gallery:
                 flush()
         if blobs:
             flush()
+        negatives = self.negative_rows()
         if matrix is None:
             return EmbeddingIndex([], np.zeros((0, 0), dtype=np.float32), calibration)
-        return EmbeddingIndex(ids, matrix[: len(ids)], calibration)
+        neg = None
+        if negatives:
+            neg = ([pid for pid, _ in negatives],
+                   np.frombuffer(b"".join(b for _, b in negatives), dtype="<f4").reshape(len(negatives), -1))
+        return EmbeddingIndex(ids, matrix[: len(ids)], calibration, negatives=neg)

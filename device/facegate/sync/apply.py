@@ -4,10 +4,10 @@ Atomicity is SQLite's: every row change and the new version commit together or n
 so a power cut or SIGKILL mid-apply leaves the previous gallery; the SIGKILL test repeats that 50 times).
 The rollback and base checks run inside the write transaction, so two appliers can not both pass them.
 
-What is synced: persons, templates and ``person_policy``. What is not: ``device_local`` (lockdown), which
-this module never names. Deleting a person deletes their templates and policy through the schema's
-``ON DELETE CASCADE``; a person in a delta is replaced as a whole (delete, then insert), which makes
-applying the same person twice harmless.
+What is synced: persons, templates, negative templates and ``person_policy``. What is not: ``device_local``
+(lockdown), which this module never names. Deleting a person deletes their templates, negatives and policy
+through the schema's ``ON DELETE CASCADE``; a person in a delta is replaced as a whole (delete, then insert),
+which makes applying the same person twice harmless.
 
 Meta keys written with each apply: ``version`` (= the bundle's), ``embedder_sha256``, ``sync_version``
 (the last applied bundle version; rollback and base checks compare with it, not with ``version``, which a
@@ -63,6 +63,11 @@ def check_bundle_templates(bundle: Bundle, embedder_dim: int | None) -> None:
                 check_blob(t.embedding, embedder_dim, person.id, where=f"templates[{j}]")
             except TemplateError as exc:
                 raise BundleError("bad_template", str(exc), bundle.header.version) from None
+        for j, t in enumerate(person.negatives):  # a negative of norm 100 would veto everyone it touches
+            try:
+                check_blob(t.embedding, embedder_dim, person.id, where=f"negatives[{j}]")
+            except TemplateError as exc:
+                raise BundleError("bad_template", str(exc), bundle.header.version) from None
 
 
 def apply_bundle(gallery: Gallery, bundle: Bundle, embedder_sha256: str,
@@ -108,6 +113,12 @@ def apply_bundle(gallery: Gallery, bundle: Bundle, embedder_sha256: str,
             "VALUES (?, ?, ?, ?, ?, ?)",
             [(p.id, t.embedding, h.embedder_sha256, json.dumps(t.quality), t.source, t.created_at)
              for p in bundle.persons for t in p.templates],
+        )
+        db.executemany(
+            "INSERT INTO negatives (person_id, embedding, embedder_sha256, source, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(p.id, t.embedding, h.embedder_sha256, t.source, t.created_at)
+             for p in bundle.persons for t in p.negatives],
         )
         db.executemany(
             "INSERT INTO person_policy (person_id, valid_from, valid_until, groups, schedule, updated_at) "

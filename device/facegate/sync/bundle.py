@@ -122,6 +122,8 @@ class PersonRecord:
     policy: PolicyRecord | None
     templates: list[TemplateRecord] = field(default_factory=list)
     card_number: int | None = None  # absent from bundles made before card numbers: applies as None
+    # Negative templates ("This was not them", docs/decision.md): absent from older bundles, applied as none.
+    negatives: list[TemplateRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,11 @@ def _person_json(p: PersonRecord) -> dict[str, Any]:
              "created_at": t.created_at}
             for t in p.templates
         ],
+        **({"negatives": [
+            {"embedding": base64.b64encode(t.embedding).decode("ascii"), "source": t.source,
+             "created_at": t.created_at}
+            for t in p.negatives
+        ]} if p.negatives else {}),
     }
 
 
@@ -194,7 +201,7 @@ def build_bundle(
         raise ValueError("a full bundle has no base_version; a delta needs one")
     if kind == "full" and deletes:
         raise ValueError("a full bundle replaces everything; it has no deletes")
-    dims = {len(t.embedding) // 4 for p in persons for t in p.templates}
+    dims = {len(t.embedding) // 4 for p in persons for t in [*p.templates, *p.negatives]}
     if len(dims) > 1:
         raise ValueError(f"templates of different sizes in one bundle: {sorted(dims)}")
     payload_doc = {"persons": [_person_json(p) for p in persons], "deletes": list(deletes)}
@@ -458,6 +465,7 @@ def _parse_payload(raw: bytes, header: BundleHeader) -> tuple[list[PersonRecord]
     size = header.dim * 4
     persons: list[PersonRecord] = []
     blobs: list[bytes] = []
+    negative_blobs: list[bytes] = []
     seen: set[str] = set()
     cards: dict[int, str] = {}
     for i, item in enumerate(people):
@@ -482,6 +490,20 @@ def _parse_payload(raw: bytes, header: BundleHeader) -> tuple[list[PersonRecord]
             templates.append(TemplateRecord(blob, _quality(t.get("quality", {}), f"{t_where}.quality"),
                                             _str(t, "source", t_where, optional=True),
                                             _num(t, "created_at", t_where)))
+        negatives = []
+        for j, t_item in enumerate(_list(p.get("negatives", []), f"{where}.negatives")):
+            t_where = f"{where}.negatives[{j}]"
+            t = _obj(t_item, t_where)
+            text = str(_str(t, "embedding", t_where, max_len=4 * MAX_DIM * 4))
+            try:
+                blob = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise _bad(f"{t_where}.embedding", "not base64") from None
+            if len(blob) != size or not size:
+                raise _bad(f"{t_where}.embedding", f"{len(blob)} bytes; header dim {header.dim} means {size}")
+            negative_blobs.append(blob)
+            negatives.append(TemplateRecord(blob, {}, _str(t, "source", t_where, optional=True),
+                                            _num(t, "created_at", t_where)))
         metadata = _obj(p.get("metadata", {}), f"{where}.metadata")
         card = p.get("card_number")
         if card is not None:
@@ -494,11 +516,14 @@ def _parse_payload(raw: bytes, header: BundleHeader) -> tuple[list[PersonRecord]
             id=pid, name=_str(p, "name", where, optional=True), metadata=metadata,
             created_at=_num(p, "created_at", where), updated_at=_num(p, "updated_at", where),
             policy=_policy(p.get("policy"), f"{where}.policy"), templates=templates, card_number=card,
+            negatives=negatives,
         ))
     if len(blobs) != header.templates:
         raise _bad("payload", f"{len(blobs)} templates; header says {header.templates}")
     if blobs and not np.isfinite(np.frombuffer(b"".join(blobs), dtype="<f4")).all():
         raise _bad("payload", "a template has NaN or infinite values")
+    if negative_blobs and not np.isfinite(np.frombuffer(b"".join(negative_blobs), dtype="<f4")).all():
+        raise _bad("payload", "a negative template has NaN or infinite values")
     gone: list[str] = []
     for i, pid in enumerate(deletes):
         if not isinstance(pid, str) or not pid or len(pid) > 256:

@@ -72,6 +72,12 @@ def read_persons(db: sqlite3.Connection, *, changed_after: int | None = None,
         f"{join.format(col='t.person_id')} ORDER BY t.person_id, t.id", args
     ):
         templates.setdefault(pid, []).append(TemplateRecord(bytes(blob), json.loads(quality), source, created))
+    negatives: dict[str, list[TemplateRecord]] = {}
+    for pid, blob, source, created in db.execute(
+        "SELECT t.person_id, t.embedding, t.source, t.created_at FROM negatives t "
+        f"{join.format(col='t.person_id')} ORDER BY t.person_id, t.id", args
+    ):
+        negatives.setdefault(pid, []).append(TemplateRecord(bytes(blob), {}, source, created))
     policies: dict[str, PolicyRecord] = {}
     for pid, start, until, groups, schedule, updated in db.execute(
         "SELECT t.person_id, t.valid_from, t.valid_until, t.groups, t.schedule, t.updated_at FROM person_policy t "
@@ -81,7 +87,8 @@ def read_persons(db: sqlite3.Connection, *, changed_after: int | None = None,
                                      None if schedule is None else json.loads(schedule), updated)
     return [
         PersonRecord(id=pid, name=name, metadata=json.loads(meta), created_at=created, updated_at=updated,
-                     policy=policies.get(pid), templates=templates.get(pid, []), card_number=card)
+                     policy=policies.get(pid), templates=templates.get(pid, []), card_number=card,
+                     negatives=negatives.get(pid, []))
         for pid, name, meta, created, updated, card in persons
     ]
 
@@ -155,6 +162,8 @@ def export_person_templates(gallery: Gallery, person_id: str) -> dict[str, Any]:
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "templates": [{"embedding": base64.b64encode(t.embedding).decode("ascii"), "quality": t.quality,
                        "source": t.source, "created_at": t.created_at} for t in person.templates],
+        "negatives": [{"embedding": base64.b64encode(t.embedding).decode("ascii"), "source": t.source,
+                       "created_at": t.created_at} for t in person.negatives],
     }
 
 
@@ -205,9 +214,30 @@ def import_person_templates(gallery: Gallery, doc: Any, origin: str = "templates
         if dim is None:
             dim = vector.size
         templates.append(NewTemplate(vector, quality, source if isinstance(source, str) else None))
+    negatives: list[tuple[np.ndarray, str | None]] = []
+    for i, t in enumerate(_negative_items(doc, bad)):
+        try:
+            vector = np.frombuffer(base64.b64decode(t["embedding"], validate=True), dtype="<f4")
+            source = t.get("source")
+            vector = check_template(vector, dim, person_id, where=f"negatives[{i}]")
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+            raise bad(f"negatives[{i}]: {exc}") from None
+        except TemplateError as exc:
+            raise bad(str(exc)) from None
+        negatives.append((vector, source if isinstance(source, str) else None))
     _refuse_master_faces(gallery, person_id, np.stack([t.embedding for t in templates]), bad)
     added = gallery.enroll(person_id, templates, embedder, name=name, metadata=metadata, dim=dim)
+    for vector, source in negatives:
+        gallery.add_negative(person_id, vector, embedder, source=source, dim=dim)
     return person_id, added
+
+
+def _negative_items(doc: dict[str, Any], bad: Any) -> list[Any]:
+    """The file's negative templates ("This was not them"); files made before them have none."""
+    items = doc.get("negatives", [])
+    if not isinstance(items, list):
+        raise bad("negatives must be a list")
+    return items
 
 
 def _refuse_master_faces(gallery: Gallery, person_id: str, vectors: np.ndarray, bad: Any) -> float | None:

@@ -256,8 +256,35 @@ class Console:
         purged = 0
         if purge_events:
             purged = self._purge_journal(person_id)
+            if self.service.grant_embeddings is not None:  # the faces behind their grants go with the events
+                self.service.grant_embeddings.purge_person(person_id)
         self.emit(user, "person_removed", person_id=person_id, templates_removed=removed, events_purged=purged)
         return {"id": person_id, "templates_removed": removed, "events_purged": purged}
+
+    def not_them(self, user: str, body: dict[str, Any]) -> dict[str, Any]:
+        """"This was not them": the grant ``body["event_id"]`` let in someone else; its face becomes a negative
+        template of the person it was granted as (docs/decision.md), reported as ``false_accept_reported``."""
+        from facegate.gallery.negatives import FALSE_ACCEPT_EVENT, mark_event
+        from facegate.recognition.grant_embeddings import GrantEmbeddingsError
+
+        event_id = body.get("event_id")
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= 100:
+            raise ConsoleError("event_id: the access_granted event's id (text)")
+        grants = self.service.grant_embeddings
+        if grants is None:
+            raise ConsoleError("grant faces are not kept on this door (recognition.keep_grant_embeddings_days = 0)",
+                               409)
+        with self._db_lock:
+            gallery, _ = self._db()
+            try:
+                fields = mark_event(gallery, grants, event_id, self.service.embedder_sha256,
+                                    dim=self.service.embedder_dim)
+            except GrantEmbeddingsError as exc:
+                raise ConsoleError(str(exc), 404) from None
+            except GalleryError as exc:
+                raise ConsoleError(str(exc)) from None
+        self.service.emitter.emit(FALSE_ACCEPT_EVENT, **fields, source="console", user=user)
+        return {**fields, "marked": True}
 
     def _purge_journal(self, person_id: str) -> int:
         from facegate.journal import Journal

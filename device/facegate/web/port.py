@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from facegate.access.door import Door
 from facegate.config import Config
 from facegate.events.emitter import EventEmitter
+from facegate.recognition.grant_embeddings import GrantEmbeddings
 
 
 class DoorPort(Protocol):
@@ -49,6 +50,11 @@ class DoorPort(Protocol):
     @property
     def embedder_dim(self) -> int:
         """Length of one template."""
+        ...
+
+    @property
+    def grant_embeddings(self) -> GrantEmbeddings | None:
+        """The faces behind recent grants ("This was not them"); None when the door keeps none."""
         ...
 
     def name_of(self, person_id: str) -> str | None:

@@ -327,6 +327,7 @@ class Handler(StreamRoutes):
                 "/api/door/lock": lambda s: self.console.lock(s.user),
                 "/api/door/lockdown": lambda s: self.console.set_lockdown(s.user, flag(self._json_body(), "on")),
                 "/api/people": lambda s: self.console.save_person(s.user, self._json_body()),
+                "/api/journal/not-them": lambda s: self.console.not_them(s.user, self._json_body()),
             }
             if path in actions:
                 action = actions[path]

@@ -89,6 +89,21 @@ function pageJournal() {
         const tr = el("tr", null, "ev-" + ev.type);
         tr.append(el("td", (ev.ts || "").replace("T", " ").slice(0, 23)), el("td", ev.type),
                   el("td", ev.name || ev.person_id || ev.user || ""), el("td", describe(ev)));
+        if (ev.type === "access_granted" && SESSION.role === "admin") {
+          // "This was not them": the grant's face becomes a negative template of the person (docs/console.md)
+          const b = el("button", "This was not them", "not-them");
+          b.type = "button";
+          b.dataset.eventId = ev.event_id;
+          b.addEventListener("click", async () => {
+            if (!window.confirm("Mark this grant as wrong? The face let in as " + (ev.name || ev.person_id) +
+                                " will no longer be taken for them.")) return;
+            try {
+              const r = await api("POST", "/api/journal/not-them", {event_id: ev.event_id});
+              b.replaceWith(el("span", "marked: not " + (r.name || r.person_id), "ok"));
+            } catch (e) { b.replaceWith(el("span", e.message, "error")); }
+          });
+          tr.cells[3].append(" ", b);
+        }
         body.append(tr);
       }
       before = r.next_before;
