@@ -33,6 +33,7 @@ from facegate.journal.cli import (
 )
 from facegate.models import Manifest
 from facegate.panel.cli import add_gallery_card_command, card_number_arg
+from facegate.privacy.cli import add_gallery_privacy_commands
 from facegate.recognition.calibration import FairCalibration
 from facegate.runtime import without_delegate_notice
 from facegate.sync.cli import add_gallery_sync_commands
@@ -379,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gallery_remove)
     add_gallery_card_command(gallery)  # card: the person's card number for an access panel
     add_gallery_sync_commands(gallery)  # keygen, export, publish, apply, export-templates, import-templates
+    add_gallery_privacy_commands(gallery)  # decrypt (docs/privacy.md)
     add_events_command(sub)  # facegate events: the access journal
     add_code_commands(sub)  # code hash: Home Assistant unlock codes
     add_user_commands(sub)  # web console accounts: user add|passwd|remove|list

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from facegate.errors import GalleryError
 from facegate.events.outbox import Outbox, OutboxError
+from facegate.privacy.seal import Sealer
 
 __all__ = ["Quarantine", "check_gallery", "integrity_problem", "open_outbox"]
 
@@ -159,7 +160,7 @@ def _quarantine_name(path: Path) -> Path:
     return target
 
 
-def open_outbox(path: Path, max_events: int) -> tuple[Outbox, Quarantine | None]:
+def open_outbox(path: Path, max_events: int, sealer: Sealer | None = None) -> tuple[Outbox, Quarantine | None]:
     """The outbox at ``path``; a damaged one is quarantined and replaced (see the module docstring).
 
     Errors that are not damage (a read-only or full file system) still raise :class:`OutboxError`.
@@ -168,7 +169,7 @@ def open_outbox(path: Path, max_events: int) -> tuple[Outbox, Quarantine | None]
     problem = integrity_problem(path)
     if problem is None:
         try:
-            return Outbox(path, max_events), None
+            return Outbox(path, max_events, sealer=sealer), None
         except OutboxError as exc:
             if not isinstance(exc.__cause__, sqlite3.DatabaseError) or isinstance(exc.__cause__,
                                                                                    sqlite3.OperationalError):
@@ -182,12 +183,12 @@ def open_outbox(path: Path, max_events: int) -> tuple[Outbox, Quarantine | None]
             side.rename(target.with_name(target.name + suffix))
     events, stopped = _salvage(target, max_events)
     log.error("outbox %s is damaged (%s): moved to %s, %d events recovered", path, problem, target, len(events))
-    Outbox(path, max_events).close()  # the schema, so the counter can be set before first use
+    Outbox(path, max_events, sealer=sealer).close()  # the schema, so the counter can be set before first use
     top = max((seq for e in events if isinstance(seq := e.get("seq"), int)), default=0)
     with sqlite3.connect(str(path)) as db:
         db.execute("UPDATE counters SET value = MAX(value, ?) WHERE name = 'seq'", (top,))
     db.close()
-    outbox = Outbox(path, max_events)
+    outbox = Outbox(path, max_events, sealer=sealer)
     for event in events[:max_events]:
         outbox.append(event)
     return outbox, Quarantine(str(target), problem, min(len(events), max_events), stopped)

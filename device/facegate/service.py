@@ -41,6 +41,7 @@ from facegate.memtrim import release_free_memory
 from facegate.models import Manifest
 from facegate.panel.build import build_outputs
 from facegate.panel.output import wants
+from facegate.privacy.keys import sealer_for
 from facegate.private_files import private_dir
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
@@ -167,10 +168,13 @@ class Service:
         self.stats = Stats()
         private_dir(config.state_dir)  # owner-only whatever the umask (facegate/private_files.py)
         self._db_lock = threading.Lock()
+        # Encryption at rest (facegate/privacy, docs/privacy.md): a missing or wrong key stops the start (exit 78).
+        self.sealer = sealer_for(config)
 
         # Damaged files found at start (issue 13, facegate/recovery.py): the outbox is quarantined and its readable
         # events carried over, reported as outbox_quarantined; a damaged gallery stops the start with what to do.
-        self.outbox, quarantine = open_outbox(config.state_dir / "outbox.db", config.outbox.max_events)
+        self.outbox, quarantine = open_outbox(config.state_dir / "outbox.db", config.outbox.max_events,
+                                         self.sealer)
         self.emitter = EventEmitter(config.device_id, self.outbox)
         self.emitter.add_listener(lambda event: log.info("event %s", event["type"], extra={"event": event}))
         if quarantine is not None:
@@ -183,7 +187,7 @@ class Service:
         if config.journal.enabled:
             try:
                 self.journal = JournalWriter(open_journal(config.journal_path, config.journal.max_events,
-                                                          config.journal.retention_days))
+                                                          config.journal.retention_days, self.sealer))
                 self.emitter.add_listener(self.journal.submit)
             except (JournalError, OSError) as exc:
                 self._journal_open_error = str(exc)
@@ -194,7 +198,7 @@ class Service:
         self.calibration = load_calibration(config, self.pipeline)
         self.threshold = match_threshold(config, self.pipeline, self.calibration)
         check_gallery(config.gallery_path)
-        self.gallery = Gallery(config.gallery_path)
+        self.gallery = Gallery(config.gallery_path, self.sealer)
         self.gallery.check_embedder(self.pipeline.embedder_sha256)
         self.gallery.check_templates(self.pipeline.embedder.dim)  # the template gate: exit 2 naming the person
         self.policy = AccessPolicy(self.gallery, config.access)

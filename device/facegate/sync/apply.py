@@ -95,18 +95,20 @@ def apply_bundle(gallery: Gallery, bundle: Bundle, embedder_sha256: str,
                            [(pid,) for pid in bundle.deletes] + [(p.id,) for p in bundle.persons])
         try:
             db.executemany(
-                "INSERT INTO persons (id, name, metadata, created_at, updated_at, card_number) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(p.id, p.name, json.dumps(p.metadata), p.created_at, p.updated_at, p.card_number)
-                 for p in bundle.persons],
+                "INSERT INTO persons (id, name, metadata, created_at, updated_at, card_number, card_sealed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(p.id, stored[0], stored[1], p.created_at, p.updated_at, stored[2], stored[3])
+                 for p in bundle.persons
+                 for stored in (gallery.seal_person(p.id, p.name, json.dumps(p.metadata), p.card_number),)],
             )
         except sqlite3.IntegrityError as exc:  # a card number held by a person this delta does not touch
             raise BundleError("apply_failed", f"card numbers conflict with this door's gallery: {exc}",
                               h.version) from None
         db.executemany(
-            "INSERT INTO templates (person_id, embedding, embedder_sha256, quality, source, created_at) "
+            "INSERT INTO templates (person_id, embedding, source, embedder_sha256, quality, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            [(p.id, t.embedding, h.embedder_sha256, json.dumps(t.quality), t.source, t.created_at)
+            [(p.id, *gallery.seal_template(p.id, t.embedding, t.source), h.embedder_sha256, json.dumps(t.quality),
+              t.created_at)
              for p in bundle.persons for t in p.templates],
         )
         db.executemany(

@@ -1,0 +1,306 @@
+"""Encryption at rest (facegate/privacy, docs/privacy.md): a copy of a door's state directory without the key
+names no one; a plain door is sealed in place and survives SIGKILL at every step of it; a wrong key refuses."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from facegate.cli import main
+from facegate.errors import GalleryError
+from facegate.events import Outbox
+from facegate.gallery.store import Gallery, NewTemplate
+from facegate.journal import Journal
+from facegate.privacy.keys import PrivacyKeyError, load_sealer
+from facegate.privacy.seal import Sealer, SealError
+from facegate.service import Service
+from facegate.sync.export import read_persons
+from test_service import (  # the replay scenes and MockFactory helpers of the service tests
+    astro_templates,  # noqa: F401  (fixture)
+    factory,  # noqa: F401  (fixture)
+    make_config,
+    photos,  # noqa: F401  (fixture)
+    write_frames,
+)
+
+CARD = 3_735_928_559  # 0xDEADBEEF: a number whose bytes would stand out in a file
+PEOPLE = [("ada", "Ada Quuxworth", 1_234_567_891), ("bob", "Bartholomew Zyxwert", 2_987_654_321)]
+
+
+def unit(seed: int, dim: int = 128) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim).astype("<f4")
+    return v / np.linalg.norm(v)
+
+
+def needles(names: list[str], cards: list[int], templates: list[bytes]) -> dict[str, bytes]:
+    """What must not be found: each name (as UTF-8, and its longest word), each card number as text and as the
+    big-endian integer SQLite stores, and a 16-byte run from each template."""
+    found: dict[str, bytes] = {}
+    for name in names:
+        found[f"name {name}"] = name.encode()
+        found[f"word of {name}"] = max(name.split(), key=len).encode()
+    for card in cards:
+        found[f"card {card} text"] = str(card).encode()
+        found[f"card {card} int"] = card.to_bytes(4, "big")
+    for i, blob in enumerate(templates):
+        found[f"template {i}"] = blob[32:48]
+    return found
+
+
+def search(folder: Path, what: dict[str, bytes]) -> list[str]:
+    """A ``strings``-style scan: every needle in every byte of every file of ``folder``."""
+    hits = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        hits += [f"{label} in {path.name}" for label, needle in what.items() if needle in data]
+    return hits
+
+
+def sealer(tmp: Path, name: str = "privacy.key") -> Sealer:
+    return load_sealer("file", tmp / name, tmp)
+
+
+# ------------------------------------------------------------------ the proof: a stolen card
+
+
+def test_a_copy_of_a_running_doors_state_without_the_key_names_no_one(tmp_path, photos, astro_templates,  # type: ignore[no-untyped-def]  # noqa: F811
+                                                                       pipeline, factory) -> None:  # noqa: F811
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2), ("astro", 12), ("bg", 25)])
+    config = make_config(tmp_path, frames, None)  # MQTT off: every event (with names) stays in the outbox
+    assert config.privacy.encrypt and config.privacy.key_source == "auto"  # the default
+    config.state_dir.mkdir(parents=True)
+    with Gallery(config.gallery_path) as g:  # enrolled before the feature: the first start seals it in place
+        g.enroll("astro", astro_templates, pipeline.embedder_sha256, name="Eileen Collins", card_number=CARD)
+        for i, (pid, name, card) in enumerate(PEOPLE):
+            g.enroll(pid, [NewTemplate(unit(i, pipeline.embedder.dim), {}, f"{pid}.jpg")],
+                     pipeline.embedder_sha256, name=name, card_number=card, metadata={"note": name})
+    templates = [t.embedding.astype("<f4").tobytes() for t in astro_templates]
+    templates += [unit(i, pipeline.embedder.dim).tobytes() for i in range(len(PEOPLE))]
+    secret = needles(["Eileen Collins"] + [n for _, n, _ in PEOPLE], [CARD] + [c for _, _, c in PEOPLE], templates)
+    assert search(config.state_dir, secret)  # the plain gallery names them all: the scan finds what it seeks
+
+    service = Service(config, pin_factory=factory)
+    assert service.sealer is not None and "same card" in service.sealer.protection  # the weakest: it says so
+    copies: list[Path] = []
+
+    def copy_while_running(event: dict[str, Any]) -> None:  # the door is mid-run: WAL and SHM files are live
+        if event["type"] == "access_granted" or (copies and len(copies) < 2 and event["type"] != "frame"):
+            target = tmp_path / f"stolen{len(copies)}"
+            shutil.copytree(config.state_dir, target, ignore=shutil.ignore_patterns("privacy.key"))
+            copies.append(target)
+
+    service.emitter.add_listener(copy_while_running)
+    assert service.run() == 0
+    final = tmp_path / "stolen-final"
+    shutil.copytree(config.state_dir, final, ignore=shutil.ignore_patterns("privacy.key"))
+    copies.append(final)
+    assert len(copies) >= 2
+    stolen = {p.name for c in copies[:-1] for p in c.iterdir()}
+    assert {"gallery.db", "journal.db", "outbox.db", "gallery.db-wal", "journal.db-wal", "outbox.db-wal",
+            "outbox.db-shm"} <= stolen, stolen
+    for copy in copies:
+        assert search(copy, secret) == [], copy.name
+        assert not (copy / "privacy.key").exists()
+
+    # The same files with the key are the whole door: the grant with its name, the persons, the outbox.
+    with Journal(config.journal_path, readonly=True) as j:
+        granted = j.query(types=["access_granted"], person="eileen COLLINS")  # the name, any case
+        assert [e["person_id"] for e in granted] == ["astro"] and granted[0]["name"] == "Eileen Collins"
+        assert j.count(person="astro") == len(granted)
+    with Gallery(config.gallery_path) as g:
+        assert g.card_number("astro") == CARD and g.names()["bob"] == "Bartholomew Zyxwert"
+    assert any(e.get("name") == "Eileen Collins"
+               for _, e in Outbox(config.state_dir / "outbox.db", 1000).peek(limit=1000))
+    # Without it, the copy does not open: no key file where the copy says the key is.
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(final, moved)
+    os.rename(config.state_dir / "privacy.key", tmp_path / "privacy.key.kept")
+    with pytest.raises(PrivacyKeyError, match="does not exist"):
+        Gallery(moved / "gallery.db")
+
+
+# ------------------------------------------------------------------ values are bound to their place
+
+
+def test_a_sealed_value_moved_to_another_row_or_opened_with_another_key_does_not_open(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    with Gallery(path, sealer(tmp_path)) as g:
+        for i, (pid, name, card) in enumerate(PEOPLE):
+            g.enroll(pid, [NewTemplate(unit(i), {})], "emb", name=name, card_number=card)
+    db = sqlite3.connect(str(path))
+    with db:  # an attacker with write access swaps the names of two persons
+        ada, bob = (db.execute("SELECT name FROM persons WHERE id = ?", (p,)).fetchone()[0] for p in ("ada", "bob"))
+        db.execute("UPDATE persons SET name = ? WHERE id = 'ada'", (bob,))
+    db.close()
+    with Gallery(path) as g, pytest.raises(SealError, match=r"persons\.name"):
+        g.names()
+    other = Sealer(b"\x01" * 32, "file:/nowhere")
+    with pytest.raises(SealError):
+        other.open(ada, "persons.name|ada")
+
+
+def test_a_wrong_key_refuses_to_start_with_exit_78_and_changes_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    key = load_sealer("file", state / "privacy.key", state)
+    with Gallery(state / "gallery.db", key) as g:
+        g.enroll("ada", [NewTemplate(unit(0), {})], "emb", name="Ada Quuxworth", card_number=7)
+    with Journal(state / "journal.db", sealer=key) as j:
+        j.record({"type": "access_granted", "person_id": "ada", "name": "Ada Quuxworth", "event_id": "e1"})
+    before = {p.name: p.read_bytes() for p in state.iterdir() if p.name != "privacy.key"}
+    other = tmp_path / "other.key"
+    other.write_bytes(os.urandom(32))
+    other.chmod(0o600)
+    toml = tmp_path / "door.toml"
+    toml.write_text(f'state_dir = "{state}"\n[privacy]\nkey_source = "file"\nkey_file = "{other}"\n'
+                    '[door]\npin_factory = "mock"\n[mqtt]\nenabled = false\n')
+    err = io.StringIO()
+    assert main(["run", "--config", str(toml)], out=io.StringIO(), err=err) == 78
+    assert "encrypted with another key" in err.getvalue() and "Nothing was changed" in err.getvalue()
+    after = {p.name: p.read_bytes() for p in state.iterdir() if p.name in before}
+    assert after.keys() == before.keys()
+    for name in ("gallery.db", "journal.db"):
+        assert after[name] == before[name], name
+    with Gallery(state / "gallery.db") as g, Journal(state / "journal.db", readonly=True) as j:
+        assert g.names() == {"ada": "Ada Quuxworth"} and g.card_number("ada") == 7
+        assert [e["event_id"] for e in j.query(person="ada")] == ["e1"]
+
+
+# ------------------------------------------------------------------ migration: SIGKILL at every step
+
+_MIGRATE = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from facegate.events import Outbox
+    from facegate.gallery.store import Gallery
+    from facegate.journal import Journal
+    from facegate.privacy.keys import load_sealer
+    kind, path, key, stop = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+    def progress(step):
+        print(step, flush=True)
+        if step == stop:
+            os.kill(os.getpid(), signal.SIGKILL)
+    sealer = load_sealer("file", key, key.parent)
+    opener = {"gallery": lambda: Gallery(path, sealer, progress=progress),
+              "journal": lambda: Journal(path, sealer=sealer, progress=progress),
+              "outbox": lambda: Outbox(path, 1000, sealer=sealer, progress=progress)}[kind]
+    opener().close()
+""")
+
+STEPS = {
+    "gallery": ["begin", "persons", "templates", "marked", "committed", "vacuumed", "checkpointed", "never"],
+    "journal": ["begin", "events", "marked", "committed", "vacuumed", "checkpointed", "never"],
+    "outbox": ["begin", "events", "marked", "committed", "vacuumed", "checkpointed", "never"],
+}
+
+
+def _plain(kind: str, path: Path) -> Any:
+    """A plain file as a door before the feature wrote it, and what reading it back must give."""
+    if kind == "gallery":
+        with Gallery(path) as g:
+            for i in range(30):
+                g.enroll(f"p{i:02d}", [NewTemplate(unit(i), {"q": 0.5}, f"photo of person {i}.jpg"),
+                                       NewTemplate(unit(100 + i), {})], "emb", name=f"Person Number{i:02d}",
+                         metadata={"i": i}, card_number=50_000 + i)
+            g.remove("p29")  # a tombstone in the change log, which must survive the sealing
+        return _gallery_state
+    if kind == "journal":
+        with Journal(path) as j:
+            j.record_many([{"type": "access_granted", "person_id": f"p{i % 7}", "name": f"Person Number{i % 7:02d}",
+                            "event_id": f"e{i}", "ts": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}Z"}
+                           for i in range(300)])
+        return _journal_state
+    with Outbox(path, 1000) as box:
+        for i in range(40):
+            box.append({"type": "access_granted", "name": f"Person Number{i:02d}", "event_id": f"e{i}"})
+        box.ack_many(range(1, 11))
+        box.next_seq()
+    return _outbox_state
+
+
+def _gallery_state(path: Path, s: Sealer | None) -> Any:
+    with Gallery(path, s) as g:
+        assert g.template_problems(None) == {}
+        with g.snapshot() as db:
+            changes = db.execute("SELECT * FROM sync_changes ORDER BY person_id").fetchall()
+            return g.persons(), read_persons(db, gallery=g), g.version, g.revision, changes
+
+
+def _journal_state(path: Path, s: Sealer | None) -> Any:
+    with Journal(path, sealer=s) as j:
+        return j.query(limit=None), j.count(person="Person Number03"), j.count(person="p3")
+
+
+def _outbox_state(path: Path, s: Sealer | None) -> Any:
+    with Outbox(path, 1000, sealer=s) as box:
+        return box.peek(limit=1000), box.next_seq()
+
+
+@pytest.mark.parametrize("kind", ["gallery", "journal", "outbox"])
+def test_sealing_in_place_survives_sigkill_at_every_step_with_nothing_lost(tmp_path: Path, kind: str) -> None:
+    original = tmp_path / f"{kind}.db"
+    state_of = _plain(kind, original)
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(original, work / "reference.db")
+    expected = state_of(work / "reference.db", None)
+    key = tmp_path / "keys" / "privacy.key"
+    s = load_sealer("file", key, tmp_path / "keys")
+    for stop in STEPS[kind]:
+        folder = tmp_path / f"run-{stop}"
+        folder.mkdir()
+        path = folder / f"{kind}.db"
+        shutil.copy(original, path)
+        run = subprocess.run([sys.executable, "-c", _MIGRATE, kind, str(path), str(key), stop],
+                             capture_output=True, text=True, timeout=120)
+        steps = run.stdout.split()
+        if stop == "never":
+            assert run.returncode == 0, run.stderr
+            assert steps == STEPS[kind][:-1]  # every step was reached, so every kill above was real
+        else:
+            assert run.returncode == -signal.SIGKILL and steps[-1] == stop, (stop, run.stdout, run.stderr)
+        # The next start finishes the job: the data is all there, sealed, and no plain copy is left.
+        got = state_of(path, s)
+        assert got == expected, stop  # persons, templates, change log, versions; events; the outbox's counter
+        assert search(folder, {"name": b"Person Number", "template": unit(5).tobytes()[32:48]}) == [], stop
+        with pytest.raises(PrivacyKeyError, match="another key"):
+            state_of(path, Sealer(b"\x02" * 32, "file:/other"))
+
+
+# ------------------------------------------------------------------ the admin's plain copy
+
+
+def test_gallery_decrypt_writes_a_plain_copy_that_opens_without_a_key(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    with Gallery(path, sealer(tmp_path)) as g:
+        g.enroll("ada", [NewTemplate(unit(0), {}, "ada.jpg")], "emb", name="Ada Quuxworth", card_number=9,
+                 metadata={"team": "night"})
+        before = g.persons()
+    out = tmp_path / "plain.db"
+    res = io.StringIO()
+    assert main(["gallery", "decrypt", "--gallery", str(path), "--out", str(out)], out=res, err=io.StringIO()) == 0
+    assert json.loads(res.getvalue())["persons"] == 1
+    (tmp_path / "privacy.key").unlink()  # the plain copy needs no key
+    assert b"Ada Quuxworth" in out.read_bytes()
+    with Gallery(out) as plain:
+        assert plain.sealer is None and plain.persons() == before
+        with plain.snapshot() as db:
+            assert read_persons(db)[0].templates[0].embedding == unit(0).tobytes()
+    with pytest.raises(PrivacyKeyError):
+        Gallery(path)
+    assert main(["gallery", "decrypt", "--gallery", str(path), "--out", str(tmp_path / "x.db")],
+                out=io.StringIO(), err=io.StringIO()) == 78
+    with pytest.raises(GalleryError, match="exists"):
+        from facegate.privacy.decrypt import decrypt_gallery
+        decrypt_gallery(Gallery(out), out)
