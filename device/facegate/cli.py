@@ -33,7 +33,7 @@ from facegate.journal.cli import (
 )
 from facegate.models import Manifest
 from facegate.panel.cli import add_gallery_card_command, card_number_arg
-from facegate.privacy.cli import add_gallery_privacy_commands
+from facegate.privacy.cli import add_consent_options, add_gallery_privacy_commands, consent_arg
 from facegate.recognition.calibration import FairCalibration
 from facegate.runtime import without_delegate_notice
 from facegate.sync.cli import add_gallery_sync_commands
@@ -158,7 +158,7 @@ def cmd_enroll(args: argparse.Namespace, io: Output) -> int:
     metadata = json.loads(args.metadata) if args.metadata else None
     with Gallery(args.gallery) as gallery:
         added = gallery.enroll(args.id, templates, pipeline.embedder_sha256, name=args.name, metadata=metadata,
-                               card_number=args.card_number, dim=pipeline.embedder.dim)
+                               card_number=args.card_number, dim=pipeline.embedder.dim, consent=consent_arg(args))
         version = gallery.version
     io.result({"person_id": args.id, "accepted": accepted, "rejected": rejected, "templates_added": added,
                "gallery_version": version})
@@ -334,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--card-number", type=card_number_arg, default=None,
                    help="credential sent to an access panel (OSDP / Wiegand) when this person is recognised")
     p.add_argument("--largest", action="store_true", help="accept photos with several faces, using the largest")
+    add_consent_options(p)  # --consent-how, --consent-notice, --consent-at (docs/privacy.md)
     p.add_argument("--update", action="store_true",
                    help="the --id is already enrolled: add these photos to them (refused without this flag)")
     bulk = p.add_mutually_exclusive_group()

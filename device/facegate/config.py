@@ -287,6 +287,10 @@ class PrivacyConfig(Section):
     # Where the key lives; "auto" takes the strongest available: systemd-creds, rpi-otp, file.
     key_source: Literal["auto", "systemd-creds", "rpi-otp", "file"] = "auto"
     key_file: Path = Path("privacy.key")  # for "file" (and "auto"'s last resort); relative paths under state_dir
+    require_consent: bool = False  # refuse enrolment (CLI, console, bulk, bundles) of a person without consent
+    # Remove people this many days after their valid_until (None: never), with their journal rows if set below.
+    retention_days_after_validity: float | None = Field(None, gt=0)
+    retention_purge_journal: bool = True
 
 
 def _fits_format(fmt: str, facility_code: int) -> None:

@@ -42,6 +42,7 @@ from facegate.models import Manifest
 from facegate.panel.build import build_outputs
 from facegate.panel.output import wants
 from facegate.privacy.keys import sealer_for
+from facegate.privacy.retention import Retention
 from facegate.private_files import private_dir
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
@@ -201,7 +202,10 @@ class Service:
         self.gallery = Gallery(config.gallery_path, self.sealer)
         self.gallery.check_embedder(self.pipeline.embedder_sha256)
         self.gallery.check_templates(self.pipeline.embedder.dim)  # the template gate: exit 2 naming the person
+        self.gallery.set_require_consent(config.privacy.require_consent)  # every writer enforces it (privacy)
         self.policy = AccessPolicy(self.gallery, config.access)
+        self.retention = Retention(config.privacy.retention_days_after_validity,
+                                   config.privacy.retention_purge_journal)  # docs/privacy.md: person_expired
         self._index_revision = self.gallery.revision  # read before the build: never newer than the index
         self.index: EmbeddingIndex = self.gallery.build_index(self.calibration)
         self._names = self.gallery.names()
@@ -556,6 +560,9 @@ class Service:
                 if time.monotonic() >= next_gallery_check:
                     next_gallery_check = time.monotonic() + GALLERY_CHECK_SECONDS
                     try:
+                        if self.retention.due():
+                            self.retention.run(self.gallery, self.journal.journal if self.journal else None,
+                                               self.emitter.emit, self._db_lock)
                         self.reload_gallery_if_changed()
                     except Exception:
                         log.exception("could not reload the gallery; keeping the one in memory")

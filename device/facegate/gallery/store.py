@@ -21,6 +21,7 @@ from facegate.errors import GalleryError
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.schema import POLICY_SCHEMA
 from facegate.gallery.templates import check_template, template_problems
+from facegate.privacy.consent import check_consent, consent_of
 from facegate.privacy.seal import OVERHEAD_BYTES, Sealer
 from facegate.privacy.store import Progress, bind, mark_sealed, scrub
 from facegate.private_files import private_sqlite
@@ -339,6 +340,25 @@ class Gallery:
         return int(self._meta("revision") or 0)
 
     @property
+    def require_consent(self) -> bool:
+        """``[privacy] require_consent`` as the service last recorded it here: every writer (CLI, console, bulk,
+        bundles) then refuses a person without consent, whether or not it has read the config."""
+        return self._meta("require_consent") == "1"
+
+    def set_require_consent(self, required: bool) -> None:
+        """Record the requirement (no version bump: nothing a door holds changes)."""
+        self._db.execute("INSERT INTO meta VALUES ('require_consent', ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value = excluded.value", ("1" if required else "0",))
+
+    def _check_consent_locked(self, db: sqlite3.Connection, person_id: str) -> None:
+        row = db.execute("SELECT metadata FROM persons WHERE id = ?", (person_id,)).fetchone()
+        meta = json.loads(self.open_person(person_id, None, row[0], None, None)[1]) if row else {}
+        if consent_of(meta) is None:
+            raise GalleryError(f"person '{person_id}': no consent recorded, and [privacy] require_consent = true "
+                               f"for gallery {self.path}; give it (facegate enroll --consent-how HOW "
+                               "--consent-notice VERSION, or the console's consent fields); nothing was enrolled")
+
+    @property
     def embedder_sha256(self) -> str | None:
         return self._meta("embedder_sha256")
 
@@ -398,13 +418,16 @@ class Gallery:
         card_number: int | None = None,
         *,
         dim: int | None = None,
+        consent: dict[str, Any] | None = None,
     ) -> int:
         """Create or update the person and add templates, all in one transaction; returns templates added.
 
         ``card_number`` None keeps the person's current card number (see :meth:`set_card_number`).
         Every template passes the template gate (:mod:`facegate.gallery.templates`) for ``dim``, the
         embedder's dimension; without it, for the dimension this gallery already holds (or, in an empty one,
-        the first template's). Callers holding the embedder pass ``dim``; it is then recorded."""
+        the first template's). Callers holding the embedder pass ``dim``; it is then recorded.
+        ``consent`` (facegate.privacy.consent) is stored as ``metadata["consent"]``, the rest of the metadata kept;
+        with :attr:`require_consent` a person left without a valid consent is refused (nothing changes)."""
         if not person_id:
             raise GalleryError("person id must not be empty")
         if card_number is not None:
@@ -419,6 +442,12 @@ class Gallery:
             dim = int(np.asarray(items[0].embedding).size)
         vectors = [check_template(t.embedding, dim, person_id, where=f"the template from {t.source or 'input'}")
                    for t in items]
+        if consent is not None:
+            consent = check_consent(consent)
+            if metadata is None:
+                current = self.person(person_id)
+                metadata = dict(current["metadata"]) if current else {}
+            metadata = {**metadata, "consent": consent}
         now = time.time()
         with self.transaction() as db:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('embedder_sha256', ?)", (embedder_sha256,))
@@ -443,6 +472,8 @@ class Gallery:
                     for stored in (self.seal_template(person_id, v.tobytes(), t.source),)
                 ],
             )
+            if self.require_consent:
+                self._check_consent_locked(db, person_id)
         return len(items)
 
     def set_card_number(self, person_id: str, card_number: int | None) -> None:

@@ -30,6 +30,7 @@ __all__ = ["CREDENTIAL_NAME", "KeySource", "PrivacyKeyError", "describe", "load_
 
 KeySource = Literal["auto", "systemd-creds", "rpi-otp", "file"]
 CREDENTIAL_NAME = "facegate-key"
+CREDSTORE = Path("/etc/credstore.encrypted") / CREDENTIAL_NAME  # where deploy/install-pi.sh puts it
 OTP_TOOL = "rpi-otp-private-key"
 BOUND = "bound to this board"
 SAME_CARD = "key on the same card: a stolen card is readable"
@@ -53,17 +54,29 @@ def _from_bytes(raw: bytes) -> bytes:
     return raw if len(raw) == 32 else hashlib.sha256(raw).digest()
 
 
-def _systemd_creds() -> Sealer | None:
-    directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not directory:
-        return None
-    path = Path(directory) / CREDENTIAL_NAME
-    if not path.is_file():
+def _credstore_key() -> bytes | None:
+    """The credential decrypted by ``systemd-creds`` itself: how root (an admin's ``sudo facegate ...``) opens
+    what the service sealed, outside the service's ``$CREDENTIALS_DIRECTORY``."""
+    tool = shutil.which("systemd-creds")
+    if tool is None or not CREDSTORE.is_file():
         return None
     try:
-        key = _from_bytes(path.read_bytes())
+        out = subprocess.run([tool, f"--name={CREDENTIAL_NAME}", "decrypt", str(CREDSTORE), "-"],
+                             capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return _from_bytes(out.stdout) if out.returncode == 0 and out.stdout else None
+
+
+def _systemd_creds() -> Sealer | None:
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(directory or "/nonexistent") / CREDENTIAL_NAME
+    try:
+        key = _from_bytes(path.read_bytes()) if directory and path.is_file() else _credstore_key()
     except OSError as exc:
         raise PrivacyKeyError(f"cannot read the systemd credential {path}: {exc}") from None
+    if key is None:
+        return None
     tpm = Path("/dev/tpmrm0").exists() or Path("/dev/tpm0").exists()
     protection = (f"{BOUND} (systemd credential sealed with the TPM2)" if tpm else
                   "systemd credential sealed with the host key in /var/lib/systemd: on the same card, a stolen "

@@ -26,6 +26,7 @@ from typing import Protocol
 from facegate.errors import FacegateError
 from facegate.gallery.store import Gallery
 from facegate.gallery.templates import TemplateError, check_blob
+from facegate.privacy.consent import consent_of
 from facegate.sync.bundle import Bundle, BundleError, verify_bundle
 from facegate.sync.keys import public_keys_by_id
 
@@ -79,6 +80,11 @@ def apply_bundle(gallery: Gallery, bundle: Bundle, embedder_sha256: str,
                           f"this door runs {embedder_sha256[:12]}…", h.version)
     dim = embedder_dim if embedder_dim is not None else (gallery.embedder_dim or h.dim or None)
     check_bundle_templates(bundle, dim)
+    if gallery.require_consent:  # [privacy] require_consent: a bundle cannot bring in someone without it
+        missing = [p.id for p in bundle.persons if consent_of(p.metadata) is None]
+        if missing:
+            raise BundleError("apply_failed", f"[privacy] require_consent = true, and {len(missing)} person(s) "
+                              f"carry no consent in their metadata (first: {missing[0]})", h.version)
     now = time.time()
     with gallery.transaction(set_version=h.version) as db:
         current = int((db.execute("SELECT value FROM meta WHERE key = 'sync_version'").fetchone() or [0])[0])
