@@ -311,7 +311,7 @@ def test_gallery_decrypt_writes_a_plain_copy_that_opens_without_a_key(tmp_path: 
 # ------------------------------------------------------------------ consent, subject access, retention
 
 
-def test_require_consent_refuses_enrolment_without_it_in_cli_bulk_and_bundles(tmp_path: Path) -> None:
+def test_require_consent_refuses_enrolment_without_it_in_cli_bulk_and_bundles(tmp_path: Path, pipeline: Any) -> None:
     from facegate.enrolment.bulk import enrol_photos
     from facegate.sync.apply import apply_bundle
     from facegate.sync.bundle import BundleError, verify_bundle
@@ -332,7 +332,7 @@ def test_require_consent_refuses_enrolment_without_it_in_cli_bulk_and_bundles(tm
                                                           "notice_version": "v3"}
         g.enroll("ada", [NewTemplate(unit(1), {})], EMB)  # more photos later: the consent stays
         with pytest.raises(GalleryError, match="requires consent"):  # bulk: refused before any work
-            enrol_photos(None, g, [])  # type: ignore[arg-type]
+            enrol_photos(pipeline, g, [])
 
         # a bundle from an admin gallery without consent is refused as a whole
         admin = tmp_path / "admin.db"
@@ -420,3 +420,22 @@ def test_retention_removes_people_long_past_their_validity_with_journal_rows_and
                                           "templates_removed": 1, "events_purged": 1,
                                           "retention_days_after_validity": 30})]
     assert Retention(None, True).run(Gallery(path), None, lambda *a, **k: None) == []  # off: nothing happens
+
+
+def test_a_damaged_sealed_outbox_still_gives_back_its_events(tmp_path, photos, factory) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    import test_service
+    from test_faults import damage, old_outbox, run_service
+
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 3)])
+    config = make_config(tmp_path, frames, None)
+    box = config.state_dir / "outbox.db"
+    old = old_outbox(box, 400)
+    Outbox(box, 100_000, sealer=load_sealer("file", config.state_dir / "privacy.key", config.state_dir)).close()
+    assert b"old-0001" not in box.read_bytes()  # sealed before the damage
+    damage(box, "truncated")
+    run_service(config, factory)
+    rows = test_service.outbox_rows(config)
+    notice = next(e for e in rows if e["type"] == "outbox_quarantined")
+    recovered = [e for e in rows if str(e["event_id"]).startswith("old-")]
+    assert 0 < len(recovered) == notice["recovered"] < len(old)
+    assert recovered == [e for e in old if e["event_id"] in {r["event_id"] for r in recovered}]

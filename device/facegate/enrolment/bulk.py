@@ -67,10 +67,10 @@ def enrol_photos(
 
     ``consent`` (facegate.privacy.consent) is recorded for every person of the batch; a gallery that requires
     consent refuses a batch without it before any work."""
-    gallery.check_embedder(pipeline.embedder_sha256)  # before the work, not after it
     if gallery.require_consent and consent is None:
         raise GalleryError(f"gallery {gallery.path} requires consent ([privacy] require_consent = true): give "
                            "the batch's consent (--consent-how HOW --consent-notice VERSION); nothing was enrolled")
+    gallery.check_embedder(pipeline.embedder_sha256)  # before the work, not after it
     people = people or {}
     result = BulkResult()
     templates: dict[str, list[NewTemplate]] = {}
