@@ -172,6 +172,7 @@ def test_a_wrong_key_refuses_to_start_with_exit_78_and_changes_nothing(tmp_path:
     assert "encrypted with another key" in err.getvalue() and "Nothing was changed" in err.getvalue()
     after = {p.name: p.read_bytes() for p in state.iterdir() if p.name in before}
     assert after.keys() == before.keys()
+    assert not (state / "outbox.db").exists()  # refused before any file was made or sealed with the wrong key
     for name in ("gallery.db", "journal.db"):
         assert after[name] == before[name], name
     with Gallery(state / "gallery.db") as g, Journal(state / "journal.db", readonly=True) as j:

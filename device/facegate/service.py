@@ -43,6 +43,7 @@ from facegate.panel.build import build_outputs
 from facegate.panel.output import wants
 from facegate.privacy.keys import sealer_for
 from facegate.privacy.retention import Retention
+from facegate.privacy.store import check_files
 from facegate.private_files import private_dir
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import Decision, DecisionEngine, Observation
@@ -171,6 +172,7 @@ class Service:
         self._db_lock = threading.Lock()
         # Encryption at rest (facegate/privacy, docs/privacy.md): a missing or wrong key stops the start (exit 78).
         self.sealer = sealer_for(config)
+        check_files([config.state_dir / "outbox.db", config.journal_path, config.gallery_path], self.sealer)
 
         # Damaged files found at start (issue 13, facegate/recovery.py): the outbox is quarantined and its readable
         # events carried over, reported as outbox_quarantined; a damaged gallery stops the start with what to do.

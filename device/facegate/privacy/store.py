@@ -16,7 +16,7 @@ from pathlib import Path
 from facegate.privacy.keys import PrivacyKeyError, sealer_from_locator
 from facegate.privacy.seal import Sealer
 
-__all__ = ["Progress", "bind", "mark_sealed", "recorded", "scrub"]
+__all__ = ["Progress", "bind", "check_files", "mark_sealed", "recorded", "scrub"]
 
 #: Told the name of each migration step as it is reached (logging; the crash tests kill the process there).
 Progress = Callable[[str], None]
@@ -74,3 +74,26 @@ def scrub(db: sqlite3.Connection, progress: Progress | None = None) -> bool:
         progress("checkpointed")
     db.execute("INSERT OR REPLACE INTO privacy (key, value) VALUES ('scrubbed', '1')")
     return True
+
+
+def check_files(paths: list[Path], sealer: Sealer | None) -> None:
+    """Refuse (before any file is touched) when one of ``paths`` is sealed with another key than ``sealer``'s:
+    otherwise a plain file opened first would be sealed with the wrong key before a later one refuses."""
+    if sealer is None:
+        return
+    for path in paths:
+        if not Path(path).is_file():
+            continue
+        try:
+            db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                marker = recorded(db)
+            finally:
+                db.close()
+        except sqlite3.Error:
+            continue  # unreadable: the file's own open reports it (quarantine, recovery)
+        if "key_id" in marker and marker["key_id"] != sealer.key_id:
+            raise PrivacyKeyError(
+                f"{path} is encrypted with another key (key id {marker['key_id']}, from {marker.get('locator')}); "
+                f"the key from {sealer.locator} has id {sealer.key_id}. Nothing was changed. Restore the right key, "
+                "or see docs/privacy.md (lost key)")
