@@ -440,3 +440,60 @@ def test_a_damaged_sealed_outbox_still_gives_back_its_events(tmp_path, photos, f
     recovered = [e for e in rows if str(e["event_id"]).startswith("old-")]
     assert 0 < len(recovered) == notice["recovered"] < len(old)
     assert recovered == [e for e in old if e["event_id"] in {r["event_id"] for r in recovered}]
+
+
+# ------------------------------------------------------------------ key sources and what doctor says
+
+
+def test_key_sources_and_the_protection_doctor_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facegate.config import parse_config
+    from facegate.doctor import check_privacy
+
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    config = parse_config({"state_dir": str(state)})
+    check = check_privacy(config)  # before the first start: no key yet
+    assert not check.ok and "does not exist" in check.detail
+    auto = load_sealer("auto", Path("privacy.key"), state)  # no credential, no OTP here: the key file, made 0600
+    assert auto.locator == f"file:{state / 'privacy.key'}" and (state / "privacy.key").stat().st_mode & 0o777 == 0o600
+    check = check_privacy(config)
+    assert not check.ok and "key on the same card: a stolen card is readable" in check.detail and check.fix
+    assert "not encrypted" in check_privacy(parse_config({"state_dir": str(state),
+                                                          "privacy": {"encrypt": False}})).detail
+
+    # A key file on other media (a tmpfs here) is reported as such.
+    if Path("/dev/shm").is_dir() and Path("/dev/shm").stat().st_dev != state.stat().st_dev:
+        other = Path("/dev/shm") / f"facegate-test-{os.getpid()}.key"
+        try:
+            s = load_sealer("file", other, state)
+            assert "other media" in s.protection and "same card" not in s.protection
+        finally:
+            other.unlink(missing_ok=True)
+
+    # A key file others can read is refused, naming the fix.
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(os.urandom(32))
+    loose.chmod(0o644)
+    with pytest.raises(PrivacyKeyError, match="chmod 600"):
+        load_sealer("file", loose, state)
+
+    # systemd's LoadCredentialEncrypted= hands the service a directory with the decrypted credential: auto
+    # prefers it; without a TPM2 the protection is said to be the host key's, on the same card.
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "facegate-key").write_bytes(os.urandom(32))
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    cred = load_sealer("auto", Path("privacy.key"), state)
+    assert cred.locator == "systemd-creds:facegate-key" and cred.key_id != auto.key_id
+    tpm = Path("/dev/tpmrm0").exists() or Path("/dev/tpm0").exists()
+    assert ("bound to this board" in cred.protection) == tpm
+    with Gallery(state / "gallery.db", cred) as g:
+        g.enroll("ada", [NewTemplate(unit(0), {})], "emb", name="Ada Quuxworth")
+    with Gallery(state / "gallery.db") as g:  # found through the credential the file names
+        assert g.names() == {"ada": "Ada Quuxworth"}
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    with pytest.raises(PrivacyKeyError, match="systemd-creds:facegate-key"):
+        Gallery(state / "gallery.db")
+    with pytest.raises(PrivacyKeyError, match="systemd-creds"):
+        load_sealer("systemd-creds", Path("privacy.key"), state)

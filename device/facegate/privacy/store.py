@@ -64,7 +64,10 @@ def scrub(db: sqlite3.Connection, progress: Progress | None = None) -> bool:
     """
     if "key_id" not in (marker := recorded(db)) or marker.get("scrubbed") == "1":
         return True
-    db.execute("VACUUM")
+    try:
+        db.execute("VACUUM")
+    except sqlite3.OperationalError:  # another process holds the file (busy): the next open tries again
+        return False
     if progress:
         progress("vacuumed")
     row = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
