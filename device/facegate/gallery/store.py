@@ -207,15 +207,23 @@ class Gallery:
             log = db.execute("SELECT person_id, version, deleted FROM sync_changes").fetchall()
             if progress:
                 progress("begin")
-            rows = db.execute("SELECT id, name, metadata, card_number FROM persons").fetchall()
-            db.executemany(
-                "UPDATE persons SET name = ?, metadata = ?, card_number = ?, card_sealed = ? WHERE id = ?",
-                [(*self._seal_person_row(pid, name, meta, card), pid) for pid, name, meta, card in rows])
+            # In chunks by key (never a cursor over rows being rewritten): a 10k gallery's rows never all in memory.
+            last: str = ""
+            while rows := db.execute("SELECT id, name, metadata, card_number FROM persons WHERE id > ? ORDER BY id "
+                                     "LIMIT 1000", (last,)).fetchall():
+                db.executemany(
+                    "UPDATE persons SET name = ?, metadata = ?, card_number = ?, card_sealed = ? WHERE id = ?",
+                    [(*self._seal_person_row(pid, name, meta, card), pid) for pid, name, meta, card in rows])
+                last = rows[-1][0]
             if progress:
                 progress("persons")
-            rows = db.execute("SELECT id, person_id, embedding, source FROM templates").fetchall()
-            db.executemany("UPDATE templates SET embedding = ?, source = ? WHERE id = ?",
-                           [(*self.seal_template(pid, bytes(blob), source), tid) for tid, pid, blob, source in rows])
+            top = 0
+            while rows := db.execute("SELECT id, person_id, embedding, source FROM templates WHERE id > ? ORDER BY id "
+                                     "LIMIT 1000", (top,)).fetchall():
+                db.executemany("UPDATE templates SET embedding = ?, source = ? WHERE id = ?",
+                               [(*self.seal_template(pid, bytes(blob), source), tid)
+                                for tid, pid, blob, source in rows])
+                top = rows[-1][0]
             if progress:
                 progress("templates")
             db.execute("DELETE FROM sync_changes")

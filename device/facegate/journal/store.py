@@ -210,10 +210,12 @@ class Journal:
         try:
             if progress:
                 progress("begin")
-            cur = db.execute("SELECT id, ts_ms, event FROM events")
-            while batch := cur.fetchmany(5000):
+            top = 0  # in chunks by id, never a cursor over rows being rewritten
+            while batch := db.execute("SELECT id, ts_ms, event FROM events WHERE id > ? ORDER BY id LIMIT 5000",
+                                      (top,)).fetchall():
                 updates = [(*self._row(json.loads(text), ts, text)[2:], rowid) for rowid, ts, text in batch]
                 db.executemany("UPDATE events SET person_id = ?, name = ?, event = ? WHERE id = ?", updates)
+                top = batch[-1][0]
             if progress:
                 progress("events")
             assert self.sealer is not None
