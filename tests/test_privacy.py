@@ -497,3 +497,39 @@ def test_key_sources_and_the_protection_doctor_reports(tmp_path: Path, monkeypat
         Gallery(state / "gallery.db")
     with pytest.raises(PrivacyKeyError, match="systemd-creds"):
         load_sealer("systemd-creds", Path("privacy.key"), state)
+
+
+@pytest.mark.parametrize("synchronised", [True, False])
+def test_the_running_door_expires_people_and_records_the_consent_requirement(tmp_path, photos, factory,  # type: ignore[no-untyped-def]  # noqa: F811
+                                                                          astro_templates, pipeline,  # noqa: F811
+                                                                          synchronised) -> None:
+    from facegate.access.policy import AccessPolicy
+    from facegate.clock import ClockProbe, KernelSync, SystemClock
+
+    # The wall clock as a door sees it with (or without, e.g. a Pi without RTC before NTP) a synchronised kernel.
+    probe = ClockProbe(kernel=lambda: KernelSync(synchronised, f"kernel: synchronised={synchronised}"),
+                       timesync_flag=tmp_path / "run" / "synchronized", rtc_root=tmp_path / "no-rtc")
+
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 120)])  # 4 s at 30 fps: past the first check
+    config = make_config(tmp_path, frames, None, privacy={"retention_days_after_validity": 30,
+                                                          "require_consent": True})
+    config.state_dir.mkdir(parents=True)
+    consent = {"at": "2020-01-01T00:00:00Z", "how": "form", "notice_version": "v1"}
+    with Gallery(config.gallery_path) as g:
+        g.enroll("astro", astro_templates, pipeline.embedder_sha256, name="Eileen Collins", consent=consent)
+        g.enroll("left", [NewTemplate(unit(9, pipeline.embedder.dim), {})], pipeline.embedder_sha256,
+                 name="Long Gone", consent=consent)
+        with AccessPolicy(g) as policy:
+            policy.set_person("left", valid_until="2020-06-30T00:00:00Z")
+            policy.set_person("astro", valid_until="2999-01-01T00:00:00Z")
+    service = Service(config, pin_factory=factory, clock=SystemClock(probe))
+    assert service.gallery.require_consent  # every other writer of this gallery now refuses without consent
+    assert service.run() == 0
+    events = [e for _, e in Outbox(config.state_dir / "outbox.db", 1000).peek(limit=1000)]
+    expired = [e for e in events if e["type"] == "person_expired"]
+    # An untrusted clock (it could be years ahead) never deletes anyone: retention waits for a trusted one.
+    assert [(e["person_id"], e["templates_removed"]) for e in expired] == ([("left", 1)] if synchronised else [])
+    with Gallery(config.gallery_path) as g:
+        assert sorted(g.names()) == (["astro"] if synchronised else ["astro", "left"]) and g.require_consent
+        with pytest.raises(GalleryError, match="no consent"):
+            g.enroll("new", [NewTemplate(unit(3, pipeline.embedder.dim), {})], pipeline.embedder_sha256)

@@ -206,8 +206,9 @@ class Service:
         self.gallery.check_templates(self.pipeline.embedder.dim)  # the template gate: exit 2 naming the person
         self.gallery.set_require_consent(config.privacy.require_consent)  # every writer enforces it (privacy)
         self.policy = AccessPolicy(self.gallery, config.access)
-        self.retention = Retention(config.privacy.retention_days_after_validity,
-                                   config.privacy.retention_purge_journal)  # docs/privacy.md: person_expired
+        # Judged on the service's clock, and only while it is trusted: a clock far in the future must not delete.
+        self.retention = Retention(config.privacy.retention_days_after_validity, config.privacy.retention_purge_journal,
+                                   clock=lambda: datetime.fromtimestamp(self.clock.time(), UTC))
         self._index_revision = self.gallery.revision  # read before the build: never newer than the index
         self.index: EmbeddingIndex = self.gallery.build_index(self.calibration)
         self._names = self.gallery.names()
@@ -562,7 +563,7 @@ class Service:
                 if time.monotonic() >= next_gallery_check:
                     next_gallery_check = time.monotonic() + GALLERY_CHECK_SECONDS
                     try:
-                        if self.retention.due():
+                        if self.retention.due() and self.clock.state().trusted:
                             self.retention.run(self.gallery, self.journal.journal if self.journal else None,
                                                self.emitter.emit, self._db_lock)
                         self.reload_gallery_if_changed()
