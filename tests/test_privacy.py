@@ -4,6 +4,7 @@ names no one; a plain door is sealed in place and survives SIGKILL at every step
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -533,3 +534,35 @@ def test_the_running_door_expires_people_and_records_the_consent_requirement(tmp
         assert sorted(g.names()) == (["astro"] if synchronised else ["astro", "left"]) and g.require_consent
         with pytest.raises(GalleryError, match="no consent"):
             g.enroll("new", [NewTemplate(unit(3, pipeline.embedder.dim), {})], pipeline.embedder_sha256)
+
+
+def test_a_door_sealing_its_files_asks_systemd_for_more_start_time(tmp_path, photos, factory, monkeypatch,  # type: ignore[no-untyped-def]  # noqa: F811
+                                                                   astro_templates, pipeline) -> None:  # noqa: F811
+    import socket
+
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2)])
+    config = make_config(tmp_path, frames, None)
+    config.state_dir.mkdir(parents=True)
+    with Gallery(config.gallery_path) as g:
+        g.enroll("astro", astro_templates, pipeline.embedder_sha256, name="Eileen Collins")
+    address = str(tmp_path / "notify.sock")  # what systemd hands a Type=notify service
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    try:
+        assert Service(config, pin_factory=factory).run() == 0
+        messages = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                messages.append(sock.recv(4096).decode())
+                sock.settimeout(0.2)
+        assert messages[0] == "EXTEND_TIMEOUT_USEC=1800000000"  # before the sealing, before READY
+        assert any(m.startswith("READY=1") for m in messages[1:])
+        monkeypatch.setenv("NOTIFY_SOCKET", address)
+        sock.settimeout(5)
+        assert Service(config, pin_factory=factory).run() == 0  # already sealed: no extension asked
+        first = sock.recv(4096).decode()
+        assert not first.startswith("EXTEND_TIMEOUT_USEC")
+    finally:
+        sock.close()

@@ -68,6 +68,7 @@ STATUS_INTERVAL_SECONDS = 60.0
 # How often the frame loop looks for gallery changes made outside the service (facegate enroll / gallery
 # remove on the device): a removed person must stop matching within seconds, not at the next restart.
 GALLERY_CHECK_SECONDS = 2.0
+SEALING_TIMEOUT_SECONDS = 1800  # the start may take this long while plain files are encrypted (docs/privacy.md)
 
 
 def process_age_seconds() -> float:
@@ -172,7 +173,9 @@ class Service:
         self._db_lock = threading.Lock()
         # Encryption at rest (facegate/privacy, docs/privacy.md): a missing or wrong key stops the start (exit 78).
         self.sealer = sealer_for(config)
-        check_files([config.state_dir / "outbox.db", config.journal_path, config.gallery_path], self.sealer)
+        if check_files([config.state_dir / "outbox.db", config.journal_path, config.gallery_path], self.sealer):
+            # Sealed in place now: a full journal takes minutes on a Pi; systemd's start timeout must not kill it.
+            self.notifier.notify(f"EXTEND_TIMEOUT_USEC={SEALING_TIMEOUT_SECONDS * 1_000_000}")
 
         # Damaged files found at start (issue 13, facegate/recovery.py): the outbox is quarantined and its readable
         # events carried over, reported as outbox_quarantined; a damaged gallery stops the start with what to do.

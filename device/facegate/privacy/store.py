@@ -79,11 +79,14 @@ def scrub(db: sqlite3.Connection, progress: Progress | None = None) -> bool:
     return True
 
 
-def check_files(paths: list[Path], sealer: Sealer | None) -> None:
+def check_files(paths: list[Path], sealer: Sealer | None) -> list[Path]:
     """Refuse (before any file is touched) when one of ``paths`` is sealed with another key than ``sealer``'s:
-    otherwise a plain file opened first would be sealed with the wrong key before a later one refuses."""
+    otherwise a plain file opened first would be sealed with the wrong key before a later one refuses.
+
+    Returns the plain files the sealer will seal in place when they are opened."""
+    plain: list[Path] = []
     if sealer is None:
-        return
+        return plain
     for path in paths:
         if not Path(path).is_file():
             continue
@@ -95,8 +98,11 @@ def check_files(paths: list[Path], sealer: Sealer | None) -> None:
                 db.close()
         except sqlite3.Error:
             continue  # unreadable: the file's own open reports it (quarantine, recovery)
-        if "key_id" in marker and marker["key_id"] != sealer.key_id:
+        if "key_id" not in marker:
+            plain.append(Path(path))
+        elif marker["key_id"] != sealer.key_id:
             raise PrivacyKeyError(
                 f"{path} is encrypted with another key (key id {marker['key_id']}, from {marker.get('locator')}); "
                 f"the key from {sealer.locator} has id {sealer.key_id}. Nothing was changed. Restore the right key, "
                 "or see docs/privacy.md (lost key)")
+    return plain
