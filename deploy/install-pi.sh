@@ -73,6 +73,21 @@ if [ "$WIEGAND" = yes ] || [ -f "$DROPIN" ]; then
 elif grep -q '^\[wiegand\]' /etc/facegate/facegate.toml; then
   echo "install-pi: facegate.toml has [wiegand]: re-run with --wiegand for its real-time drop-in" >&2
 fi
+# Encryption at rest (docs/privacy.md): the key as a systemd encrypted credential, sealed with the TPM2 where the
+# board has one (else with the host key, which facegate doctor reports as weak). Made once, kept on re-install;
+# not when the door already runs with a key file (a new key would not open its files: see the rotation steps).
+CRED=/etc/credstore.encrypted/facegate-key
+KEYDROPIN=/etc/systemd/system/facegate.service.d/privacy-key.conf
+if command -v systemd-creds >/dev/null 2>&1 && [ ! -f /var/lib/facegate/privacy.key ]; then
+  if [ ! -f "$CRED" ]; then
+    install -d -m 0700 /etc/credstore.encrypted
+    head -c 32 /dev/urandom | systemd-creds encrypt --name=facegate-key - "$CRED"
+  fi
+  install -d -m 0755 "$(dirname "$KEYDROPIN")"
+  printf '[Service]\nLoadCredentialEncrypted=facegate-key:%s\n' "$CRED" >"$KEYDROPIN"
+else
+  echo "install-pi: no systemd-creds (or a key file exists): the privacy key is the Pi's OTP key or a key file" >&2
+fi
 if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 # Stop on what makes the door unusable (numpy, models, runtime, camera or pin library, groups); a camera not yet

@@ -20,12 +20,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "device" / "facegate"
 FLOORS: dict[str, int] = {
     "facegate": 0, "errors": 0, "base": 0, "validate": 0,  # ground: exceptions, files, images, pure parsers
     "config": 1,                                            # the one typed schema
-    "process": 2, "pi": 2,                                  # the process on its host
+    "process": 2, "pi": 2, "privacy": 2,                    # the process on its host; sealing at rest
     "vision": 3, "camera": 3,                               # pixels in: models, detector, embedder, frames
     "recognition": 4, "liveness": 4,                        # what the faces mean
     "gallery": 5, "events": 5,                              # who is known; what is said (outbox, MQTT)
     "access": 6, "journal": 6,                              # who may enter, when; local history
     "panel": 7, "sync": 7, "enrolment": 7, "fairness": 7,   # the areas built on those
+    "rights": 7,                                            # subject export, decrypt, retention
     "web": 8,                                               # the console, through its narrow port (web/port.py)
     "wiring": 9,                                            # builders that assemble the service
     "doctor": 10,                                           # checks the whole device

@@ -20,7 +20,7 @@ API_GETS = ["/api/session", "/api/status", "/api/events", "/api/recent", "/api/l
             "/api/journal.csv", "/api/people", "/api/capture.mjpg", "/api/capture/quality", "/api/system"]
 API_POSTS = ["/api/logout", "/api/door/unlock", "/api/door/lock", "/api/door/lockdown", "/api/people",
              "/api/people/x", "/api/people/x/remove", "/api/people/x/capture", "/api/people/x/photo",
-             "/api/people-bulk"]
+             "/api/people-bulk", "/api/people/x/export"]
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +170,25 @@ def test_person_api_validates_and_journals_changes(door: Door) -> None:
     assert status == 200
     actions = [(e["action"], e["user"]) for e in door.events("console_action")]
     assert ("person_added", ADMIN) in actions and ("person_removed", ADMIN) in actions
+
+
+def test_console_records_consent_exports_a_subject_and_shows_the_privacy_protection(door: Door) -> None:
+    c = admin(door)
+    consent = {"at": "2026-03-01T09:00:00Z", "how": "signed form", "notice_version": "v3"}
+    assert c.post("/api/people", {"id": "subj1", "name": "Sam Subject", "consent": consent})[0] == 200
+    status, body = c.post("/api/people", {"id": "subj2", "consent": {"how": "form"}})
+    assert status == 400 and "consent" in body["error"]
+    assert c.get_json("/api/people?q=subj2")[1] == []  # the refused person was not left behind
+    status, data = c.post("/api/people/subj1/export")
+    assert status == 200 and data["record"]["name"] == "Sam Subject" and data["record"]["consent"] == consent
+    assert data["templates"]["count"] == 0 and isinstance(data["journal"]["events"], list)
+    assert c.post("/api/people/nobody-here/export")[0] == 404
+    assert ("subject_exported", ADMIN) in [(e["action"], e["user"]) for e in door.events("console_action")]
+    viewer = Client(door)
+    assert viewer.login(VIEWER, VIEWER_PASSWORD) == 200 and viewer.post("/api/people/subj1/export")[0] == 403
+    status, system = c.get_json("/api/system")
+    privacy = next(ch for ch in system["checks"] if ch["check"] == "privacy")
+    assert not privacy["ok"] and "same card" in privacy["detail"] and privacy["fix"]  # the test door's key file
 
 
 def test_upload_refuses_a_non_image_with_its_reason(door: Door) -> None:

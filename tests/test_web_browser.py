@@ -177,18 +177,28 @@ def test_edit_schedule_and_system_page(browser: Any, door: Door) -> None:
     schedule = browser.find_element(By.ID, "person-schedule")
     schedule.clear()
     schedule.send_keys("mon-sun 00:00-24:00")
+    browser.find_element(By.ID, "person-consent-how").send_keys("signed form")
+    browser.find_element(By.ID, "person-consent-notice").send_keys("v3")
     browser.find_element(By.ID, "person-save").click()
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "person-message"), "Saved"))
     policy = door.service.policy.get_person("astro")
     assert policy is not None and policy.groups == ("staff",) and policy.schedule is not None
     assert policy.schedule["sun"] == [["00:00", "24:00"]]
+    person = door.service.gallery.person("astro")
+    assert person is not None and person["metadata"]["consent"]["how"] == "signed form"
+    assert person["metadata"]["consent"]["notice_version"] == "v3"
     browser.find_element(By.ID, "person-close").click()
+    row = wait(browser).until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#people-table tr[data-id=astro]")))
+    row.find_element(By.CSS_SELECTOR, "button.export").click()  # subject access: the JSON is downloaded
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "people-message"), "Exported astro"))
+    assert "subject_exported" in [e["action"] for e in door.events("console_action")]
 
     browser.get(door.url + "/system")
     wait(browser).until(lambda b: "models" in b.find_element(By.ID, "system-checks").text)
     checks = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[1].text
               for r in browser.find_elements(By.CSS_SELECTOR, "#system-checks tbody tr")}
     assert checks["models"] == "yes" and checks["camera"] == "yes" and checks["broker"] == "yes"
+    assert checks["privacy"] == "NO" and "same card" in browser.find_element(By.ID, "system-checks").text
     embedder = door.service.pipeline.embedder_sha256
     assert embedder in browser.find_element(By.ID, "system-models").text
     assert '"persons": 1' in browser.find_element(By.ID, "system-status").text

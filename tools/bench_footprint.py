@@ -109,6 +109,7 @@ def main() -> int:
     ap.add_argument("--breakdown", action="store_true", help="RSS after each import and part (one process)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-mqtt", action="store_true", help="MQTT off (default: a private loopback Mosquitto)")
+    ap.add_argument("--plain", action="store_true", help="[privacy] encrypt = false (default: the gallery sealed)")
     args = ap.parse_args()
     from bench_service import build
 
@@ -122,7 +123,8 @@ def main() -> int:
                           f'fps = 30\n[gallery]\npath = "{db}"\n[models]\nthreads = {args.threads}\n'
                           '[door]\npin_factory = "mock"\nunlock_seconds = 1\n'
                           f'[mqtt]\n{mqtt}\n'
-                          '[outbox]\nflush_timeout_seconds = 0\n')
+                          '[outbox]\nflush_timeout_seconds = 0\n'
+                          f'[privacy]\nencrypt = {str(not args.plain).lower()}\nkey_file = "{tmp / "privacy.key"}"\n')
         try:
             if args.breakdown:
                 subprocess.run([sys.executable, "-c", BREAKDOWN, str(config)], check=True)
@@ -133,7 +135,7 @@ def main() -> int:
                 broker[0].terminate()
                 broker[0].wait(10)
     for r in runs:
-        print(json.dumps({"persons": args.persons + 1, "mqtt": not args.no_mqtt, **r}))
+        print(json.dumps({"persons": args.persons + 1, "mqtt": not args.no_mqtt, "encrypted": not args.plain, **r}))
     return 0 if all(r["exit"] == 0 for r in runs) else 1
 
 

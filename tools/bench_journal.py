@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "device"))
 
 from facegate.events.emitter import format_ts  # noqa: E402
 from facegate.journal import Journal, JournalWriter  # noqa: E402
+from facegate.privacy.keys import load_sealer  # noqa: E402
 
 DAY = 86_400.0
 
@@ -59,6 +60,7 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--out", type=Path, default=None, help="folder for the journal (default: a temporary one)")
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--encrypt", action="store_true", help="seal the journal (facegate/privacy, a key file in --out)")
     args = ap.parse_args()
     folder = args.out or Path(tempfile.mkdtemp(prefix="journal-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -71,7 +73,9 @@ def main() -> int:
     report: dict[str, Any] = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                               "python": platform.python_version(), "events": n}
 
-    journal = Journal(path, max_events=n)
+    sealer = load_sealer("file", folder / "privacy.key", folder) if args.encrypt else None
+    report["encrypted"] = sealer is not None
+    journal = Journal(path, max_events=n, sealer=sealer)
     start = time.perf_counter()
     batch: list[dict[str, Any]] = []
     for i in range(n):
@@ -122,14 +126,14 @@ def main() -> int:
     reader.close()
 
     config = folder / "bench.toml"
-    config.write_text(f'state_dir = "{folder}"\n')
+    config.write_text(f'state_dir = "{folder}"\n[privacy]\nencrypt = {str(args.encrypt).lower()}\n')
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "facegate.cli", "events", "--config", str(config), "--limit", "100"],
                    check=True, capture_output=True, env={"PYTHONPATH": str(ROOT / "device")})
     report["cli_events_100_seconds"] = round(time.perf_counter() - start, 2)
 
     journal.close()
-    lowered = Journal(path, max_events=n - 5000)
+    lowered = Journal(path, max_events=n - 5000, sealer=sealer)
     report["prune_step_500_ms"] = median_ms(lowered.prune_step, 10)
     start = time.perf_counter()
     persons = lowered.purge_person("p123")

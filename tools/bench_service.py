@@ -91,13 +91,14 @@ def build(tmp: Path, persons: int, subject: str | None) -> tuple[Path, Path]:
     return frames, db
 
 
-def run_once(tmp: Path, frames: Path, db: Path, fps: float, threads: int, liveness: bool) -> dict[str, Any]:
+def run_once(tmp: Path, frames: Path, db: Path, fps: float, threads: int, liveness: bool,
+             encrypt: bool = True) -> dict[str, Any]:
     config = parse_config({
         "device_id": "bench", "state_dir": str(tmp / f"state-{time.monotonic_ns()}"),
         "camera": {"source": f"replay:{frames}", "fps": min(fps, 120)}, "gallery": {"path": str(db)},
         "models": {"threads": threads}, "door": {"relay_pin": 17, "unlock_seconds": 1},
         "mqtt": {"enabled": False}, "outbox": {"flush_timeout_seconds": 0},
-        "liveness": {"enabled": liveness},
+        "liveness": {"enabled": liveness}, "privacy": {"encrypt": encrypt, "key_file": str(tmp / "privacy.key")},
     })
     source = TimedSource(frames, fps)
     service = Service(config, pin_factory=MockFactory(), source=source)
@@ -122,17 +123,19 @@ def main() -> int:
                     help="replay a real person (NUAA live frames from ../shared) instead of the pasted astronaut")
     ap.add_argument("--liveness", action="store_true",
                     help="liveness gate on (use with --nuaa-subject: the astronaut is a photo and is refused)")
+    ap.add_argument("--plain", action="store_true", help="[privacy] encrypt = false (default: the gallery sealed)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         frames, db = build(tmp, args.persons, args.nuaa_subject)
-        runs = [run_once(tmp, frames, db, args.fps, args.threads, args.liveness) for _ in range(args.runs)]
-        unpaced = run_once(tmp, frames, db, 1000, args.threads, args.liveness)
+        runs = [run_once(tmp, frames, db, args.fps, args.threads, args.liveness, not args.plain)
+                for _ in range(args.runs)]
+        unpaced = run_once(tmp, frames, db, 1000, args.threads, args.liveness, not args.plain)
     latencies = [r["latency_ms"] for r in runs if r["latency_ms"] is not None]
     print(json.dumps({
         "gallery_persons": args.persons + 1, "replay_fps": args.fps, "threads": args.threads,
         "visitor": f"NUAA live subject {args.nuaa_subject}" if args.nuaa_subject else "pasted astronaut photo",
-        "liveness": args.liveness,
+        "liveness": args.liveness, "encrypted": not args.plain,
         "granted_runs": f"{len(latencies)}/{len(runs)}",
         "decision_latency_ms": {"median": round(statistics.median(latencies), 1), "max": round(max(latencies), 1),
                                 "all": [round(v, 1) for v in latencies]} if latencies else None,

@@ -36,6 +36,7 @@ from facegate.journal.cli import (
 from facegate.panel.cli import add_gallery_card_command, card_number_arg
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.thresholds import DEFAULT_FAR, ForeignTableError, table_for
+from facegate.rights.cli import add_consent_options, add_gallery_privacy_commands, consent_arg
 from facegate.sync.cli import add_gallery_sync_commands
 from facegate.vision.models import Manifest
 from facegate.vision.pipeline import FacePipeline, FaceResult, PipelineOptions
@@ -159,7 +160,7 @@ def cmd_enroll(args: argparse.Namespace, io: Output) -> int:
     metadata = json.loads(args.metadata) if args.metadata else None
     with Gallery(args.gallery) as gallery:
         added = gallery.enroll(args.id, templates, pipeline.embedder_sha256, name=args.name, metadata=metadata,
-                               card_number=args.card_number, dim=pipeline.embedder.dim)
+                               card_number=args.card_number, dim=pipeline.embedder.dim, consent=consent_arg(args))
         version = gallery.version
     io.result({"person_id": args.id, "accepted": accepted, "rejected": rejected, "templates_added": added,
                "gallery_version": version})
@@ -360,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--card-number", type=card_number_arg, default=None,
                    help="credential sent to an access panel (OSDP / Wiegand) when this person is recognised")
     p.add_argument("--largest", action="store_true", help="accept photos with several faces, using the largest")
+    add_consent_options(p)  # --consent-how, --consent-notice, --consent-at (docs/privacy.md)
     p.add_argument("--update", action="store_true",
                    help="the --id is already enrolled: add these photos to them (refused without this flag)")
     bulk = p.add_mutually_exclusive_group()
@@ -412,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_gallery_card_command(gallery)  # card: the person's card number for an access panel
     add_gallery_sync_commands(gallery)  # keygen, export, publish, apply, export-templates, import-templates
     add_gallery_negative_commands(gallery, models, _pipeline)  # negative add|list|remove: "This was not them"
+    add_gallery_privacy_commands(gallery)  # decrypt (docs/privacy.md)
     add_events_command(sub)  # facegate events: the access journal
     add_code_commands(sub)  # code hash: Home Assistant unlock codes
     add_user_commands(sub)  # web console accounts: user add|passwd|remove|list

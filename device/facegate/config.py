@@ -296,6 +296,19 @@ class JournalConfig(Section):
     path: Path = Path("journal.db")  # relative paths are under state_dir
     max_events: int = Field(1_000_000, ge=1)  # the oldest go first beyond this
     retention_days: float = Field(365.0, gt=0)  # and anything older than this
+class PrivacyConfig(Section):
+    """Encryption at rest of everything personal the door stores (facegate/privacy, docs/privacy.md)."""
+
+    encrypt: bool = True  # gallery, journal and outbox values sealed with AES-GCM
+    # Where the key lives; "auto" takes the strongest available: systemd-creds, rpi-otp, file.
+    key_source: Literal["auto", "systemd-creds", "rpi-otp", "file"] = "auto"
+    key_file: Path = Path("privacy.key")  # for "file" (and "auto"'s last resort); relative paths under state_dir
+    require_consent: bool = False  # refuse enrolment (CLI, console, bulk, bundles) of a person without consent
+    # Remove people this many days after their valid_until (None: never), with their journal rows if set below.
+    retention_days_after_validity: float | None = Field(None, gt=0)
+    retention_purge_journal: bool = True
+
+
 def _fits_format(fmt: str, facility_code: int) -> None:
     top = 255 if fmt == "26" else 65535  # H10301: 8-bit facility; 34-bit: 16-bit facility
     if not 0 <= facility_code <= top:
@@ -393,6 +406,7 @@ class Config(Section):
     osdp: OsdpConfig | None = None  # [osdp]: an OSDP reader for the site's panel; absent = off
     wiegand: WiegandConfig | None = None  # [wiegand]: Wiegand output; absent = off
     web: WebConfig = WebConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @model_validator(mode="after")
     def _sync_topic_needs_mqtt(self) -> Config:

@@ -303,5 +303,16 @@ def check_sync(config: Config) -> Check:
 CHECKS += [check_console, check_sync]  # [web] files, accounts, port (facegate/web/doctor.py); [sync] (sync/doctor.py)
 
 
+def check_privacy(config: Config) -> Check:
+    """Which protection the door's personal data has against a stolen card (facegate/privacy/doctor.py)."""
+    from facegate.privacy.doctor import privacy_state
+
+    state = privacy_state(config)
+    return Check("privacy", state.ok, state.detail, state.fix)
+
+
+CHECKS.append(check_privacy)
+
+
 def run_checks(config: Config) -> list[Check]:
     return [_guarded(check, config) for check in CHECKS]

@@ -30,6 +30,8 @@ from facegate.events.emitter import format_ts
 from facegate.events.status import CHANGE_EVENTS, EventFacts, StatusPublisher
 from facegate.gallery.index import EmbeddingIndex
 from facegate.panel.output import wants
+from facegate.privacy.keys import sealer_for
+from facegate.privacy.store import check_files
 from facegate.process.memtrim import release_free_memory
 from facegate.process.sdnotify import SystemdNotifier
 from facegate.recognition.decision import Decision, Observation
@@ -38,6 +40,7 @@ from facegate.recognition.health import RecognitionHealth
 from facegate.recognition.operating_point import DerivedThreshold, door_threshold
 from facegate.recognition.segment import frame_digest, signature
 from facegate.recognition.zone import to_frame
+from facegate.rights.retention import Retention
 from facegate.wiring.communicator import build_communicator
 from facegate.wiring.console import build_console, configuration_url
 from facegate.wiring.door import build_door
@@ -58,6 +61,7 @@ STATUS_INTERVAL_SECONDS = 60.0
 # How often the frame loop looks for gallery changes made outside the service (facegate enroll / gallery
 # remove on the device): a removed person must stop matching within seconds, not at the next restart.
 GALLERY_CHECK_SECONDS = 2.0
+SEALING_TIMEOUT_SECONDS = 1800  # the start may take this long while plain files are encrypted (docs/privacy.md)
 
 
 def process_age_seconds() -> float:
@@ -112,12 +116,17 @@ class Service:
         self.stats = Stats()
         private_dir(config.state_dir)  # owner-only whatever the umask (facegate/base/private_files.py)
         self._db_lock = threading.Lock()
+        # Encryption at rest (facegate/privacy, docs/privacy.md): a missing or wrong key stops the start (exit 78).
+        self.sealer = sealer_for(config)
+        if check_files([config.state_dir / "outbox.db", config.journal_path, config.gallery_path], self.sealer):
+            # Sealed in place now: a full journal takes minutes on a Pi; systemd's start timeout must not kill it.
+            self.notifier.notify(f"EXTEND_TIMEOUT_USEC={SEALING_TIMEOUT_SECONDS * 1_000_000}")
 
-        events = build_events(config)
+        events = build_events(config, self.sealer)
         self.outbox, self.emitter, self.journal = events.outbox, events.emitter, events.journal
         self._journal_open_error = events.journal_open_error
 
-        parts = build_recognition(config)
+        parts = build_recognition(config, self.sealer)
         self.pipeline, self.calibration, self.threshold = parts.pipeline, parts.calibration, parts.threshold
         self.gallery, self.policy = parts.gallery, parts.policy
         self._index_revision, self.index, self._names = parts.index_revision, parts.index, parts.names
@@ -130,10 +139,13 @@ class Service:
         # "This was not them" (docs/decision.md): each grant's face, kept a few days so an admin can mark it.
         self.grant_embeddings: GrantEmbeddings | None = None
         try:
-            self.grant_embeddings = open_grant_embeddings(config.state_dir,
-                                                          config.recognition.keep_grant_embeddings_days)
+            self.grant_embeddings = open_grant_embeddings(
+                config.state_dir, config.recognition.keep_grant_embeddings_days, self.sealer)
         except GrantEmbeddingsError as exc:
             log.error("grant embeddings unavailable, grants cannot be marked 'This was not them': %s", exc)
+        # Judged on the service's clock, and only while it is trusted: a clock far in the future must not delete.
+        self.retention = Retention(config.privacy.retention_days_after_validity, config.privacy.retention_purge_journal,
+                                   clock=lambda: datetime.fromtimestamp(self.clock.time(), UTC))
         self._last_person: str | None = None
         # The trusted clock (facegate/access/clock.py): docs/decision.md.
         self.clock = clock or clock_from_config(config.access.clock_check)
@@ -305,9 +317,13 @@ class Service:
 
     def health_checks(self) -> list[dict[str, Any]]:
         from facegate import doctor
+        from facegate.privacy.doctor import privacy_state
 
-        return [check(self.config).as_dict() for check in (doctor.check_models, doctor.check_gallery,
-                                                           doctor.check_broker, doctor.check_clock)]
+        checks = [check(self.config).as_dict() for check in (doctor.check_models, doctor.check_gallery,
+                                                             doctor.check_broker, doctor.check_clock)]
+        privacy = privacy_state(self.config, self.sealer)  # the running door's own key, not a second lookup
+        checks.append({"check": "privacy", "ok": privacy.ok, "detail": privacy.detail, "fix": privacy.fix})
+        return checks
 
     def status(self) -> dict[str, Any]:
         with self._db_lock:
@@ -517,6 +533,9 @@ class Service:
                 if time.monotonic() >= next_gallery_check:
                     next_gallery_check = time.monotonic() + GALLERY_CHECK_SECONDS
                     try:
+                        if self.retention.due() and self.clock.state().trusted:
+                            self.retention.run(self.gallery, self.journal.journal if self.journal else None,
+                                               self.emitter.emit, self._db_lock)
                         self.reload_gallery_if_changed()
                     except Exception:
                         log.exception("could not reload the gallery; keeping the one in memory")

@@ -17,7 +17,7 @@ from typing import Any
 from facegate.base.imageio import decode_image
 from facegate.enrolment.photo import assess
 from facegate.enrolment.sources import PersonInfo, Photo
-from facegate.errors import ImageError
+from facegate.errors import GalleryError, ImageError
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.vision.pipeline import FacePipeline
 
@@ -61,8 +61,15 @@ def enrol_photos(
     largest: bool = False,
     total: int | None = None,
     progress: Progress | None = None,
+    consent: dict[str, str] | None = None,
 ) -> BulkResult:
-    """Assess every photo, then enrol each person with their accepted templates; see the module docstring."""
+    """Assess every photo, then enrol each person with their accepted templates; see the module docstring.
+
+    ``consent`` (facegate.privacy.consent) is recorded for every person of the batch; a gallery that requires
+    consent refuses a batch without it before any work."""
+    if gallery.require_consent and consent is None:
+        raise GalleryError(f"gallery {gallery.path} requires consent ([privacy] require_consent = true): give "
+                           "the batch's consent (--consent-how HOW --consent-notice VERSION); nothing was enrolled")
     gallery.check_embedder(pipeline.embedder_sha256)  # before the work, not after it
     people = people or {}
     result = BulkResult()
@@ -95,7 +102,7 @@ def enrol_photos(
             continue
         info = people.get(person_id, PersonInfo())
         added = gallery.enroll(person_id, templates[person_id], pipeline.embedder_sha256, name=info.name,
-                               dim=pipeline.embedder.dim)
+                               dim=pipeline.embedder.dim, consent=consent)
         if info.groups is not None:
             if policy is None:
                 from facegate.access.policy import AccessPolicy

@@ -57,6 +57,7 @@ def cmd_enroll_bulk(args: argparse.Namespace, io: Output, pipeline: Any) -> int:
     from facegate.enrolment.bulk import enrol_photos
     from facegate.enrolment.sources import FolderPhotos, ZipPhotos
     from facegate.gallery.store import Gallery
+    from facegate.rights.cli import consent_arg
 
     if args.id or args.images or args.name or args.metadata:
         raise FacegateError("--folder/--zip take the people from the folder: drop --id, --name, --metadata and "
@@ -67,6 +68,7 @@ def cmd_enroll_bulk(args: argparse.Namespace, io: Output, pipeline: Any) -> int:
             raise FacegateError(f"{args.folder or args.zip}: no photos found (expected one sub-folder per person)")
         with Gallery(args.gallery) as gallery:
             result = enrol_photos(pipeline, gallery, source, source.people, largest=args.largest,
+                                  consent=consent_arg(args),
                                   total=source.total, progress=None if args.quiet else ProgressBar(io.err))
     finally:
         if isinstance(source, ZipPhotos):

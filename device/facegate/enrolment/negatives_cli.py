@@ -80,7 +80,8 @@ def cmd_negative_add(args: argparse.Namespace, io: Output, make_pipeline: Callab
             if not path.is_file():
                 raise FacegateError(f"{path}: no grant faces are kept here (pass the door's --config; "
                                     "recognition.keep_grant_embeddings_days must be above 0)")
-            with GrantEmbeddings(path, config.recognition.keep_grant_embeddings_days) as grants:
+            # the door seals its grant faces with its gallery's key (facegate.privacy)
+            with GrantEmbeddings(path, config.recognition.keep_grant_embeddings_days, sealer=gallery.sealer) as grants:
                 fields = mark_event(gallery, grants, args.event, embedder, person_id=args.person)
             fields["source"] = "cli"
         else:

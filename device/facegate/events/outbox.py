@@ -36,6 +36,8 @@ from typing import Any
 
 from facegate.base.private_files import private_sqlite
 from facegate.errors import FacegateError
+from facegate.privacy.seal import Sealer
+from facegate.privacy.store import Progress, bind, mark_sealed, scrub
 
 __all__ = ["Outbox", "OutboxError", "OutboxFull", "scrub_delivered"]
 
@@ -71,7 +73,10 @@ class Outbox:
     :class:`OutboxFull` instead of silently discarding old events, so the caller can count and report the loss.
     """
 
-    def __init__(self, path: Path, max_events: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, path: Path, max_events: int, *, clock: Callable[[], float] = time.monotonic,
+                 sealer: Sealer | None = None, progress: Progress | None = None) -> None:
+        """``sealer``: events are stored sealed (facegate.privacy); a plain outbox is sealed in place at open,
+        in one transaction. A sealed outbox opened without one finds the key it recorded."""
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
         self._path = Path(path)
@@ -92,6 +97,11 @@ class Outbox:
             # Privacy: a delivered (deleted) event's names are zeroed in the file, not left in free space.
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
+            self._sealer, plain = bind(self._db, self._path, sealer)
+            if plain:
+                self._seal_all(progress)
+            if self._sealer is not None:
+                scrub(self._db, progress)
             self._count: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
             top = self._db.execute("SELECT MAX(id) FROM outbox").fetchone()[0]
             if top is not None:  # left by an earlier run: waiting since (at least) now
@@ -100,6 +110,38 @@ class Outbox:
             raise OutboxError(f"{self._path}: cannot open outbox database: {exc}") from exc
         except OSError as exc:
             raise OutboxError(f"{self._path}: cannot create outbox directory: {exc}") from exc
+
+    def _seal_all(self, progress: Progress | None) -> None:
+        """Seal the pending events of a plain outbox and record the key, in one transaction."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if progress:
+                progress("begin")
+            rows = db.execute("SELECT id, event FROM outbox WHERE typeof(event) = 'text'").fetchall()
+            db.executemany("UPDATE outbox SET event = ? WHERE id = ?",
+                           [(self._seal(text), rowid) for rowid, text in rows])
+            if progress:
+                progress("events")
+            assert self._sealer is not None
+            mark_sealed(db, self._sealer)
+            if progress:
+                progress("marked")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if progress:
+            progress("committed")
+
+    def _seal(self, text: str) -> str | bytes:
+        return text if self._sealer is None else self._sealer.seal(text.encode(), "outbox.event")
+
+    def _open(self, stored: str | bytes) -> dict[str, Any]:
+        if self._sealer is None or isinstance(stored, str):
+            return dict(json.loads(stored))
+        return dict(json.loads(self._sealer.open(stored, "outbox.event")))
 
     @property
     def path(self) -> Path:
@@ -125,7 +167,7 @@ class Outbox:
             if self._count >= self._max_events:
                 raise OutboxFull(self._path, self._max_events)
             try:
-                rowid = self._db.execute("INSERT INTO outbox (event) VALUES (?)", (text,)).lastrowid
+                rowid = self._db.execute("INSERT INTO outbox (event) VALUES (?)", (self._seal(text),)).lastrowid
             except sqlite3.Error as exc:
                 raise OutboxError(f"{self._path}: cannot append event: {exc}") from exc
             self._count += 1
@@ -156,7 +198,7 @@ class Outbox:
             rows = self._db.execute(
                 "SELECT id, event FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
             ).fetchall()
-        return [(int(rowid), json.loads(text)) for rowid, text in rows]
+        return [(int(rowid), self._open(stored)) for rowid, stored in rows]
 
     def ack(self, rowid: int) -> None:
         """Forget one delivered event; unknown row ids are ignored (a duplicate PUBACK is not an error)."""

@@ -45,7 +45,8 @@ def load_templates(gallery_path: Path) -> tuple[Templates, str | None]:
     if not gallery_path.is_file():
         raise GalleryError(f"{gallery_path}: no such gallery")
     with Gallery(gallery_path) as gallery, gallery.snapshot() as db:
-        rows = db.execute("SELECT person_id, embedding FROM templates ORDER BY person_id, id").fetchall()
+        rows = [(pid, gallery.open_template(pid, blob))
+                for pid, blob in db.execute("SELECT person_id, embedding FROM templates ORDER BY person_id, id")]
         embedder = gallery.embedder_sha256
     vectors = (np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows]) if rows
                else np.zeros((0, 0), dtype=np.float32))

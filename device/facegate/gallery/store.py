@@ -22,6 +22,9 @@ from facegate.errors import GalleryError
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.schema import POLICY_SCHEMA
 from facegate.gallery.templates import check_template, template_problems
+from facegate.privacy.consent import check_consent, consent_of
+from facegate.privacy.seal import OVERHEAD_BYTES, Sealer
+from facegate.privacy.store import Progress, bind, mark_sealed, scrub
 
 if TYPE_CHECKING:
     from facegate.recognition.calibration import FairCalibration
@@ -120,9 +123,23 @@ class NewTemplate:
     source: str | None = None
 
 
+# Where negative templates are sealed: their own associated data, so a negative cannot pass for a template.
+NEGATIVES_COLUMN = "negatives.embedding"
+
+
 class Gallery:
-    def __init__(self, path: Path) -> None:
+    """The gallery file. ``sealer``: encrypt everything personal at rest (facegate.privacy, docs/privacy.md).
+
+    A plain gallery opened with a sealer is sealed in place, in one transaction (``progress`` hears each step).
+    A sealed gallery opened without one finds its key from the place it recorded; with another key it is
+    refused (:class:`~facegate.privacy.keys.PrivacyKeyError`) and nothing changes. What stays plain: person
+    ids (the key every table and fleet sync join on: use opaque ids), timestamps, template counts and quality
+    figures, the access policy's dates and groups, and the meta and change-log tables.
+    """
+
+    def __init__(self, path: Path, sealer: Sealer | None = None, *, progress: Progress | None = None) -> None:
         self.path = Path(path)
+        self.sealer: Sealer | None = None
         try:
             private_sqlite(self.path)  # names and biometric templates: owner-only, -wal/-shm included
         except OSError as exc:
@@ -142,8 +159,17 @@ class Gallery:
             self._install_change_log()
             self._add_card_number()
             self._add_negatives()
+            self._add_column("persons", "card_sealed", "BLOB")
+            self.sealer, plain = bind(self._db, self.path, sealer)
+            if plain:
+                self._seal_all(progress)
+            if self.sealer is not None:
+                scrub(self._db, progress)
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"cannot open gallery {self.path}: {exc}") from None
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -207,6 +233,119 @@ class Gallery:
                 self._db.execute("ROLLBACK")
             raise
 
+    def _add_column(self, table: str, column: str, kind: str) -> None:
+        """Migration: a nullable column added in place, without a version bump (as for the card number)."""
+        if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    def _seal_all(self, progress: Progress | None) -> None:
+        """Seal every personal value of a plain gallery in one transaction, recording the key with it.
+
+        A crash anywhere before COMMIT leaves the plain gallery as it was; after it, the sealed one. The change
+        log is restored as it was: sealing changes how values are stored, not what a door holds.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            log = db.execute("SELECT person_id, version, deleted FROM sync_changes").fetchall()
+            if progress:
+                progress("begin")
+            # In chunks by key (never a cursor over rows being rewritten): a 10k gallery's rows never all in memory.
+            last: str = ""
+            while rows := db.execute("SELECT id, name, metadata, card_number FROM persons WHERE id > ? ORDER BY id "
+                                     "LIMIT 1000", (last,)).fetchall():
+                db.executemany(
+                    "UPDATE persons SET name = ?, metadata = ?, card_number = ?, card_sealed = ? WHERE id = ?",
+                    [(*self._seal_person_row(pid, name, meta, card), pid) for pid, name, meta, card in rows])
+                last = rows[-1][0]
+            if progress:
+                progress("persons")
+            top = 0
+            while rows := db.execute("SELECT id, person_id, embedding, source FROM templates WHERE id > ? ORDER BY id "
+                                     "LIMIT 1000", (top,)).fetchall():
+                db.executemany("UPDATE templates SET embedding = ?, source = ? WHERE id = ?",
+                               [(*self.seal_template(pid, bytes(blob), source), tid)
+                                for tid, pid, blob, source in rows])
+                top = rows[-1][0]
+            top = 0
+            while rows := db.execute("SELECT id, person_id, embedding, source FROM negatives WHERE id > ? ORDER BY id "
+                                     "LIMIT 1000", (top,)).fetchall():
+                db.executemany("UPDATE negatives SET embedding = ?, source = ? WHERE id = ?",
+                               [(*self.seal_template(pid, bytes(blob), source, NEGATIVES_COLUMN), tid)
+                                for tid, pid, blob, source in rows])
+                top = rows[-1][0]
+            if progress:
+                progress("templates")
+            db.execute("DELETE FROM sync_changes")
+            db.executemany("INSERT INTO sync_changes (person_id, version, deleted) VALUES (?, ?, ?)", log)
+            assert self.sealer is not None
+            mark_sealed(db, self.sealer)
+            if progress:
+                progress("marked")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if progress:
+            progress("committed")
+
+    # ------------------------------------------------------------------ sealing of values
+    # Each value's associated data names its column and person, so a ciphertext moved elsewhere fails to open.
+    # A new template-like column (e.g. negative templates) uses seal_template/open_template with its own
+    # ``column`` name, and adds its UPDATE to _seal_all.
+
+    def seal_template(self, person_id: str, embedding: bytes, source: str | None = None,
+                      column: str = "templates.embedding") -> tuple[bytes, bytes | str | None]:
+        """A template's stored form (embedding, source) for this gallery: sealed, or as given when plain."""
+        if self.sealer is None:
+            return embedding, source
+        return (self.sealer.seal(embedding, f"{column}|{person_id}"),
+                self.sealer.seal_text(source, f"{column}.source|{person_id}"))
+
+    def open_template(self, person_id: str, stored: bytes, column: str = "templates.embedding") -> bytes:
+        """The template's float32 bytes from its stored form."""
+        if self.sealer is None:
+            return bytes(stored)
+        return self.sealer.open(bytes(stored), f"{column}|{person_id}")
+
+    def open_source(self, person_id: str, stored: bytes | str | None,
+                    column: str = "templates.embedding") -> str | None:
+        if self.sealer is None or not isinstance(stored, bytes):
+            return None if stored is None else str(stored)
+        return self.sealer.open_text(stored, f"{column}.source|{person_id}")
+
+    def _seal_person_row(self, person_id: str, name: str | None, metadata: str,
+                         card: int | None) -> tuple[Any, Any, Any, Any]:
+        """(name, metadata, card_number, card_sealed) as stored: the card number column holds the card's keyed
+        hash (unique and searchable), the card itself is sealed."""
+        if self.sealer is None:
+            return name, metadata, card, None
+        s = self.sealer
+        return (s.seal_text(name, f"persons.name|{person_id}"), s.seal_text(metadata, f"persons.metadata|{person_id}"),
+                None if card is None else self.card_key(card),
+                None if card is None else s.seal_text(str(card), f"persons.card|{person_id}"))
+
+    def seal_person(self, person_id: str, name: str | None, metadata: str,
+                    card: int | None) -> tuple[Any, Any, Any, Any]:
+        """The stored form of a person's (name, metadata JSON, card_number, card_sealed) columns."""
+        return self._seal_person_row(person_id, name, metadata, card)
+
+    def open_person(self, person_id: str, name: Any, metadata: Any, card: Any,
+                    card_sealed: Any) -> tuple[str | None, str, int | None]:
+        """(name, metadata JSON, card number) from the stored columns."""
+        if self.sealer is None:
+            return name, metadata, None if card is None else int(card)
+        s = self.sealer
+        sealed_card = s.open_text(card_sealed, f"persons.card|{person_id}")
+        return (s.open_text(name, f"persons.name|{person_id}"),
+                s.open_text(metadata, f"persons.metadata|{person_id}") or "{}",
+                None if sealed_card is None else int(sealed_card))
+
+    def card_key(self, card_number: int) -> int | str:
+        """What the ``card_number`` column holds for a card: the number, or its keyed hash when sealed."""
+        return card_number if self.sealer is None else self.sealer.index(f"card:{card_number}")
+
     @contextmanager
     def transaction(self, *, set_version: int | None = None) -> Iterator[sqlite3.Connection]:
         """One atomic change that bumps the gallery version; nothing is visible until it commits.
@@ -259,6 +398,25 @@ class Gallery:
         return int(self._meta("revision") or 0)
 
     @property
+    def require_consent(self) -> bool:
+        """``[privacy] require_consent`` as the service last recorded it here: every writer (CLI, console, bulk,
+        bundles) then refuses a person without consent, whether or not it has read the config."""
+        return self._meta("require_consent") == "1"
+
+    def set_require_consent(self, required: bool) -> None:
+        """Record the requirement (no version bump: nothing a door holds changes)."""
+        self._db.execute("INSERT INTO meta VALUES ('require_consent', ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value = excluded.value", ("1" if required else "0",))
+
+    def _check_consent_locked(self, db: sqlite3.Connection, person_id: str) -> None:
+        row = db.execute("SELECT metadata FROM persons WHERE id = ?", (person_id,)).fetchone()
+        meta = json.loads(self.open_person(person_id, None, row[0], None, None)[1]) if row else {}
+        if consent_of(meta) is None:
+            raise GalleryError(f"person '{person_id}': no consent recorded, and [privacy] require_consent = true "
+                               f"for gallery {self.path}; give it (facegate enroll --consent-how HOW "
+                               "--consent-notice VERSION, or the console's consent fields); nothing was enrolled")
+
+    @property
     def embedder_sha256(self) -> str | None:
         return self._meta("embedder_sha256")
 
@@ -270,16 +428,18 @@ class Gallery:
         if recorded is not None:
             return int(recorded)
         row = self._db.execute("SELECT length(embedding) FROM templates LIMIT 1").fetchone()
-        return None if row is None else int(row[0]) // 4
+        overhead = OVERHEAD_BYTES if self.sealer is not None else 0
+        return None if row is None else (int(row[0]) - overhead) // 4
 
     def template_problems(self, dim: int | None) -> dict[str, str]:
         """person id -> what is wrong with one of their templates (the template gate), for every such person.
 
         ``dim`` is the loaded embedder's dimension (None: the gallery's own, see :attr:`embedder_dim`)."""
         with self.snapshot() as db:
-            rows = db.execute("SELECT person_id, embedding FROM templates UNION ALL "
-                              "SELECT person_id, embedding FROM negatives ORDER BY person_id")
-            return template_problems(rows, dim if dim is not None else self.embedder_dim)
+            rows = db.execute("SELECT person_id, embedding, 'templates.embedding' FROM templates UNION ALL "
+                              f"SELECT person_id, embedding, '{NEGATIVES_COLUMN}' FROM negatives ORDER BY person_id")
+            return template_problems(((pid, self.open_template(pid, blob, column)) for pid, blob, column in rows),
+                                     dim if dim is not None else self.embedder_dim)
 
     def check_templates(self, dim: int | None) -> None:
         """Raise :class:`GalleryError` naming every person (the first few) whose templates fail the gate.
@@ -317,13 +477,16 @@ class Gallery:
         card_number: int | None = None,
         *,
         dim: int | None = None,
+        consent: dict[str, Any] | None = None,
     ) -> int:
         """Create or update the person and add templates, all in one transaction; returns templates added.
 
         ``card_number`` None keeps the person's current card number (see :meth:`set_card_number`).
         Every template passes the template gate (:mod:`facegate.gallery.templates`) for ``dim``, the
         embedder's dimension; without it, for the dimension this gallery already holds (or, in an empty one,
-        the first template's). Callers holding the embedder pass ``dim``; it is then recorded."""
+        the first template's). Callers holding the embedder pass ``dim``; it is then recorded.
+        ``consent`` (facegate.privacy.consent) is stored as ``metadata["consent"]``, the rest of the metadata kept;
+        with :attr:`require_consent` a person left without a valid consent is refused (nothing changes)."""
         if not person_id:
             raise GalleryError("person id must not be empty")
         if card_number is not None:
@@ -338,28 +501,38 @@ class Gallery:
             dim = int(np.asarray(items[0].embedding).size)
         vectors = [check_template(t.embedding, dim, person_id, where=f"the template from {t.source or 'input'}")
                    for t in items]
+        if consent is not None:
+            consent = check_consent(consent)
+            if metadata is None:
+                current = self.person(person_id)
+                metadata = dict(current["metadata"]) if current else {}
+            metadata = {**metadata, "consent": consent}
         now = time.time()
         with self.transaction() as db:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('embedder_sha256', ?)", (embedder_sha256,))
             if dim is not None:
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('embedder_dim', ?)", (str(dim),))
+            stored_name, stored_meta, _, _ = self._seal_person_row(person_id, name, json.dumps(metadata or {}), None)
             db.execute(
                 "INSERT INTO persons (id, name, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET name = COALESCE(excluded.name, persons.name), "
                 "metadata = CASE WHEN ? THEN excluded.metadata ELSE persons.metadata END, "
                 "updated_at = excluded.updated_at",
-                (person_id, name, json.dumps(metadata or {}), now, now, metadata is not None),
+                (person_id, stored_name, stored_meta, now, now, metadata is not None),
             )
             if card_number is not None:
                 self._write_card(db, person_id, card_number)
             db.executemany(
-                "INSERT INTO templates (person_id, embedding, embedder_sha256, quality, source, created_at) "
+                "INSERT INTO templates (person_id, embedding, source, embedder_sha256, quality, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (person_id, v.tobytes(), embedder_sha256, json.dumps(t.quality), t.source, now)
+                    (person_id, *stored, embedder_sha256, json.dumps(t.quality), now)
                     for t, v in zip(items, vectors, strict=True)
+                    for stored in (self.seal_template(person_id, v.tobytes(), t.source),)
                 ],
             )
+            if self.require_consent:
+                self._check_consent_locked(db, person_id)
         return len(items)
 
     def add_negative(self, person_id: str, embedding: np.ndarray, embedder_sha256: str, *,
@@ -382,10 +555,11 @@ class Gallery:
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM persons WHERE id = ?", (person_id,)).fetchone() is None:
                 raise GalleryError(f"no person '{person_id}' in gallery {self.path}")
+            embedding_stored, source_stored = self.seal_template(person_id, vector.tobytes(), source, NEGATIVES_COLUMN)
             cur = db.execute(
                 "INSERT INTO negatives (person_id, embedding, embedder_sha256, source, event_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (person_id, vector.tobytes(), embedder_sha256, source, event_id, time.time()))
+                (person_id, embedding_stored, embedder_sha256, source_stored, event_id, time.time()))
             return int(cur.lastrowid or 0)
 
     def negatives(self, person_id: str | None = None) -> list[dict[str, Any]]:
@@ -393,7 +567,8 @@ class Gallery:
         where, args = ("WHERE person_id = ?", (person_id,)) if person_id is not None else ("", ())
         rows = self._db.execute(
             f"SELECT id, person_id, source, event_id, created_at FROM negatives {where} ORDER BY id", args)
-        return [{"id": r[0], "person_id": r[1], "source": r[2], "event_id": r[3], "created_at": r[4]} for r in rows]
+        return [{"id": r[0], "person_id": r[1], "source": self.open_source(r[1], r[2], NEGATIVES_COLUMN),
+                 "event_id": r[3], "created_at": r[4]} for r in rows]
 
     def remove_negative(self, negative_id: int) -> str:
         """Delete one negative template; returns whose it was."""
@@ -406,7 +581,7 @@ class Gallery:
 
     def negative_rows(self) -> list[tuple[str, bytes]]:
         """(person id, embedding) of every negative, in person order (the index and the template gate)."""
-        return [(str(r[0]), bytes(r[1])) for r in
+        return [(str(r[0]), self.open_template(str(r[0]), r[1], NEGATIVES_COLUMN)) for r in
                 self._db.execute("SELECT person_id, embedding FROM negatives ORDER BY person_id, id")]
 
     def set_card_number(self, person_id: str, card_number: int | None) -> None:
@@ -419,16 +594,18 @@ class Gallery:
             self._write_card(db, person_id, card_number)
 
     def _write_card(self, db: sqlite3.Connection, person_id: str, card_number: int | None) -> None:
-        holder = None if card_number is None else db.execute(
-            "SELECT id FROM persons WHERE card_number = ? AND id != ?", (card_number, person_id)).fetchone()
+        key = None if card_number is None else self.card_key(card_number)
+        holder = None if key is None else db.execute(
+            "SELECT id FROM persons WHERE card_number = ? AND id != ?", (key, person_id)).fetchone()
         if holder is not None:
             raise GalleryError(f"card number {card_number} already belongs to '{holder[0]}' in gallery {self.path}")
-        db.execute("UPDATE persons SET card_number = ?, updated_at = ? WHERE id = ?",
-                   (card_number, time.time(), person_id))
+        _, _, stored, sealed = self._seal_person_row(person_id, None, "{}", card_number)
+        db.execute("UPDATE persons SET card_number = ?, card_sealed = ?, updated_at = ? WHERE id = ?",
+                   (stored, sealed, time.time(), person_id))
 
     def card_number(self, person_id: str) -> int | None:
-        row = self._db.execute("SELECT card_number FROM persons WHERE id = ?", (person_id,)).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        row = self._db.execute("SELECT card_number, card_sealed FROM persons WHERE id = ?", (person_id,)).fetchone()
+        return None if row is None else self.open_person(person_id, None, "{}", row[0], row[1])[2]
 
     def remove(self, person_id: str) -> int:
         """Delete a person and every template of theirs (privacy: nothing of them stays); returns templates removed."""
@@ -472,18 +649,26 @@ class Gallery:
 
     def persons(self) -> list[dict[str, Any]]:
         rows = self._db.execute(
-            "SELECT p.id, p.name, p.metadata, p.created_at, p.updated_at, COUNT(t.id), p.card_number FROM persons p "
-            "LEFT JOIN templates t ON t.person_id = p.id GROUP BY p.id ORDER BY p.id"
+            "SELECT p.id, p.name, p.metadata, p.created_at, p.updated_at, COUNT(t.id), p.card_number, p.card_sealed "
+            "FROM persons p LEFT JOIN templates t ON t.person_id = p.id GROUP BY p.id ORDER BY p.id"
         ).fetchall()
-        return [
-            {"id": r[0], "name": r[1], "metadata": json.loads(r[2]), "created_at": r[3], "updated_at": r[4],
-             "templates": r[5], "card_number": r[6]}
-            for r in rows
-        ]
+        out = []
+        for r in rows:
+            name, meta, card = self.open_person(r[0], r[1], r[2], r[6], r[7])
+            out.append({"id": r[0], "name": name, "metadata": json.loads(meta), "created_at": r[3],
+                        "updated_at": r[4], "templates": r[5], "card_number": card})
+        return out
 
     def names(self) -> dict[str, str | None]:
         """person id -> display name, without the metadata persons() parses (the service keeps only this)."""
-        return dict(self._db.execute("SELECT id, name FROM persons").fetchall())
+        return self.names_from(self._db)
+
+    def names_from(self, db: sqlite3.Connection) -> dict[str, str | None]:
+        """:meth:`names` read on ``db`` (a snapshot's connection)."""
+        rows = db.execute("SELECT id, name FROM persons").fetchall()
+        if self.sealer is None:
+            return dict(rows)
+        return {pid: self.sealer.open_text(name, f"persons.name|{pid}") for pid, name in rows}
 
     def person(self, person_id: str) -> dict[str, Any] | None:
         return next((p for p in self.persons() if p["id"] == person_id), None)
@@ -519,7 +704,7 @@ class Gallery:
 
         for person_id, blob in self._db.execute("SELECT person_id, embedding FROM templates ORDER BY person_id"):
             ids.append(person_id)
-            blobs.append(blob)
+            blobs.append(self.open_template(person_id, blob))
             if len(blobs) == 1024:
                 flush()
         if blobs:

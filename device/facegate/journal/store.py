@@ -17,6 +17,9 @@ Storage choices:
   checkpoints the WAL so the old page images go too.
 * The file is created owner-only (0600): names and who came when are personal data.
 * Retention is enforced in bounded batches (:meth:`Journal.prune_step`), so no single call can take long.
+* With a sealer (facegate.privacy, docs/privacy.md) the event is stored sealed (AES-GCM, bound to its time and
+  type) and ``person_id`` and ``name`` hold keyed hashes (the name's of its case-folded form): the person
+  filter and its index work as before, the file holds no name. Time and type stay plain.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from typing import Any
 
 from facegate.base.private_files import private_sqlite
 from facegate.errors import FacegateError
+from facegate.privacy.seal import Sealer
+from facegate.privacy.store import Progress, bind, mark_sealed, scrub
 
 __all__ = ["DEFAULT_MAX_EVENTS", "DEFAULT_RETENTION_DAYS", "Journal", "JournalError", "TimeBound"]
 
@@ -115,7 +120,11 @@ class Journal:
         clock: Callable[[], float] = time.time,
         prune_batch: int = PRUNE_BATCH,
         busy_timeout_ms: int = 10_000,
+        sealer: Sealer | None = None,
+        progress: Progress | None = None,
     ) -> None:
+        """``sealer``: seal the events (a plain journal is sealed in place, in one transaction, unless read-only);
+        a sealed journal opened without one finds the key it recorded (facegate.privacy)."""
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
         if retention_days <= 0:
@@ -155,6 +164,13 @@ class Journal:
                 self._db.executescript(_SCHEMA)
                 if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
                     self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.sealer, plain = bind(self._db, self.path, sealer)
+            if plain and readonly:
+                self.sealer = None  # a reader does not migrate: the plain file is read as it is
+            elif plain:
+                self._seal_all(progress)
+            if self.sealer is not None and not readonly:
+                scrub(self._db, progress)
             self._count: int = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
             self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.Error as exc:
@@ -163,6 +179,56 @@ class Journal:
         except BaseException:
             self._db.close()
             raise
+
+    # ------------------------------------------------------------------ sealing
+
+    def _row(self, event: dict[str, Any], ts_ms: int, text: str) -> tuple[int, str, Any, Any, Any]:
+        """The stored (ts_ms, type, person_id, name, event) of one event."""
+        kind = str(event.get("type", ""))
+        person, name = _text_or_none(event.get("person_id")), _text_or_none(event.get("name"))
+        if self.sealer is None:
+            return ts_ms, kind, person, name, text
+        return (ts_ms, kind, None if person is None else self._person_key(person),
+                None if name is None else self._name_key(name),
+                self.sealer.seal(text.encode(), f"events.event|{ts_ms}|{kind}"))
+
+    def _person_key(self, person: str) -> str:
+        return person if self.sealer is None else self.sealer.index(f"person:{person}")
+
+    def _name_key(self, name: str) -> str:
+        return name if self.sealer is None else self.sealer.index(f"name:{name.casefold()}")
+
+    def _event_of(self, ts_ms: int, kind: str, stored: bytes | str) -> dict[str, Any]:
+        if self.sealer is None or isinstance(stored, str):
+            return dict(json.loads(stored))
+        return dict(json.loads(self.sealer.open(stored, f"events.event|{ts_ms}|{kind}")))
+
+    def _seal_all(self, progress: Progress | None) -> None:
+        """Seal every row of a plain journal and record the key, in one transaction (a crash keeps it plain)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if progress:
+                progress("begin")
+            top = 0  # in chunks by id, never a cursor over rows being rewritten
+            while batch := db.execute("SELECT id, ts_ms, event FROM events WHERE id > ? ORDER BY id LIMIT 5000",
+                                      (top,)).fetchall():
+                updates = [(*self._row(json.loads(text), ts, text)[2:], rowid) for rowid, ts, text in batch]
+                db.executemany("UPDATE events SET person_id = ?, name = ?, event = ? WHERE id = ?", updates)
+                top = batch[-1][0]
+            if progress:
+                progress("events")
+            assert self.sealer is not None
+            mark_sealed(db, self.sealer)
+            if progress:
+                progress("marked")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if progress:
+            progress("committed")
 
     # ------------------------------------------------------------------ writing
 
@@ -190,8 +256,7 @@ class Journal:
         rows = []
         for event in events:
             text = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
-            rows.append((event_ts_ms(event, now), str(event.get("type", "")), _text_or_none(event.get("person_id")),
-                         _text_or_none(event.get("name")), text))
+            rows.append(self._row(event, event_ts_ms(event, now), text))
         if not rows:
             return 0
         with self._lock:
@@ -265,21 +330,22 @@ class Journal:
             try:
                 with self._transaction():
                     if anonymise:
-                        rows = self._db.execute("SELECT id, event FROM events WHERE person_id = ?",
-                                                (person_id,)).fetchall()
+                        rows = self._db.execute("SELECT id, ts_ms, type, event FROM events WHERE person_id = ?",
+                                                (self._person_key(person_id),)).fetchall()
                         updates = []
-                        for rowid, text in rows:
-                            event = json.loads(text)
+                        for rowid, ts, kind, stored in rows:
+                            event = self._event_of(ts, kind, stored)
                             event["person_id"] = None
                             event["name"] = None
                             event["anonymised"] = True
-                            updates.append((json.dumps(event, separators=(",", ":"), ensure_ascii=False), rowid))
+                            text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+                            updates.append((self._row(event, ts, text)[4], rowid))
                         self._db.executemany(
                             "UPDATE events SET person_id = NULL, name = NULL, event = ? WHERE id = ?", updates)
                         changed = len(updates)
                     else:
                         changed = max(self._db.execute("DELETE FROM events WHERE person_id = ?",
-                                                       (person_id,)).rowcount, 0)
+                                                       (self._person_key(person_id),)).rowcount, 0)
             except sqlite3.Error as exc:
                 raise JournalError(f"{self.path}: cannot purge the events of '{person_id}': {exc}") from None
             if not anonymise:
@@ -311,7 +377,7 @@ class Journal:
         ``limit=None`` returns everything. Paging: pass the last row's ``journal_id`` as ``before_id`` (newest
         first) or ``after_id`` (oldest first) for the next page; ``offset`` also works but costs more per page.
         """
-        sql, params = self._select("id, event", since, until, types, person, before_id, after_id)
+        sql, params = self._select("id, ts_ms, type, event", since, until, types, person, before_id, after_id)
         direction = "DESC" if newest_first else "ASC"
         sql += f" ORDER BY ts_ms {direction}, id {direction}"
         if limit is not None or offset:
@@ -323,8 +389,11 @@ class Journal:
             except sqlite3.Error as exc:
                 raise JournalError(f"{self.path}: cannot read the journal: {exc}") from None
         out = []
-        for rowid, text in rows:
-            event = json.loads(text)
+        for rowid, ts, kind, stored in rows:
+            try:
+                event = self._event_of(ts, kind, stored)
+            except FacegateError as exc:  # SealError: an altered row, or one sealed with another key
+                raise JournalError(f"{self.path}: journal row {rowid}: {exc}") from None
             event["journal_id"] = int(rowid)
             out.append(event)
         return out
@@ -394,7 +463,7 @@ class Journal:
             params += names
         if person:
             where.append("(person_id = ? OR name = ?)")
-            params += [person, person]
+            params += [self._person_key(person), self._name_key(person)]
         for cursor, op in ((before_id, "<"), (after_id, ">")):
             if cursor is not None:
                 at = self._cursor_ts(int(cursor), op)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from facegate.journal.store import Journal, JournalError
+from facegate.privacy.seal import Sealer
 
 __all__ = ["JournalWriter", "open_journal"]
 
@@ -32,15 +33,16 @@ ERROR_LOG_INTERVAL_SECONDS = 60.0
 LOCKED_RETRIES = 3  # each waits the journal's busy timeout (10 s)
 
 
-def open_journal(path: Path, max_events: int, retention_days: float) -> Journal:
+def open_journal(path: Path, max_events: int, retention_days: float, sealer: Sealer | None = None) -> Journal:
     """Open the service's journal; a file SQLite cannot read is moved aside and a new journal started.
 
     A door must keep working (and keep a history) when its journal is damaged: the bad file is kept next to
     it as ``<name>.corrupt-<UTC time>`` for whoever wants to recover it, and the error is logged. Anything else
-    (a directory that cannot be created, a read-only disk) raises :class:`JournalError`.
+    (a directory that cannot be created, a read-only disk) raises :class:`JournalError`; a wrong privacy key
+    raises :class:`~facegate.privacy.keys.PrivacyKeyError` and moves nothing.
     """
     try:
-        return Journal(path, max_events, retention_days)
+        return Journal(path, max_events, retention_days, sealer=sealer)
     except JournalError as exc:
         if not _is_corrupt(path):
             raise
@@ -51,7 +53,7 @@ def open_journal(path: Path, max_events: int, retention_days: float) -> Journal:
             part = path.with_name(path.name + suffix)
             if part.exists():
                 part.replace(aside.with_name(aside.name + suffix))
-        return Journal(path, max_events, retention_days)
+        return Journal(path, max_events, retention_days, sealer=sealer)
 
 
 def _is_corrupt(path: Path) -> bool:

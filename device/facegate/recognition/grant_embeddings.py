@@ -22,6 +22,7 @@ import numpy as np
 
 from facegate.base.private_files import private_sqlite
 from facegate.errors import FacegateError
+from facegate.privacy.seal import Sealer
 
 __all__ = ["FILE_NAME", "GrantEmbedding", "GrantEmbeddings", "GrantEmbeddingsError", "open_grant_embeddings"]
 
@@ -55,12 +56,16 @@ class GrantEmbedding:
 class GrantEmbeddings:
     """``state_dir/grant_embeddings.db``: event id -> (person, embedding, time), pruned by age."""
 
-    def __init__(self, path: Path, keep_days: float, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, keep_days: float, *, clock: Callable[[], float] = time.time,
+                 sealer: Sealer | None = None) -> None:
+        """``sealer``: each face is stored sealed, bound to its event id (facegate.privacy); ids and times stay
+        plain, as in the gallery."""
         if keep_days < 0:
             raise ValueError("keep_days must not be negative")
         self.path = Path(path)
         self.keep_seconds = float(keep_days) * DAY_SECONDS
         self._clock = clock
+        self._sealer = sealer
         self._lock = threading.Lock()
         try:
             private_sqlite(self.path)  # faces: owner-only, -wal/-shm included
@@ -90,6 +95,8 @@ class GrantEmbeddings:
         if self.keep_seconds <= 0:
             return
         blob = np.asarray(embedding, dtype="<f4").tobytes()
+        if self._sealer is not None:
+            blob = self._sealer.seal(blob, f"grants.embedding|{event_id}")
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO grants VALUES (?, ?, ?, ?)",
                              (event_id, person_id, blob, self._clock()))
@@ -106,7 +113,10 @@ class GrantEmbeddings:
             raise GrantEmbeddingsError(
                 f"no face is kept for event {event_id!r}: it is not an access_granted event of this door, or it is "
                 f"older than recognition.keep_grant_embeddings_days ({days:g}), or its person was removed")
-        return GrantEmbedding(event_id, str(row[0]), np.frombuffer(row[1], dtype="<f4").copy(), float(row[2]))
+        blob = bytes(row[1])
+        if self._sealer is not None:
+            blob = self._sealer.open(blob, f"grants.embedding|{event_id}")
+        return GrantEmbedding(event_id, str(row[0]), np.frombuffer(blob, dtype="<f4").copy(), float(row[2]))
 
     def expire(self) -> int:
         """Delete every embedding older than the keeping time; returns how many."""
@@ -129,7 +139,8 @@ class GrantEmbeddings:
             return int(self._db.execute("SELECT COUNT(*) FROM grants").fetchone()[0])
 
 
-def open_grant_embeddings(state_dir: Path, keep_days: float) -> GrantEmbeddings | None:
+def open_grant_embeddings(state_dir: Path, keep_days: float,
+                          sealer: Sealer | None = None) -> GrantEmbeddings | None:
     """The door's store, expired to its keeping time; None when keeping is off (0 days), after deleting what an
     earlier setting kept: with 0 days no grant face may stay on the device."""
     path = Path(state_dir) / FILE_NAME
@@ -138,6 +149,6 @@ def open_grant_embeddings(state_dir: Path, keep_days: float) -> GrantEmbeddings 
             with GrantEmbeddings(path, 0.0) as leftover:
                 leftover.expire()
         return None
-    store = GrantEmbeddings(path, keep_days)
+    store = GrantEmbeddings(path, keep_days, sealer=sealer)
     store.expire()
     return store

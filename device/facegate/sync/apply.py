@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Protocol
 
 from facegate.errors import FacegateError
-from facegate.gallery.store import Gallery
+from facegate.gallery.store import NEGATIVES_COLUMN, Gallery
 from facegate.gallery.templates import TemplateError, check_blob
+from facegate.privacy.consent import consent_of
 from facegate.sync.bundle import Bundle, BundleError, verify_bundle
 from facegate.sync.keys import public_keys_by_id
 
@@ -84,6 +85,11 @@ def apply_bundle(gallery: Gallery, bundle: Bundle, embedder_sha256: str,
                           f"this door runs {embedder_sha256[:12]}…", h.version)
     dim = embedder_dim if embedder_dim is not None else (gallery.embedder_dim or h.dim or None)
     check_bundle_templates(bundle, dim)
+    if gallery.require_consent:  # [privacy] require_consent: a bundle cannot bring in someone without it
+        missing = [p.id for p in bundle.persons if consent_of(p.metadata) is None]
+        if missing:
+            raise BundleError("apply_failed", f"[privacy] require_consent = true, and {len(missing)} person(s) "
+                              f"carry no consent in their metadata (first: {missing[0]})", h.version)
     now = time.time()
     with gallery.transaction(set_version=h.version) as db:
         current = int((db.execute("SELECT value FROM meta WHERE key = 'sync_version'").fetchone() or [0])[0])
@@ -100,24 +106,27 @@ def apply_bundle(gallery: Gallery, bundle: Bundle, embedder_sha256: str,
                            [(pid,) for pid in bundle.deletes] + [(p.id,) for p in bundle.persons])
         try:
             db.executemany(
-                "INSERT INTO persons (id, name, metadata, created_at, updated_at, card_number) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(p.id, p.name, json.dumps(p.metadata), p.created_at, p.updated_at, p.card_number)
-                 for p in bundle.persons],
+                "INSERT INTO persons (id, name, metadata, created_at, updated_at, card_number, card_sealed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(p.id, stored[0], stored[1], p.created_at, p.updated_at, stored[2], stored[3])
+                 for p in bundle.persons
+                 for stored in (gallery.seal_person(p.id, p.name, json.dumps(p.metadata), p.card_number),)],
             )
         except sqlite3.IntegrityError as exc:  # a card number held by a person this delta does not touch
             raise BundleError("apply_failed", f"card numbers conflict with this door's gallery: {exc}",
                               h.version) from None
         db.executemany(
-            "INSERT INTO templates (person_id, embedding, embedder_sha256, quality, source, created_at) "
+            "INSERT INTO templates (person_id, embedding, source, embedder_sha256, quality, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            [(p.id, t.embedding, h.embedder_sha256, json.dumps(t.quality), t.source, t.created_at)
+            [(p.id, *gallery.seal_template(p.id, t.embedding, t.source), h.embedder_sha256, json.dumps(t.quality),
+              t.created_at)
              for p in bundle.persons for t in p.templates],
         )
         db.executemany(
             "INSERT INTO negatives (person_id, embedding, embedder_sha256, source, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            [(p.id, t.embedding, h.embedder_sha256, t.source, t.created_at)
+            [(p.id, *gallery.seal_template(p.id, t.embedding, t.source, NEGATIVES_COLUMN), h.embedder_sha256,
+              t.created_at)
              for p in bundle.persons for t in p.negatives],
         )
         db.executemany(

@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from facegate.errors import GalleryError
 from facegate.gallery.masterface import CROWDING_THRESHOLD, TOP_K, crowding
-from facegate.gallery.store import Gallery, NewTemplate
+from facegate.gallery.store import NEGATIVES_COLUMN, Gallery, NewTemplate
 from facegate.gallery.templates import TemplateError, check_template
+from facegate.privacy.seal import OVERHEAD_BYTES
 from facegate.sync.bundle import PersonRecord, PolicyRecord, TemplateRecord, build_bundle, bundle_sha256
 
 __all__ = ["ExportResult", "export_bundle", "export_person_templates", "import_person_templates", "read_persons"]
@@ -50,11 +51,12 @@ class ExportResult:
 
 
 def read_persons(db: sqlite3.Connection, *, changed_after: int | None = None,
-                 person_id: str | None = None) -> list[PersonRecord]:
+                 person_id: str | None = None, gallery: Gallery | None = None) -> list[PersonRecord]:
     """Persons with their templates and policy, in id order: all, those changed after a version, or one.
 
     Three ordered scans merged in Python rather than one query per person: 10k persons stay well under a
     second. The caller holds a read transaction so the three scans see one version.
+    ``gallery`` opens the values of a sealed gallery (facegate.privacy); without it they are read as stored.
     """
     args: tuple[object, ...] = ()
     join = ""
@@ -63,20 +65,31 @@ def read_persons(db: sqlite3.Connection, *, changed_after: int | None = None,
     elif person_id is not None:
         join, args = "WHERE {col} = ?", (person_id,)
     persons = db.execute(
-        "SELECT p.id, p.name, p.metadata, p.created_at, p.updated_at, p.card_number FROM persons p "
+        "SELECT p.id, p.name, p.metadata, p.created_at, p.updated_at, p.card_number, p.card_sealed FROM persons p "
         f"{join.format(col='p.id')} ORDER BY p.id", args
     ).fetchall()
+    if gallery is not None:
+        persons = [(pid, *gallery.open_person(pid, name, meta, card, sealed)[:2], created, updated,
+                    gallery.open_person(pid, None, "{}", card, sealed)[2])
+                   for pid, name, meta, created, updated, card, sealed in persons]
+    else:
+        persons = [row[:6] for row in persons]
     templates: dict[str, list[TemplateRecord]] = {}
     for pid, blob, quality, source, created in db.execute(
         "SELECT t.person_id, t.embedding, t.quality, t.source, t.created_at FROM templates t "
         f"{join.format(col='t.person_id')} ORDER BY t.person_id, t.id", args
     ):
+        if gallery is not None:
+            blob, source = gallery.open_template(pid, blob), gallery.open_source(pid, source)
         templates.setdefault(pid, []).append(TemplateRecord(bytes(blob), json.loads(quality), source, created))
     negatives: dict[str, list[TemplateRecord]] = {}
     for pid, blob, source, created in db.execute(
         "SELECT t.person_id, t.embedding, t.source, t.created_at FROM negatives t "
         f"{join.format(col='t.person_id')} ORDER BY t.person_id, t.id", args
     ):
+        if gallery is not None:
+            blob = gallery.open_template(pid, blob, NEGATIVES_COLUMN)
+            source = gallery.open_source(pid, source, NEGATIVES_COLUMN)
         negatives.setdefault(pid, []).append(TemplateRecord(bytes(blob), {}, source, created))
     policies: dict[str, PolicyRecord] = {}
     for pid, start, until, groups, schedule, updated in db.execute(
@@ -121,7 +134,7 @@ def export_bundle(
         now = int(gallery.meta("version") or 0)
         deletes: list[str] = []
         if base is None:
-            persons = read_persons(db)
+            persons = read_persons(db, gallery=gallery)
         else:
             since = int(gallery.meta("changes_since") or 0)
             if not since <= base < now:
@@ -129,7 +142,7 @@ def export_bundle(
                     f"--base {base}: a delta needs {since} <= base < {now} (the gallery's version); "
                     + ("export a full snapshot instead" if base < since else "nothing changed since then")
                 )
-            persons = read_persons(db, changed_after=base)
+            persons = read_persons(db, changed_after=base, gallery=gallery)
             deletes = [r[0] for r in db.execute(
                 "SELECT person_id FROM sync_changes WHERE version > ? AND deleted = 1 ORDER BY person_id", (base,))]
         mixed = db.execute("SELECT COUNT(*) FROM templates WHERE embedder_sha256 != ?", (embedder,)).fetchone()[0]
@@ -152,7 +165,7 @@ def export_person_templates(gallery: Gallery, person_id: str) -> dict[str, Any]:
     Unsigned on purpose: the admin reviews and imports it, then signs a bundle; doors never accept this file.
     """
     with gallery.snapshot() as db:
-        found = read_persons(db, person_id=person_id)
+        found = read_persons(db, person_id=person_id, gallery=gallery)
     if not found:
         raise GalleryError(f"no person '{person_id}' in gallery {gallery.path}")
     person = found[0]
@@ -245,8 +258,10 @@ def _refuse_master_faces(gallery: Gallery, person_id: str, vectors: np.ndarray, 
     compare with, the first person of a gallery)."""
     size = 4 * vectors.shape[1]
     with gallery.snapshot() as db:
-        rows = db.execute("SELECT person_id, embedding FROM templates WHERE person_id != ? AND length(embedding) = ?",
-                          (person_id, size)).fetchall()
+        overhead = OVERHEAD_BYTES if gallery.sealer is not None else 0
+        rows = [(pid, gallery.open_template(pid, blob)) for pid, blob in db.execute(
+            "SELECT person_id, embedding FROM templates WHERE person_id != ? AND length(embedding) = ?",
+            (person_id, size + overhead))]
     if not rows:
         return None
     ids = [str(r[0]) for r in rows]

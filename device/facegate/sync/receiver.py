@@ -217,7 +217,7 @@ class SyncReceiver:
                 with gallery.snapshot() as db:  # index, names and revision of one committed state
                     revision = gallery.revision
                     index = gallery.build_index()
-                    names = {str(r[0]): r[1] for r in db.execute("SELECT id, name FROM persons")}
+                    names = gallery.names_from(db)
                 if self._on_applied is not None:
                     self._on_applied(index, names, revision)
             except Exception:

@@ -235,12 +235,13 @@ class Console:
             if not creating and not exists:
                 raise ConsoleError(f"no person {pid!r}", 404)
             try:
-                gallery.enroll(pid, [], self.service.embedder_sha256, name=name)
+                consent = body.get("consent") or None  # {"at", "how", "notice_version"}: facegate/privacy/consent.py
+                gallery.enroll(pid, [], self.service.embedder_sha256, name=name, consent=consent)
                 policy.set_person(pid, valid_from=body.get("valid_from") or None,
                                   valid_until=body.get("valid_until") or None,
                                   groups=body.get("groups") or None, schedule=body.get("schedule") or None)
             except (PolicyError, GalleryError) as exc:
-                if creating:
+                if creating and gallery.person(pid) is not None:  # a refused enrol (no consent) left no one
                     gallery.remove(pid)
                 raise ConsoleError(str(exc)) from None
         self.emit(user, "person_added" if creating else "person_updated", person_id=pid, name=name)
@@ -371,6 +372,20 @@ class Console:
         self.emit(user, "bulk_enrolled", archive=filename, persons=result["persons_enrolled"],
                   photos_accepted=result["accepted"], photos_refused=result["refused_images"])
         return result
+
+    def subject_export(self, user: str, person_id: str) -> dict[str, Any]:
+        """Everything the door holds about one person (facegate/rights/subject.py), as an audited action."""
+        from facegate.rights.subject import subject_export
+
+        journal = self.journal() if self.service.config.journal_path.is_file() else None
+        with self._db_lock:
+            gallery, _ = self._db()
+            try:
+                data = subject_export(gallery, person_id, journal)
+            except GalleryError as exc:
+                raise ConsoleError(str(exc), 404) from None
+        self.emit(user, "subject_exported", person_id=person_id)
+        return data
 
     # ------------------------------------------------------------------ journal
 

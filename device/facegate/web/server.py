@@ -349,6 +349,7 @@ class Handler(StreamRoutes):
             "": lambda s: c.save_person(s.user, self._json_body(), pid),
             "remove": lambda s: c.remove_person(s.user, pid, flag(self._json_body(), "purge_events", False)),
             "capture": lambda s: c.capture(s.user, pid),
+            "export": lambda s: c.subject_export(s.user, pid),  # subject access: docs/privacy.md
             "photo": lambda s: c.upload_photo(s.user, pid, self._body(MAX_PHOTO_BYTES),
                                               self.headers.get("X-Filename", "upload")[:200]),
         }

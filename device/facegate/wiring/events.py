@@ -12,6 +12,7 @@ from facegate.config import Config
 from facegate.events.emitter import EventEmitter
 from facegate.events.outbox import Outbox
 from facegate.journal import JournalError, JournalWriter, open_journal
+from facegate.privacy.seal import Sealer
 from facegate.wiring.recovery import open_outbox
 
 log = logging.getLogger("facegate.service")
@@ -25,10 +26,11 @@ class EventParts:
     journal_open_error: str | None
 
 
-def build_events(config: Config) -> EventParts:
+def build_events(config: Config, sealer: Sealer | None = None) -> EventParts:
+    """``sealer``: outbox and journal are stored sealed (facegate.privacy); None keeps them plain."""
     # Damaged files found at start (wiring/recovery.py): the outbox is quarantined and its readable events
     # carried over, reported as outbox_quarantined; a damaged gallery stops the start with what to do.
-    outbox, quarantine = open_outbox(config.state_dir / "outbox.db", config.outbox.max_events)
+    outbox, quarantine = open_outbox(config.state_dir / "outbox.db", config.outbox.max_events, sealer)
     emitter = EventEmitter(config.device_id, outbox)
     emitter.add_listener(lambda event: log.info("event %s", event["type"], extra={"event": event}))
     if quarantine is not None:
@@ -41,7 +43,7 @@ def build_events(config: Config) -> EventParts:
     if config.journal.enabled:
         try:
             journal = JournalWriter(open_journal(config.journal_path, config.journal.max_events,
-                                                 config.journal.retention_days))
+                                                 config.journal.retention_days, sealer))
             emitter.add_listener(journal.submit)
         except (JournalError, OSError) as exc:
             journal_open_error = str(exc)

@@ -14,6 +14,7 @@ from facegate.errors import ModelError
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
 from facegate.liveness.gate import LivenessGate
+from facegate.privacy.seal import Sealer
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import DecisionEngine
 from facegate.recognition.operating_point import door_threshold
@@ -108,15 +109,17 @@ class RecognitionParts:
     zone: DoorZone
 
 
-def build_recognition(config: Config) -> RecognitionParts:
+def build_recognition(config: Config, sealer: Sealer | None = None) -> RecognitionParts:
+    """``sealer``: the gallery's personal values are sealed at rest (facegate.privacy); None keeps it plain."""
     pipeline = build_pipeline(config)
     # Fair score calibration: the index, the thresholds and so the engine all use calibrated scores.
     calibration = load_calibration(config, pipeline)
     thresholds = threshold_table(config, pipeline, calibration)
     check_gallery(config.gallery_path)
-    gallery = Gallery(config.gallery_path)
+    gallery = Gallery(config.gallery_path, sealer)
     gallery.check_embedder(pipeline.embedder_sha256)
     gallery.check_templates(pipeline.embedder.dim)  # the template gate: exit 2 naming the person
+    gallery.set_require_consent(config.privacy.require_consent)  # every writer enforces it (privacy)
     policy = AccessPolicy(gallery, config.access)
     revision = gallery.revision  # read before the build: never newer than the index
     index = gallery.build_index(calibration)

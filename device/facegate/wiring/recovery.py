@@ -23,8 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from facegate.errors import GalleryError
+from facegate.errors import FacegateError, GalleryError
 from facegate.events.outbox import Outbox, OutboxError
+from facegate.privacy.seal import Sealer
 
 __all__ = ["Quarantine", "check_gallery", "integrity_problem", "open_outbox"]
 
@@ -84,13 +85,13 @@ class Quarantine:
                 "action": f"events not recovered may still be in {self.path}: try 'sqlite3 {self.path} .recover'"}
 
 
-def _salvage(path: Path, max_events: int) -> tuple[list[dict[str, object]], bool]:
+def _salvage(path: Path, max_events: int, sealer: Sealer | None = None) -> tuple[list[dict[str, object]], bool]:
     """Every event still readable from a damaged outbox, oldest first; (events, some_rows_unreadable).
 
     Tried on the file as it is, then on a copy whose header is made to match a truncated file's real length
     (SQLite refuses a file shorter than its header says, even for pages that are all there).
     """
-    events, damaged = _read_rows(path, max_events)
+    events, damaged = _read_rows(path, max_events, sealer)
     if events or not path.exists():
         return events, damaged
     copy = path.with_name(path.name + ".salvage")
@@ -102,7 +103,7 @@ def _salvage(path: Path, max_events: int) -> tuple[list[dict[str, object]], bool
             if page >= 512 and int.from_bytes(data[28:32], "big") * page > len(data):
                 data[28:32] = (len(data) // page).to_bytes(4, "big")
                 copy.write_bytes(data)
-                events, _ = _read_rows(copy, max_events)
+                events, _ = _read_rows(copy, max_events, sealer)
     except OSError as exc:  # e.g. no room for the copy: what was read directly stands
         log.warning("outbox salvage copy failed: %s", exc)
     finally:
@@ -110,10 +111,10 @@ def _salvage(path: Path, max_events: int) -> tuple[list[dict[str, object]], bool
     return events, True
 
 
-def _read_rows(path: Path, max_events: int) -> tuple[list[dict[str, object]], bool]:
+def _read_rows(path: Path, max_events: int, sealer: Sealer | None = None) -> tuple[list[dict[str, object]], bool]:
     """A full scan, or, when it hits damage, each row id looked up on its own (a lookup only reads the pages
     on its path, so rows before and after a damaged page are still found)."""
-    rows: dict[int, str] = {}
+    rows: dict[int, str | bytes] = {}
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
     except sqlite3.Error:
@@ -139,9 +140,9 @@ def _read_rows(path: Path, max_events: int) -> tuple[list[dict[str, object]], bo
         db.close()
     events: list[dict[str, object]] = []
     for _rowid, text in sorted(rows.items()):
-        try:
-            event = json.loads(text)
-        except (TypeError, ValueError):
+        try:  # a sealed event (facegate/privacy) is opened with the door's key
+            event = json.loads(sealer.open(text, "outbox.event") if sealer and isinstance(text, bytes) else text)
+        except (TypeError, ValueError, FacegateError):
             damaged = True
             continue  # one damaged row: the rest is still worth having
         if isinstance(event, dict) and "event_id" in event:
@@ -159,7 +160,7 @@ def _quarantine_name(path: Path) -> Path:
     return target
 
 
-def open_outbox(path: Path, max_events: int) -> tuple[Outbox, Quarantine | None]:
+def open_outbox(path: Path, max_events: int, sealer: Sealer | None = None) -> tuple[Outbox, Quarantine | None]:
     """The outbox at ``path``; a damaged one is quarantined and replaced (see the module docstring).
 
     Errors that are not damage (a read-only or full file system) still raise :class:`OutboxError`.
@@ -168,7 +169,7 @@ def open_outbox(path: Path, max_events: int) -> tuple[Outbox, Quarantine | None]
     problem = integrity_problem(path)
     if problem is None:
         try:
-            return Outbox(path, max_events), None
+            return Outbox(path, max_events, sealer=sealer), None
         except OutboxError as exc:
             if not isinstance(exc.__cause__, sqlite3.DatabaseError) or isinstance(exc.__cause__,
                                                                                    sqlite3.OperationalError):
@@ -180,14 +181,14 @@ def open_outbox(path: Path, max_events: int) -> tuple[Outbox, Quarantine | None]
         side = path.with_name(path.name + suffix)
         if side.exists():
             side.rename(target.with_name(target.name + suffix))
-    events, stopped = _salvage(target, max_events)
+    events, stopped = _salvage(target, max_events, sealer)
     log.error("outbox %s is damaged (%s): moved to %s, %d events recovered", path, problem, target, len(events))
-    Outbox(path, max_events).close()  # the schema, so the counter can be set before first use
+    Outbox(path, max_events, sealer=sealer).close()  # the schema, so the counter can be set before first use
     top = max((seq for e in events if isinstance(seq := e.get("seq"), int)), default=0)
     with sqlite3.connect(str(path)) as db:
         db.execute("UPDATE counters SET value = MAX(value, ?) WHERE name = 'seq'", (top,))
     db.close()
-    outbox = Outbox(path, max_events)
+    outbox = Outbox(path, max_events, sealer=sealer)
     for event in events[:max_events]:
         outbox.append(event)
     return outbox, Quarantine(str(target), problem, min(len(events), max_events), stopped)

@@ -176,7 +176,20 @@ function pagePeople() {
         } catch (e) { show(message, e.message, false); }
         load();
       });
-      actions.append(edit, remove);
+      const exportData = el("button", "Export data", "export");  // subject access: all the door holds on them
+      exportData.type = "button";
+      exportData.addEventListener("click", async () => {
+        try {
+          const data = await api("POST", "/api/people/" + encodeURIComponent(p.id) + "/export");
+          const link = el("a");
+          link.href = URL.createObjectURL(new Blob([JSON.stringify(data, null, 2)], {type: "application/json"}));
+          link.download = "facegate-subject-" + p.id + ".json";
+          link.click();
+          URL.revokeObjectURL(link.href);
+          show(message, "Exported " + p.id, true);
+        } catch (e) { show(message, e.message, false); }
+      });
+      actions.append(edit, exportData, remove);
       tr.append(actions);
       body.append(tr);
     }
@@ -191,6 +204,8 @@ function pagePeople() {
     $("person-valid-from").value = p ? localInput(p.valid_from) : "";
     $("person-valid-until").value = p ? localInput(p.valid_until) : "";
     $("person-schedule").value = p ? scheduleToText(p.schedule) : "";
+    $("person-consent-how").value = "";
+    $("person-consent-notice").value = "";
     $("person-message").textContent = "";
     $("btn-capture-open").disabled = !p;
     $("person-photo").disabled = !p;
@@ -208,6 +223,8 @@ function pagePeople() {
         valid_from: iso($("person-valid-from").value), valid_until: iso($("person-valid-until").value),
         schedule: textToSchedule($("person-schedule").value),
       };
+      const how = $("person-consent-how").value.trim(), notice = $("person-consent-notice").value.trim();
+      if (how || notice) body.consent = {at: new Date().toISOString(), how: how, notice_version: notice};
       const path = editing ? "/api/people/" + encodeURIComponent(editing) : "/api/people";
       await api("POST", path, body);
       editing = body.id;
