@@ -33,6 +33,12 @@ class CameraConfig(Section):
     height: int = Field(480, ge=64, le=4096)
     loop: bool = False  # replay only: start again when the files run out
     reopen_backoff_max_seconds: float = Field(30.0, gt=0)
+    # Network cameras (rtsp://, http:// MJPEG), docs/cameras.md: a frame older than this when the door is ready
+    # for it is dropped (counted), never decided on; no usable frame for stall_seconds reopens the stream.
+    max_frame_age_ms: float = Field(300.0, gt=0, le=60000)
+    stall_seconds: float = Field(5.0, gt=0, le=300)
+    open_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
 
 
 class ModelsConfig(Section):
