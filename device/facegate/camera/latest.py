@@ -87,6 +87,7 @@ class _Connection:
         self.error: CameraError | None = None
         self.last_fresh = opened_at  # the last time a frame young enough was handed out (or the open)
         self.first_arrival: float | None = None
+        self.last_arrival: float | None = None
         self.thread: threading.Thread | None = None
 
 
@@ -142,6 +143,7 @@ class LatestFrameSource:
                     conn.slot = _Slot(image, capture, wall - (arrival - capture), seq)
                     if conn.first_arrival is None:
                         conn.first_arrival = arrival
+                    conn.last_arrival = arrival
                     conn.cond.notify_all()
                 with self._lock:
                     self.stats.frames_decoded += 1
@@ -195,10 +197,10 @@ class LatestFrameSource:
             return conn.slot
 
     def _stall_message(self, conn: _Connection) -> str:
-        if conn.slot is None:
+        if conn.last_arrival is None or conn.last_arrival <= conn.last_fresh:
             return f"{self.name}: no frame for {self.stall_seconds:g} s (camera.stall_seconds)"
         return (f"{self.name}: no frame younger than {self.max_age * 1000:.0f} ms (camera.max_frame_age_ms) for "
-                f"{self.stall_seconds:g} s (camera.stall_seconds): the stream stalled or arrives late")
+                f"{self.stall_seconds:g} s (camera.stall_seconds): frames arrive late")
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -40,6 +40,7 @@ class MjpegGrabber:
         self._boundary = b""
         self._bad = 0
         self._after_boundary = False
+        self._sock: socket.socket | None = None
 
     def open(self) -> None:
         user, password, bare = credentials(self.url)
@@ -65,8 +66,8 @@ class MjpegGrabber:
         except CameraError:
             self.close()
             raise
-        if conn.sock is not None:
-            conn.sock.settimeout(self.read_timeout)
+        if self._sock is not None:
+            self._sock.settimeout(self.read_timeout)
         self._resp = resp
 
     def _get(self, scheme: str, netloc: str, target: str, auth: str | None,
@@ -74,6 +75,9 @@ class MjpegGrabber:
         cls = http.client.HTTPSConnection if scheme.lower() == "https" else http.client.HTTPConnection
         conn = cls(netloc, timeout=self.open_timeout)
         conn.request("GET", target, headers={"Authorization": auth} if auth else {})
+        # Kept before getresponse(): a response that lasts until the connection closes (a stream) takes the
+        # socket over and the connection forgets it, but its read timeout and interrupt() need it.
+        self._sock = conn.sock
         return conn, conn.getresponse()
 
     def _check(self, resp: http.client.HTTPResponse, user: str | None) -> None:
@@ -155,10 +159,10 @@ class MjpegGrabber:
 
     def interrupt(self) -> None:
         """Wake a blocked read now: shutting the socket down makes it return at once."""
-        conn = self._conn
-        if conn is not None and conn.sock is not None:
+        sock = self._sock
+        if sock is not None:
             with contextlib.suppress(OSError):
-                conn.sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         if self._resp is not None:
@@ -167,3 +171,6 @@ class MjpegGrabber:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
