@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from facegate.imageio import read_image
+from facegate.base.imageio import read_image
 
 
 def _pairs(lfw_dir: Path, count: int) -> list[tuple[Path, Path, bool]]:
@@ -24,7 +24,7 @@ def _pairs(lfw_dir: Path, count: int) -> list[tuple[Path, Path, bool]]:
 def test_pairs_accuracy_on_lfw_slice(pipeline, lfw_dir) -> None:  # type: ignore[no-untyped-def]
     """100 genuine + 100 impostor pairs: at the shipped FAR-1e-3 threshold genuine pairs mostly match and
     impostors essentially never do; the full figures come from tools/evaluate.py."""
-    from facegate.thresholds import ThresholdTable
+    from facegate.recognition.thresholds import ThresholdTable
 
     table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json")
     threshold = table.for_far(1e-3)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, write_image
 from facegate.access.policy import AccessPolicy
+from facegate.base.imageio import image_dimensions
 from facegate.cli import main
 from facegate.enrolment.bulk import enrol_photos
 from facegate.enrolment.cli import ProgressBar
@@ -28,7 +29,6 @@ from facegate.enrolment.sources import (
     parse_people_csv,
 )
 from facegate.gallery.store import Gallery
-from facegate.imageio import image_dimensions
 
 sys.path.insert(0, str(ROOT / "tools"))
 from demo import augment, shipped_photos

@@ -12,9 +12,9 @@ import pytest
 from conftest import ROOT
 from facegate.errors import ModelError
 from facegate.gallery.index import EmbeddingIndex
-from facegate.models import Manifest, sha256_file
 from facegate.recognition.calibration import ROLE, FairCalibration
-from facegate.thresholds import ThresholdTable
+from facegate.recognition.thresholds import ThresholdTable
+from facegate.vision.models import Manifest, sha256_file
 
 sys.path.insert(0, str(ROOT / "tools"))
 import fit_calibration as fc

@@ -142,9 +142,7 @@ def test_rtsp_stalled_stream_is_reopened(rtsp_frames) -> None:  # type: ignore[n
         events: list[tuple[str, dict[str, Any]]] = []
         stop = threading.Event()
         sup = CameraSupervisor(source, lambda t, **f: events.append((t, f)), stop, 0.2, 0.1)
-        frames = 0
-        for _ in sup.frames():
-            frames += 1
+        for frames, _ in enumerate(sup.frames(), 1):
             if sum(1 for t, _ in events if t == "camera_ok") >= 1 and frames > 5:
                 stop.set()
     kinds = [t for t, _ in events]
@@ -220,8 +218,8 @@ def test_mjpeg_stall_and_garbage_are_reopened(scene) -> None:  # type: ignore[no
             events: list[tuple[str, dict[str, Any]]] = []
             stop = threading.Event()
             sup = CameraSupervisor(source, lambda t, _e=events, **f: _e.append((t, f)), stop, 0.2, 0.1)
-            watcher = threading.Thread(target=lambda s=server, e=events: (  # type: ignore[misc]
-                wait_until(lambda: s.connections >= 3 and bool(e), 60), stop.set()))
+            watcher = threading.Thread(target=lambda s=server, e=events, halt=stop: (  # type: ignore[misc]
+                wait_until(lambda: s.connections >= 3 and bool(e), 60), halt.set()))
             watcher.start()
             for _ in sup.frames():
                 pass

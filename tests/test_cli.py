@@ -203,7 +203,7 @@ def test_cli_commands_do_not_print_litert_delegate_notice(tmp_path, images) -> N
 def test_without_delegate_notice_keeps_every_other_native_line(capfd) -> None:  # type: ignore[no-untyped-def]
     import os
 
-    from facegate.runtime import without_delegate_notice
+    from facegate.vision.runtime import without_delegate_notice
 
     with without_delegate_notice():
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nERROR: a real runtime error\n")

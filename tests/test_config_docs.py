@@ -81,8 +81,8 @@ def test_documented_defaults_are_the_schema_defaults() -> None:
             expected = str(node).lower()
         elif isinstance(node, str | PurePath):
             expected = f'"{node}"'
-        elif isinstance(node, list):
-            expected = json.dumps(node)
+        elif isinstance(node, list | tuple):  # written as a TOML array
+            expected = json.dumps(list(node))
         else:
             expected = str(node)
         assert cell.strip("`") == expected, f"{m.group(1)}: the page says {cell}, the schema's default is {expected}"

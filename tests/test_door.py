@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from facegate.access.door import Door
 from facegate.config import DoorConfig
 from gpiozero import OutputDevice
 from gpiozero.pins.mock import MockFactory
+from support import wait_for
 
 RELAY, CONTACT, EXIT, BUZZER, LED_PIN = 17, 22, 27, 5, 6
 PULSE = 0.3  # the measured pulse
@@ -42,14 +43,6 @@ class Recorder:
     def clear(self) -> None:
         with self._lock:
             self.events.clear()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
 
 
 def pulses(pin: Any, energised_level: bool) -> list[float]:

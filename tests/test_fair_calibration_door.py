@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from facegate.recognition.calibration import FairCalibration
-from facegate.service import Service, match_threshold
-from facegate.thresholds import ThresholdTable
+from facegate.recognition.thresholds import ThresholdTable
+from facegate.service import Service
+from facegate.wiring.recognition import match_threshold
 from test_service import astro_templates, enrol, factory, make_config, photos, pulses, write_frames  # noqa: F401
 
 CAL = {"fair_calibration": True}

@@ -13,8 +13,8 @@ from conftest import ROOT
 from facegate.cli import main
 from facegate.fairness.report import Templates, group_rates, wilson
 from facegate.gallery.store import Gallery, NewTemplate
-from facegate.models import Manifest
-from facegate.thresholds import ThresholdTable
+from facegate.recognition.thresholds import ThresholdTable
+from facegate.vision.models import Manifest
 
 sys.path.insert(0, str(ROOT / "tools"))
 import evaluate as ev

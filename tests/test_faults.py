@@ -37,8 +37,8 @@ from facegate.cli import main as cli_main
 from facegate.config import CommandsConfig, DoorConfig
 from facegate.events.commands import CommandRejected, CommandVerifier, sign_command
 from facegate.events.outbox import Outbox
-from facegate.recovery import integrity_problem
 from facegate.service import Service
+from facegate.wiring.recovery import integrity_problem
 from gpiozero.pins.mock import MockFactory
 from test_service import DEVICE, enrol, events_of, make_config, pulses, types, write_frames
 
@@ -370,16 +370,18 @@ def test_relock_and_decisions_survive_a_broker_that_never_comes_back(tmp_path, p
     assert [e["event_id"] for e in test_service.outbox_rows(config)] == [e["event_id"] for e in seen]
 
 
-@pytest.mark.parametrize(("taken", "outcome"), [("2026-11-30T07:00:00+00:00", "access_denied"),
-                                                ("2026-11-30T09:00:00+00:00", "access_granted")],
-                         ids=["before_opening_hours", "within_opening_hours"])
-def test_schedules_are_checked_at_the_frame_capture_time(tmp_path, photos, astro_templates, pipeline, factory,  # type: ignore[no-untyped-def]
-                                                         taken, outcome) -> None:
-    """As documented (docs/mqtt.md): the policy judges the time the frame was taken, here a replay's file time
-    (a Monday), whatever the wall clock says while it is read. A wrong device clock gives wrong schedule answers
-    for a live camera: `facegate doctor` checks the clock."""
+@pytest.mark.parametrize(("taken", "decided_at", "outcome"),
+                         [("2026-11-30T09:00:00+00:00", "2026-11-30T07:00:00+00:00", "access_denied"),
+                          ("2026-11-30T07:00:00+00:00", "2026-11-30T09:00:00+00:00", "access_granted")],
+                         ids=["frames_in_hours_decided_before", "frames_before_hours_decided_in"])
+def test_schedules_are_checked_on_the_service_clock_not_the_frame_time(  # type: ignore[no-untyped-def]
+        tmp_path, photos, astro_templates, pipeline, factory, taken, decided_at, outcome) -> None:
+    """As documented (docs/decision.md, "Trusted time"): the policy judges the service's clock at the decision,
+    never the frame's time stamp (a replay's file time here, a Monday), which only goes into the event. A frame
+    stamped inside opening hours but judged outside them is refused, and the other way round."""
     from datetime import datetime
 
+    from facegate.access.clock import UncheckedClock
     from facegate.access.policy import AccessPolicy
     from facegate.gallery.store import Gallery
 
@@ -391,7 +393,11 @@ def test_schedules_are_checked_at_the_frame_capture_time(tmp_path, photos, astro
     enrol(config, astro_templates, pipeline)
     with Gallery(config.gallery_path) as g, AccessPolicy(g) as policy:
         policy.set_person("astro", schedule={"mon": [["08:00", "18:00"]]})
-    _service, seen = run_service(config, factory)
+    now = datetime.fromisoformat(decided_at).timestamp()
+    service = Service(config, pin_factory=factory, clock=UncheckedClock(lambda: now))
+    seen: list[dict[str, Any]] = []
+    service.emitter.add_listener(seen.append)
+    assert service.run() == 0
     decided = [e for e in seen if e["type"] in ("access_granted", "access_denied")]
     assert [e["type"] for e in decided] == [outcome]
     assert decided[0]["frame_ts"].startswith(taken[:13])

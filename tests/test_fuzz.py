@@ -33,12 +33,12 @@ import pytest
 from conftest import ROOT
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from facegate.base.imageio import decode_image, image_dimensions
 from facegate.camera.replay import ReplaySource
 from facegate.camera.source import FrameError
 from facegate.config import Config, ConfigError, load_config
 from facegate.errors import ImageError
 from facegate.events.commands import CommandRejected, CommandVerifier, sign_command
-from facegate.imageio import decode_image, image_dimensions
 from facegate.sync.bundle import BundleError, PersonRecord, TemplateRecord, build_bundle, verify_bundle
 from facegate.sync.chunks import ChunkStore, make_chunks, make_manifest, parse_chunk, parse_manifest
 from hypothesis import HealthCheck, given, settings
@@ -344,12 +344,12 @@ def jpeg_bomb(width: int = 30000, height: int = 30000) -> bytes:
 @pytest.fixture
 def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to decode pixels fails the test: bombs must be refused from their header alone."""
-    import facegate.imageio
+    import facegate.base.imageio
 
     def refuse(*_args: Any) -> None:
         raise AssertionError("cv2.imdecode was called on a decompression bomb")
 
-    monkeypatch.setattr(facegate.imageio.cv2, "imdecode", refuse)
+    monkeypatch.setattr(facegate.base.imageio.cv2, "imdecode", refuse)
 
 
 @pytest.mark.parametrize("bomb", [png_bomb, jpeg_bomb], ids=["png_30000x30000", "jpeg_30000x30000"])

@@ -22,7 +22,7 @@ from facegate.liveness import (
 )
 from facegate.liveness.motion import eye_aspect_ratio, fit_homography, non_planarity, planar_residual
 from facegate.liveness.texture import FEATURE_DIM, LBP_BINS, face_crop, lbp_histogram, texture_features
-from facegate.models import Manifest, default_models_dir
+from facegate.vision.models import Manifest, default_models_dir
 
 # ---------------------------------------------------------------- texture
 
@@ -221,7 +221,7 @@ def test_nuaa_presentations_smoke(pipeline, kind: str, session: str, expected: b
 
     A wiring check, not a measurement: the shipped model was fitted on these subjects. Cross-validated figures
     come from tools/evaluate_pad.py."""
-    from facegate.imageio import read_image
+    from facegate.base.imageio import read_image
 
     folder = _nuaa_dir() / kind / "0003"
     frames = sorted(folder.glob(f"0003_{session}_*.jpg"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))[:5]

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 import tty
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from facegate.config import DoorConfig, OsdpConfig  # noqa: E402
 from facegate.panel.osdp_pd import OsdpReader  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
 from recorded_events import Events  # noqa: E402
+from support import wait_for  # noqa: E402
 
 KEY = bytes.fromhex("8c1f5a2e9b7d4c3a0f6e1d2c3b4a5968")
 WRONG = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -53,14 +54,6 @@ class CutChannel(osdp.Channel):  # type: ignore[misc]
 
     def flush(self) -> None:
         pass
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Panel:

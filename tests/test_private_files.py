@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from broker import Mosquitto, wait_until
+from facegate.base.private_files import private_sqlite
 from facegate.cli import main
 from facegate.config import parse_config
 from facegate.gallery.store import Gallery
@@ -107,3 +110,25 @@ def test_exported_bundles_and_sync_chunks_are_owner_only_under_umask_022(tmp_pat
     for payload in make_chunks(data, manifest)[:2]:
         store.add(parse_chunk(payload))
     assert loose(tmp_path / "sync") == {".": oct(0o755)}  # made by the test itself; below it all is private
+
+
+def test_making_an_open_database_private_keeps_this_processs_locks_on_it(tmp_path: Path) -> None:
+    """POSIX locks (SQLite's) belong to the process and die with *any* descriptor of the file that it closes:
+    private_sqlite on a database another connection here has open must not open and close it."""
+    import fcntl
+
+    db = tmp_path / "gallery.db"
+    db.write_bytes(b"")
+    fd = os.open(db, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH)  # what a reading SQLite connection of this process holds
+        private_sqlite(db)
+        probe = ("import fcntl, os, sys\n"
+                 "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+                 "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n    sys.exit(0)\n"
+                 "sys.exit(1)\n")
+        child = subprocess.run([sys.executable, "-c", probe, str(db)], timeout=30)
+        assert child.returncode == 0, "another process could lock the file exclusively: our shared lock was lost"
+        assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    finally:
+        os.close(fd)

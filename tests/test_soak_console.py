@@ -6,21 +6,13 @@ from __future__ import annotations
 
 import importlib
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from facegate.web.accounts import UserStore
+from support import wait_for
 from webconsole import ADMIN, ADMIN_PASSWORD, running_door
 
 soak = importlib.import_module("soak")  # tools/soak.py: tools/ is on sys.path once webconsole is imported
-
-
-def wait_for(what: str, done: Callable[[], bool], seconds: float = 90.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_console_client_streams_and_signs_in_again_when_its_session_ends(tmp_path: Path) -> None:
@@ -28,12 +20,12 @@ def test_console_client_streams_and_signs_in_again_when_its_session_ends(tmp_pat
         stop = threading.Event()
         client = soak.ConsoleClient(door.port, ADMIN, ADMIN_PASSWORD, stop)
         try:
-            wait_for("frames and events", lambda: client.live["frames"] >= 5 and client.events["received"] >= 1)
+            wait_for(lambda: client.live["frames"] >= 5 and client.events["received"] >= 1, 90, "frames and events")
             before = client.live["frames"]
             UserStore(door.state_dir).passwd(ADMIN, ADMIN_PASSWORD)  # a new hash: the old session is void
-            wait_for("a second sign-in and both streams back",
-                     lambda: client.logins >= 2 and client.live["connects"] >= 2 and client.events["connects"] >= 2)
-            wait_for("frames after the sign-in", lambda: client.live["frames"] >= before + 5)
+            wait_for(lambda: client.logins >= 2 and client.live["connects"] >= 2 and client.events["connects"] >= 2,
+                     90, "a second sign-in and both streams back")
+            wait_for(lambda: client.live["frames"] >= before + 5, 90, "frames after the sign-in")
         finally:
             stop.set()
         report = client.report({e["event_id"]: e["type"] for e in door.events()})

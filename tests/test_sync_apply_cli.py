@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from facegate.cli import main
 from facegate.gallery.store import Gallery
-from facegate.models import Manifest
+from facegate.vision.models import Manifest
 from test_sync_helpers import add_random_persons, content, synced_part
 
 

@@ -246,11 +246,19 @@ def test_a_forged_chunk_does_not_hold_back_the_real_bundle(tmp_path, broker, adm
         assert mqtt is not None
         rejected = door.wait_for("gallery_rejected")[0]
         assert rejected["reason"] == "corrupt" and rejected["bundle"] == full.sha256 and "version" not in rejected
-        # The bundle is not refused (its bytes are unknown), only this manifest is remembered as failed...
+        # The bundle is not refused (its bytes are unknown), only this manifest is remembered as failed:
         assert door.receiver.wants(full.sha256)
-        # ...so once the admin puts the real chunk back and publishes again, the bundle is applied.
+        # publishing the same manifest again (what an attacker with publish rights would do) fetches nothing...
+        stored: list[int] = []
+        real_add = mqtt._store.add
+        mqtt._store.add = lambda chunk: stored.append(chunk.index) or real_add(chunk)  # type: ignore[method-assign]
         publish_bundle(full.data, target(broker), TOPIC, chunk_bytes=CHUNK)
-        assert door.wait_for("gallery_updated", timeout=15)[0]["bundle"] == full.sha256
+        wait_until(lambda: bool(stored), timeout=3)  # gives it time to (wrongly) fetch again
+        assert stored == []
+        # ...and the admin's way out, a new export, has another manifest and is applied.
+        newer = export_bundle(admin, key, version=full.version + 1)
+        publish_bundle(newer.data, target(broker), TOPIC, chunk_bytes=CHUNK)
+        assert door.wait_for("gallery_updated", timeout=15)[0]["bundle"] == newer.sha256
     assert len(door.of("gallery_rejected")) == 1
     assert synced_part(content(door.gallery)) == synced_part(content(admin.path))
     assert not any((door.config.state_dir / "sync" / "chunks").iterdir())

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from facegate.base.imageio import read_image
 from facegate.cli import main
 from facegate.config import parse_config
 from facegate.errors import GalleryError
 from facegate.events.discovery import discovery_payload
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery, NewTemplate
-from facegate.imageio import read_image
 from facegate.service import Service
 from facegate.sync.bundle import PersonRecord, TemplateRecord, build_bundle
 from facegate.sync.export import TEMPLATES_FORMAT, export_bundle

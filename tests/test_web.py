@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from broker import wait_until
 from facegate.config import ConfigError, parse_config
+from facegate.validate.netaddr import host_header_is_local, is_local_client
 from facegate.web.accounts import UserStore
-from facegate.web.netaddr import host_header_is_local, is_local_client
 from facegate.web.server import PAGES
 from webconsole import ADMIN, ADMIN_PASSWORD, VIEWER, VIEWER_PASSWORD, Client, Door, running_door
 
@@ -343,7 +343,7 @@ def test_journal_api_filters_pages_and_exports_csv(door: Door) -> None:
 
 
 def test_a_connection_flood_is_capped_and_the_console_recovers(door: Door) -> None:
-    from facegate.web.server import MAX_CONNECTIONS
+    from facegate.web.connections import MAX_CONNECTIONS
 
     held = [socket.create_connection(("127.0.0.1", door.port)) for _ in range(MAX_CONNECTIONS)]
     try:
@@ -451,7 +451,7 @@ def test_a_successful_login_does_not_reset_the_failure_count(door: Door) -> None
 
 def test_login_limit_counts_an_ipv6_64_as_one_address() -> None:
     """One IPv6 subscriber holds a whole /64: counting each of its addresses apart would not limit them."""
-    from facegate.web.netaddr import limiter_key
+    from facegate.validate.netaddr import limiter_key
 
     assert limiter_key("2001:db8:1:2::1") == limiter_key("2001:db8:1:2:ffff:1:2:3")
     assert limiter_key("2001:db8:1:2::1") != limiter_key("2001:db8:1:3::1")
@@ -462,7 +462,7 @@ def test_login_limit_counts_an_ipv6_64_as_one_address() -> None:
 def test_one_address_cannot_hold_every_connection(door: Door) -> None:
     """Slowloris: idle connections from one client (each may wait 30 s per read) must not use up the whole
     connection budget; another client (the door screen, an admin) is still served."""
-    from facegate.web.server import MAX_CONNECTIONS
+    from facegate.web.connections import MAX_CONNECTIONS
 
     held = []
     try:

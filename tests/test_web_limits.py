@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from broker import wait_until
+from facegate.validate.netaddr import limiter_key
 from facegate.web.accounts import UserStore
-from facegate.web.netaddr import limiter_key
 from facegate.web.sessions import FAILURES_FILE, MAX_SESSIONS_PER_USER, SessionStore
 from test_web import _self_signed, _stream_ends
 from webconsole import ADMIN, ADMIN_PASSWORD, VIEWER, VIEWER_PASSWORD, Client, Door, running_door

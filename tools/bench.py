@@ -28,13 +28,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "device"))
 
+from facegate.base.imageio import decode_image  # noqa: E402
 from facegate.gallery.index import EmbeddingIndex  # noqa: E402
-from facegate.imageio import decode_image  # noqa: E402
-from facegate.runtime import TFLiteModel, runtime_name  # noqa: E402
 from facegate.vision.align import align_face  # noqa: E402
 from facegate.vision.embedder import l2_normalise  # noqa: E402
 from facegate.vision.landmarks import FaceMesh  # noqa: E402
 from facegate.vision.pipeline import FacePipeline, PipelineOptions  # noqa: E402
+from facegate.vision.runtime import TFLiteModel, runtime_name  # noqa: E402
 
 
 def webcam_frames(limit: int) -> tuple[list[bytes], str]:

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "device"))
 
 from facegate.gallery.index import EmbeddingIndex  # noqa: E402
-from facegate.models import Manifest  # noqa: E402
 from facegate.recognition.calibration import FairCalibration  # noqa: E402
+from facegate.vision.models import Manifest  # noqa: E402
 
 
 def median_us(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]

@@ -47,7 +47,7 @@ import pydantic, gpiozero; mark("pydantic+gpiozero")
 import paho.mqtt.client; mark("paho (MQTT on)")
 import facegate.service; mark("facegate.service")
 from facegate.config import load_config
-from facegate.service import build_pipeline
+from facegate.wiring.recognition import build_pipeline
 config = load_config(sys.argv[1])
 pipeline = build_pipeline(config); mark("interpreters")
 from facegate.gallery.store import Gallery

@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT / "device"))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from demo import augment, in_scene, shipped_photos  # noqa: E402
+from facegate.base.imageio import read_image  # noqa: E402
 from facegate.camera.replay import ReplaySource  # noqa: E402
 from facegate.camera.source import Frame  # noqa: E402
 from facegate.config import parse_config  # noqa: E402
 from facegate.gallery.store import Gallery, NewTemplate  # noqa: E402
-from facegate.imageio import read_image  # noqa: E402
 from facegate.service import Service  # noqa: E402
 from facegate.vision.pipeline import FacePipeline  # noqa: E402
 from galleryfill import add_random_persons  # noqa: E402

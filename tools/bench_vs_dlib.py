@@ -48,7 +48,7 @@ def frames(limit: int) -> list[Path]:
 
 def facegate_run(paths: list[Path], threads: int) -> dict[str, float]:
     sys.path.insert(0, str(ROOT / "device"))
-    from facegate.imageio import read_image
+    from facegate.base.imageio import read_image
     from facegate.vision.pipeline import FacePipeline, PipelineOptions
 
     pipeline = FacePipeline.from_models_dir(None, PipelineOptions(threads=threads))

@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "device"))
 
+from facegate.base.imageio import read_image  # noqa: E402
 from facegate.gallery.store import Gallery, NewTemplate  # noqa: E402
-from facegate.imageio import read_image  # noqa: E402
 from facegate.vision.pipeline import FacePipeline, PipelineOptions  # noqa: E402
 
 DEMO = ROOT / "build" / "demo"

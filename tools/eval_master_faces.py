@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from evaluate import default_faces_dir, embed_images, list_identities  # noqa: E402
 from facegate.gallery.masterface import CROWDING_THRESHOLD, TOP_K, crowding  # noqa: E402
-from facegate.models import Manifest  # noqa: E402
-from facegate.thresholds import ThresholdTable  # noqa: E402
+from facegate.recognition.thresholds import ThresholdTable  # noqa: E402
+from facegate.vision.models import Manifest  # noqa: E402
 from facegate.vision.pipeline import FacePipeline, PipelineOptions  # noqa: E402
 
 

@@ -36,12 +36,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "device"))
 
+from facegate.base.imageio import read_image  # noqa: E402
 from facegate.errors import ImageError, ModelError  # noqa: E402
-from facegate.imageio import read_image  # noqa: E402
-from facegate.models import Manifest  # noqa: E402
 from facegate.recognition.calibration import ROLE as CALIBRATION_ROLE  # noqa: E402
 from facegate.recognition.calibration import FairCalibration  # noqa: E402
-from facegate.thresholds import ThresholdTable  # noqa: E402
+from facegate.recognition.thresholds import table_for  # noqa: E402
+from facegate.vision.models import Manifest  # noqa: E402
 from facegate.vision.pipeline import FacePipeline, PipelineOptions  # noqa: E402
 
 FARS = (1e-2, 1e-3, 1e-4, 1e-5)
@@ -494,9 +494,8 @@ def operating_points(args: argparse.Namespace, manifest: Manifest, embedder_sha2
     """(far, similarity) of models/thresholds.json for these scores (this run's own when it has none for them,
     or when writing a new table), and where they came from."""
     try:
-        table = ThresholdTable.load(manifest.directory / "thresholds.json",
-                                    calibration.sha256 if calibration is not None else None)
-        if table.embedder_sha256 == embedder_sha256 and not args.write_thresholds:
+        table = table_for(manifest.directory, embedder_sha256, calibration.sha256 if calibration is not None else None)
+        if not args.write_thresholds:
             return [(p.far, p.similarity) for p in table.points], str(manifest.directory / "thresholds.json")
     except ModelError:
         pass

@@ -44,8 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "device"))
 
+from facegate.base.imageio import read_image  # noqa: E402
 from facegate.errors import ImageError  # noqa: E402
-from facegate.imageio import read_image  # noqa: E402
 from facegate.liveness import texture  # noqa: E402
 from facegate.liveness.model import OPERATING_POINTS, ActiveParams, TextureClassifier  # noqa: E402
 from facegate.liveness.track import FrameEvidence, LivenessTrack, TrackParams  # noqa: E402

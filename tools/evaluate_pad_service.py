@@ -53,14 +53,15 @@ sys.path.insert(0, str(ROOT / "device"))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import evaluate_pad as pad  # noqa: E402
+from facegate.base.imageio import read_image  # noqa: E402
 from facegate.camera.replay import ReplaySource  # noqa: E402
 from facegate.config import Config, parse_config  # noqa: E402
 from facegate.gallery.store import Gallery, NewTemplate  # noqa: E402
-from facegate.imageio import read_image  # noqa: E402
 from facegate.liveness.gate import ROLE  # noqa: E402
 from facegate.liveness.model import OPERATING_POINTS, ActiveParams, TextureClassifier  # noqa: E402
-from facegate.models import Manifest, default_models_dir, sha256_file  # noqa: E402
-from facegate.service import Service, build_pipeline  # noqa: E402
+from facegate.service import Service  # noqa: E402
+from facegate.vision.models import Manifest, default_models_dir, sha256_file  # noqa: E402
+from facegate.wiring.recognition import build_pipeline  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 OUTCOMES = ("granted", "spoof", "unknown", "denied", "none")

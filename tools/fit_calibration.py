@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT / "device"))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import evaluate as ev  # noqa: E402
-from facegate.models import Manifest, sha256_file  # noqa: E402
 from facegate.recognition.calibration import FairCalibration  # noqa: E402
+from facegate.vision.models import Manifest, sha256_file  # noqa: E402
 from facegate.vision.pipeline import FacePipeline, PipelineOptions  # noqa: E402
 
 TARGET_FAR = 1e-4

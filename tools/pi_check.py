@@ -77,7 +77,7 @@ def host_inputs(folder: Path) -> list[float]:
     """What the chroot steps use, made here with the development venv: a shipped photo (scikit-image's astronaut),
     the demo's replay frames, and the x86 embedding of the photo to compare the arm64 one with."""
     photo = shipped_inputs(folder)
-    from facegate.imageio import read_image
+    from facegate.base.imageio import read_image
     from facegate.vision.pipeline import FacePipeline, PipelineOptions
 
     pipeline = FacePipeline.from_models_dir(None, PipelineOptions())

@@ -7,7 +7,8 @@ x264enc), so it runs as its own process under /usr/bin/python3, never inside the
     /usr/bin/python3 tools/rtsp_server.py --port 8554 --frames FILE.rgb --size 1280x720 [--fps 10]
         [--user U --password P] [--stall-after SECONDS]
 
-The frames of FILE.rgb (raw RGB, back to back, looped; tools/stream_servers.py writes them) are pushed live through an appsrc at ``--fps``, each buffer stamped
+The frames of FILE.rgb (raw RGB, back to back, looped; tools/stream_servers.py writes them) are pushed live
+through an appsrc at ``--fps``, each buffer stamped
 with the pipeline's clock, so the RTP time stamps are the capture times a real camera would send. Every client
 gets its own pipeline (not shared), so ``--stall-after`` stalls each connection that many seconds after it
 started playing: the session stays open but no frame comes, like a camera whose encoder hung. Prints
@@ -26,6 +27,7 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
 
 def load_frames(path: Path, width: int, height: int) -> list[bytes]:
     """The frames of a raw RGB file (width x height x 3 bytes each, back to back: tools/stream_servers.py)."""

@@ -142,7 +142,7 @@ class MjpegServer:
             def log_message(self, *_args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+            def do_GET(self) -> None:
                 if server.user is not None:
                     expected = "Basic " + base64.b64encode(f"{server.user}:{server.password}".encode()).decode()
                     if self.headers.get("Authorization") != expected:

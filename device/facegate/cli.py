@@ -9,20 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
 from facegate import __version__
+from facegate.base.imageio import read_image
+from facegate.base.output import Output
 from facegate.config import EXIT_CONFIG, Config, ConfigError, load_config
 from facegate.enrolment.photo import assess
 from facegate.errors import FacegateError, GalleryError, ImageError
 from facegate.events.ha_cli import add_code_commands
 from facegate.fairness.cli import add_fairness_command
 from facegate.gallery.store import Gallery, NewTemplate
-from facegate.imageio import read_image
 from facegate.journal.cli import (
     add_events_command,
     add_purge_options,
@@ -31,13 +32,13 @@ from facegate.journal.cli import (
     purge_target,
     scrub_outbox,
 )
-from facegate.models import Manifest
 from facegate.panel.cli import add_gallery_card_command, card_number_arg
 from facegate.recognition.calibration import FairCalibration
-from facegate.runtime import without_delegate_notice
+from facegate.recognition.thresholds import DEFAULT_FAR, ForeignTableError, table_for
 from facegate.sync.cli import add_gallery_sync_commands
-from facegate.thresholds import DEFAULT_FAR, ThresholdTable
+from facegate.vision.models import Manifest
 from facegate.vision.pipeline import FacePipeline, FaceResult, PipelineOptions
+from facegate.vision.runtime import without_delegate_notice
 from facegate.web.users_cli import add_user_commands
 
 EXIT_OK = 0
@@ -45,23 +46,9 @@ EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
 
 
-class Output:
-    """Where results and messages go; a class so tests and the service can capture both streams."""
-
-    def __init__(self, out: TextIO, err: TextIO) -> None:
-        self.out, self.err = out, err
-
-    def result(self, obj: dict[str, Any]) -> None:
-        self.out.write(json.dumps(obj) + "\n")
-        self.out.flush()
-
-    def message(self, text: str) -> None:
-        self.err.write(f"facegate: {text}\n")
-
-
 def _pipeline(args: argparse.Namespace) -> FacePipeline:
     options = PipelineOptions(threads=args.threads, detector=args.detector, embedder=args.embedder)
-    with without_delegate_notice():  # LiteRT's "Created ... XNNPACK delegate" INFO line (facegate/runtime.py)
+    with without_delegate_notice():  # LiteRT's "Created ... XNNPACK delegate" INFO line (facegate/vision/runtime.py)
         return FacePipeline(Manifest.load(args.models), options)
 
 
@@ -77,13 +64,11 @@ def _thresholds(args: argparse.Namespace, pipeline: FacePipeline,
     """The match threshold and the false-match rate it stands for (None when given by hand)."""
     if args.threshold is not None:
         return args.threshold, None
-    table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json",
-                                calibration.sha256 if calibration is not None else None)
-    if table.embedder_sha256 != pipeline.embedder_sha256:
-        raise FacegateError(
-            f"thresholds.json in {pipeline.manifest.directory} was measured for another embedder; "
-            "pass --threshold or re-run tools/evaluate.py --write-thresholds"
-        )
+    try:
+        table = table_for(pipeline.manifest.directory, pipeline.embedder_sha256,
+                          calibration.sha256 if calibration is not None else None)
+    except ForeignTableError as exc:
+        raise FacegateError(f"{exc}; pass --threshold or re-run tools/evaluate.py --write-thresholds") from None
     return table.for_far(args.far), args.far
 
 
@@ -99,26 +84,42 @@ def _face_json(result: FaceResult, with_embedding: bool) -> dict[str, Any]:
     return obj
 
 
+class ImageRun:
+    """The per-image loop of ``embed`` and ``identify``: an unreadable image is reported (a result naming it and a
+    message) and counted, and the run goes on with the next; any failure makes the exit code 2."""
+
+    def __init__(self, pipeline: FacePipeline, io: Output, all_faces: bool) -> None:
+        self.pipeline, self.io, self.all_faces = pipeline, io, all_faces
+        self.failed = 0
+
+    def faces(self, paths: list[Path]) -> Iterator[tuple[Path, list[FaceResult]]]:
+        for path in paths:
+            try:
+                results = self.pipeline.process(read_image(path), largest_only=not self.all_faces)
+            except ImageError as exc:
+                self.failed += 1
+                self.io.result({"image": str(path), "error": str(exc)})
+                self.io.message(str(exc))
+                continue
+            yield path, results
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_BAD_INPUT if self.failed else EXIT_OK
+
+
 def cmd_embed(args: argparse.Namespace, io: Output) -> int:
-    pipeline = _pipeline(args)
-    failed = 0
-    for image_path in args.images:
-        try:
-            results = pipeline.process(read_image(image_path), largest_only=not args.all_faces)
-        except ImageError as exc:
-            failed += 1
-            io.result({"image": str(image_path), "error": str(exc)})
-            io.message(str(exc))
-            continue
+    run = ImageRun(_pipeline(args), io, args.all_faces)
+    for image_path, results in run.faces(args.images):
         if not results:
-            failed += 1
+            run.failed += 1
             io.result({"image": str(image_path), "error": "no face found"})
             io.message(f"{image_path}: no face found")
         elif args.all_faces:
             io.result({"image": str(image_path), "faces": [_face_json(r, True) for r in results]})
         else:
             io.result({"image": str(image_path), **_face_json(results[0], True)})
-    return EXIT_BAD_INPUT if failed else EXIT_OK
+    return run.exit_code
 
 
 def _enroll_one(pipeline: FacePipeline, path: Path, largest: bool) -> tuple[NewTemplate | None, str]:
@@ -193,15 +194,8 @@ def cmd_identify(args: argparse.Namespace, io: Output) -> int:
         index = gallery.build_index(calibration)
     if index.templates == 0:
         raise GalleryError(f"{args.gallery}: gallery is empty (enrol someone first)")
-    failed = 0
-    for path in args.images:
-        try:
-            results = pipeline.process(read_image(path), largest_only=not args.all_faces)
-        except ImageError as exc:
-            failed += 1
-            io.result({"image": str(path), "error": str(exc)})
-            io.message(str(exc))
-            continue
+    run = ImageRun(pipeline, io, args.all_faces)
+    for path, results in run.faces(args.images):
         faces = []
         for r in results:
             assert r.embedding is not None
@@ -218,7 +212,7 @@ def cmd_identify(args: argparse.Namespace, io: Output) -> int:
             })
         io.result({"image": str(path), "faces": faces, "threshold": round(threshold, 4), "far": far,
                    "fair_calibration": calibration is not None})
-    return EXIT_BAD_INPUT if failed else EXIT_OK
+    return run.exit_code
 
 
 def cmd_verify(args: argparse.Namespace, io: Output) -> int:
@@ -275,14 +269,14 @@ def _load_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace, io: Output) -> int:
-    from facegate.logs import setup_logging
+    from facegate.process.logs import setup_logging
     from facegate.service import Service
-    from facegate.startup import log_startup_notes
+    from facegate.wiring.startup import log_startup_notes
 
     config = _load_config(args)
     setup_logging(config.log_level)
     service = Service(config)
-    log_startup_notes(config)  # the console's address and fingerprint; what is off (facegate/startup.py)
+    log_startup_notes(config)  # the console's address and fingerprint; what is off (facegate/wiring/startup.py)
     service.install_signal_handlers()
     return service.run()
 

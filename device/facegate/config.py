@@ -6,6 +6,7 @@ because a door that silently ignores a mistyped ``unlock_seconds`` is worse than
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -39,6 +40,22 @@ class CameraConfig(Section):
     stall_seconds: float = Field(5.0, gt=0, le=300)
     open_timeout_seconds: float = Field(10.0, gt=0, le=120)
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    # The door zone [x, y, width, height] as fractions of the frame (0..1): only faces in it may open the door.
+    # The frame is cropped to it BEFORE detection, so a smaller zone also gives the detector more pixels per face
+    # (docs/decision.md, "Which face decides"). Default: the whole frame.
+    roi: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_inside_frame(cls, value: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        x, y, w, h = value
+        if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in value):
+            raise ValueError(f"{list(value)}: each of [x, y, width, height] must be a fraction of the frame, 0..1")
+        if w <= 0 or h <= 0:
+            raise ValueError(f"{list(value)}: width and height must be greater than 0")
+        if x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
+            raise ValueError(f"{list(value)}: the zone must lie inside the frame (x + width <= 1, y + height <= 1)")
+        return value
 
 
 class ModelsConfig(Section):
@@ -75,6 +92,10 @@ class RecognitionConfig(Section):
     # the next person in a queue steps into the same spot before the track could time out.
     new_person_far: float = Field(0.01, gt=0, lt=1)
     max_faces: int = Field(3, ge=1, le=20)
+    # Smallest face (longer side of its box, full-frame pixels) that may open the door: smaller faces are
+    # further away than someone at the door. None = 15 % of the frame's shorter side (72 px at 640x480,
+    # 162 px at 1920x1080); docs/decision.md, "Which face decides".
+    min_face_px: float | None = Field(None, ge=0, le=4096)
     # Fair score calibration (models/fair_calibration.json, cluster-based score normalisation): off by default
     # because on lfw_dev it did not narrow the women/men false-match gap (docs/fairness.md); true = calibrated
     # scores with their own thresholds, everywhere a similarity is decided.
@@ -167,7 +188,7 @@ class CommandsConfig(Section):
     @classmethod
     def _code_hashes(cls, value: list[str]) -> list[str]:
         # Checked at load: a pasted half-hash would otherwise refuse every code at the door.
-        from facegate.events.ha_codes import CodeHashError, parse_code_hash
+        from facegate.validate.code_hash import CodeHashError, parse_code_hash
 
         for i, text in enumerate(value):
             try:
@@ -198,6 +219,9 @@ class AccessConfig(Section):
     lockdown_groups: list[str] = ["security"]  # who may still enter during lockdown
     # IANA zone key (e.g. "Europe/Berlin") in which person schedules are read; None = the device's local zone.
     timezone: str | None = None
+    # "auto": a grant that depends on a validity date or schedule is refused (clock_untrusted) while the system
+    # clock is not synchronised; "off": the clock is always believed (docs/decision.md, "Trusted time").
+    clock_check: Literal["auto", "off"] = "auto"
 
     @field_validator("timezone")
     @classmethod
@@ -230,7 +254,7 @@ class SyncConfig(Section):
     @classmethod
     def _raw_ed25519_keys(cls, value: list[str]) -> list[str]:
         # Checked at load: a mistyped key would otherwise reject every bundle with "unknown_key" much later.
-        from facegate.sync.keys import SyncKeyError, parse_public_key
+        from facegate.validate.ed25519 import SyncKeyError, parse_public_key
 
         for i, text in enumerate(value):
             try:
@@ -332,7 +356,7 @@ class WebConfig(Section):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("web.tls_cert_file and web.tls_key_file must be set together")
         if self.enabled and self.tls_cert_file is None and not self.allow_insecure_http:
-            from facegate.web.netaddr import is_loopback_host
+            from facegate.validate.netaddr import is_loopback_host
 
             if not is_loopback_host(self.bind):
                 raise ValueError(f"web.bind: {self.bind!r} is not loopback and no TLS is configured; set "

@@ -11,9 +11,7 @@ No check can end the run: an unexpected exception is that check's failure, with 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,8 +41,8 @@ def check_numpy(_config: Config) -> Check:
 
 def check_runtime(config: Config) -> Check:
     """The TFLite runtime imports and runs the detector (LiteRT reads /proc/cpuinfo: a sandbox can break it)."""
-    from facegate.models import Manifest
-    from facegate.runtime import TFLiteModel, runtime_name, without_delegate_notice
+    from facegate.vision.models import Manifest
+    from facegate.vision.runtime import TFLiteModel, runtime_name, without_delegate_notice
 
     try:
         entry = Manifest.load(config.models.dir).get("detector", config.models.detector)
@@ -67,7 +65,7 @@ def check_groups(_config: Config) -> Check:
 
 
 def check_models(config: Config) -> Check:
-    from facegate.models import Manifest
+    from facegate.vision.models import Manifest
 
     try:
         manifest = Manifest.load(config.models.dir)
@@ -85,13 +83,13 @@ def check_models(config: Config) -> Check:
 
 def check_gallery(config: Config) -> Check:
     from facegate.gallery.store import Gallery
-    from facegate.models import Manifest
+    from facegate.vision.models import Manifest
 
     path = config.gallery_path
     if not path.is_file():
         return Check("gallery", False, f"{path} does not exist",
                      "enrol people with 'facegate enroll --gallery PATH' or configure [sync]")
-    from facegate.recovery import integrity_problem
+    from facegate.wiring.recovery import integrity_problem
 
     if (problem := integrity_problem(path)) is not None:  # issue 13: the same check the service makes at start
         return Check("gallery", False, f"{path} is damaged ({problem})",
@@ -183,17 +181,14 @@ def check_broker(config: Config) -> Check:
 
 
 def check_clock(_config: Config) -> Check:
-    year = time.gmtime().tm_year
-    if year < 2025:
-        return Check("clock", False, f"system year is {year}",
-                     "set the time (NTP): signed commands older than 30 s are rejected")
-    if shutil.which("timedatectl"):
-        out = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"],
-                             capture_output=True, text=True, check=False, timeout=5).stdout.strip()
-        if out == "no":
-            return Check("clock", False, "NTP not synchronised",
-                         "enable time sync: sudo timedatectl set-ntp true")
-    return Check("clock", True, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    """The same answer the service acts on (facegate/access/clock.py): an untrusted clock refuses timed grants."""
+    from facegate.access.clock import ClockProbe
+
+    state = ClockProbe().state()
+    if not state.trusted:
+        return Check("clock", False, state.detail,
+                     state.fix + "; signed commands older than 30 s are rejected as well")
+    return Check("clock", True, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f": {state.detail}")
 
 
 CHECKS: list[Callable[[Config], Check]] = [check_numpy, check_models, check_runtime, check_gallery, check_camera,
@@ -222,9 +217,9 @@ def _check_recognition(config: Config) -> Check:
     import numpy as np
 
     from facegate.gallery.store import Gallery
-    from facegate.models import Manifest
-    from facegate.runtime import TFLiteModel
     from facegate.vision.embedder import Embedder
+    from facegate.vision.models import Manifest
+    from facegate.vision.runtime import TFLiteModel
 
     if not config.gallery_path.is_file():
         return Check("recognition", False, f"{config.gallery_path} does not exist: no one can be recognised",

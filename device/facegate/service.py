@@ -6,7 +6,6 @@ that the relay is released and the outbox flushed on every way out.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
@@ -19,41 +18,33 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from gpiozero.exc import GPIOZeroError
-
 from facegate import __version__
-from facegate.access.door import Door
-from facegate.access.policy import AccessPolicy
+from facegate.access.clock import Clock, ClockState, clock_from_config
+from facegate.base.private_files import private_dir
 from facegate.camera.source import Frame, FrameSource
 from facegate.camera.supervisor import CameraSupervisor, make_source
-from facegate.config import Config, ConfigError
-from facegate.errors import ModelError
-from facegate.events.communicator import Command, Communicator, NullCommunicator
-from facegate.events.discovery import DoorFeatures, discovery_payload, pi_model
-from facegate.events.emitter import EventEmitter
+from facegate.config import Config
+from facegate.events.communicator import Command, Communicator
+from facegate.events.emitter import format_ts
 from facegate.events.status import CHANGE_EVENTS, EventFacts, StatusPublisher
 from facegate.gallery.index import EmbeddingIndex
-from facegate.gallery.store import Gallery
-from facegate.journal import JournalError, JournalWriter, open_journal
-from facegate.liveness.gate import LivenessGate
-from facegate.memtrim import release_free_memory
-from facegate.models import Manifest
-from facegate.panel.build import build_outputs
 from facegate.panel.output import wants
-from facegate.private_files import private_dir
-from facegate.recognition.calibration import FairCalibration
-from facegate.recognition.decision import Decision, DecisionEngine, Observation
+from facegate.process.memtrim import release_free_memory
+from facegate.process.sdnotify import SystemdNotifier
+from facegate.recognition.decision import Decision, Observation
 from facegate.recognition.health import RecognitionHealth
-from facegate.recovery import check_gallery, open_outbox
-from facegate.sdnotify import SystemdNotifier
-from facegate.thresholds import ThresholdTable
-from facegate.vision.pipeline import FacePipeline, PipelineOptions
-from facegate.vision.quality import QualityGates
+from facegate.recognition.zone import to_frame
+from facegate.wiring.communicator import build_communicator
+from facegate.wiring.console import build_console, configuration_url
+from facegate.wiring.door import build_door
+from facegate.wiring.events import build_events
+from facegate.wiring.recognition import build_pipeline, build_recognition
+from facegate.wiring.sync import build_sync
 
-# MQTT, command verification and fleet sync are imported where the config turns them on (below): unused, their
-# libraries (paho + ssl, cryptography, urllib/http) would cost a small Pi ~17 MB resident (tools/bench_footprint.py).
+# MQTT, command verification, the console and fleet sync are imported by their builders only where the config turns
+# them on: unused, their libraries (paho + ssl, cryptography, urllib/http) would cost a small Pi ~17 MB resident
+# (tools/bench_footprint.py).
 if TYPE_CHECKING:
-    from facegate.sync.receiver import SyncReceiver
     from facegate.web.console import Console
     from facegate.web.server import ConsoleServer
 
@@ -73,60 +64,6 @@ def process_age_seconds() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-
-
-def iso_ts(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
-
-
-def build_pipeline(config: Config) -> FacePipeline:
-    m = config.models
-    options = PipelineOptions(
-        threads=m.threads, detector=m.detector, embedder=m.embedder, five_point=m.five_point,
-        flip_fusion=m.flip_fusion, gates=QualityGates(**config.recognition.quality.model_dump()),
-    )
-    return FacePipeline(Manifest.load(m.dir), options)
-
-
-def load_calibration(config: Config, pipeline: FacePipeline) -> FairCalibration | None:
-    """The fair score calibration when ``recognition.fair_calibration`` is on (a bad file stops the start)."""
-    if not config.recognition.fair_calibration:
-        return None
-    try:
-        return FairCalibration.load(pipeline.manifest, pipeline.embedder_sha256)
-    except ModelError as exc:
-        raise ConfigError(f"recognition.fair_calibration: {exc}") from None
-
-
-def match_threshold(config: Config, pipeline: FacePipeline, calibration: FairCalibration | None = None) -> float:
-    """The configured similarity, else the one that gives the configured FAR for this embedder (and calibration)."""
-    if config.recognition.threshold is not None:
-        return config.recognition.threshold
-    table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json",
-                                calibration.sha256 if calibration is not None else None)
-    if table.embedder_sha256 != pipeline.embedder_sha256:
-        raise ConfigError(
-            "recognition.threshold: models/thresholds.json was measured for another embedder; "
-            "set recognition.threshold or re-run tools/evaluate.py --write-thresholds"
-        )
-    return table.for_far(config.recognition.far)
-
-
-def new_person_threshold(config: Config, pipeline: FacePipeline,
-                         calibration: FairCalibration | None = None) -> float | None:
-    """Similarity below which a frame shows someone other than the decided person (``new_person_far``).
-
-    None when the table is not for this embedder (a hand-set threshold): the engine then uses the match
-    threshold, so a decided track is handed over more readily, which costs at most an extra event, never a grant.
-    """
-    try:
-        table = ThresholdTable.load(pipeline.manifest.directory / "thresholds.json",
-                                    calibration.sha256 if calibration is not None else None)
-    except ModelError:
-        return None
-    if table.embedder_sha256 != pipeline.embedder_sha256:
-        return None
-    return table.for_far(config.recognition.new_person_far)
 
 
 @dataclass
@@ -156,66 +93,43 @@ class Service:
         source: FrameSource | None = None,
         pin_factory: Any = None,
         communicator: Communicator | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """``clock``: the wall clock the access policy judges by (default: ``access.clock_check``'s).
+
+        Built in steps, one builder a subsystem (facegate/wiring), in the order each needs the ones before:
+        events and journal (so every later part can report), recognition (every check that stops the start, before
+        a pin is touched), door and panel, the event transport, the console, sync. :meth:`run` starts them and
+        :meth:`shutdown` stops them, in the orders written there.
+        """
         self.config = config
         self.stop_event = threading.Event()
         self.notifier = SystemdNotifier()
         self.stats = Stats()
-        private_dir(config.state_dir)  # owner-only whatever the umask (facegate/private_files.py)
+        private_dir(config.state_dir)  # owner-only whatever the umask (facegate/base/private_files.py)
         self._db_lock = threading.Lock()
 
-        # Damaged files found at start (issue 13, facegate/recovery.py): the outbox is quarantined and its readable
-        # events carried over, reported as outbox_quarantined; a damaged gallery stops the start with what to do.
-        self.outbox, quarantine = open_outbox(config.state_dir / "outbox.db", config.outbox.max_events)
-        self.emitter = EventEmitter(config.device_id, self.outbox)
-        self.emitter.add_listener(lambda event: log.info("event %s", event["type"], extra={"event": event}))
-        if quarantine is not None:
-            self.emitter.emit("outbox_quarantined", **quarantine.as_event())
+        events = build_events(config)
+        self.outbox, self.emitter, self.journal = events.outbox, events.emitter, events.journal
+        self._journal_open_error = events.journal_open_error
 
-        # Access journal (issue 9): every event also goes into local history, apart from the outbox. Written on
-        # its own thread from a bounded queue; a failure is counted in the status, never raised into the loop.
-        self.journal: JournalWriter | None = None
-        self._journal_open_error: str | None = None
-        if config.journal.enabled:
-            try:
-                self.journal = JournalWriter(open_journal(config.journal_path, config.journal.max_events,
-                                                          config.journal.retention_days))
-                self.emitter.add_listener(self.journal.submit)
-            except (JournalError, OSError) as exc:
-                self._journal_open_error = str(exc)
-                log.error("access journal unavailable, events are not kept locally: %s", exc)
-
-        self.pipeline = build_pipeline(config)
-        # Fair score calibration (issue 11): the index, the thresholds and so the engine all use calibrated scores.
-        self.calibration = load_calibration(config, self.pipeline)
-        self.threshold = match_threshold(config, self.pipeline, self.calibration)
-        check_gallery(config.gallery_path)
-        self.gallery = Gallery(config.gallery_path)
-        self.gallery.check_embedder(self.pipeline.embedder_sha256)
-        self.gallery.check_templates(self.pipeline.embedder.dim)  # the template gate: exit 2 naming the person
-        self.policy = AccessPolicy(self.gallery, config.access)
-        self._index_revision = self.gallery.revision  # read before the build: never newer than the index
-        self.index: EmbeddingIndex = self.gallery.build_index(self.calibration)
-        self._names = self.gallery.names()
-        self.liveness = LivenessGate.from_config(config.liveness, self.pipeline.manifest,
-                                                 own_mesh=self.pipeline.mesh is None)
-        self.engine = DecisionEngine(config.recognition, self.threshold,
-                                     new_person_below=new_person_threshold(config, self.pipeline, self.calibration),
-                                     liveness=self.liveness.new_track if self.liveness else None)
+        parts = build_recognition(config)
+        self.pipeline, self.calibration, self.threshold = parts.pipeline, parts.calibration, parts.threshold
+        self.gallery, self.policy = parts.gallery, parts.policy
+        self._index_revision, self.index, self._names = parts.index_revision, parts.index, parts.names
+        self.liveness, self.engine, self.zone = parts.liveness, parts.engine, parts.zone
         self._last_person: str | None = None
+        # The trusted clock (facegate/access/clock.py): docs/decision.md.
+        self.clock = clock or clock_from_config(config.access.clock_check)
+        self._clock_untrusted_reported = False  # one clock_untrusted event per untrusted period
+        # Held from the policy check to the unlock, and by a lockdown from its flag to its relock: a lockdown
+        # either comes first (the check refuses) or ends the release the grant started, never neither.
+        self._grant_lock = threading.Lock()
         self._signal_watcher: threading.Thread | None = None  # started by install_signal_handlers
         self._signalled = False  # set by the signal handler
         self._signal_wake_fd: int | None = None
 
-        try:
-            self.door = Door(config.door, self.emitter.emit, pin_factory=pin_factory)
-        except GPIOZeroError as exc:  # no pin library, a pin used twice, an invalid pin name
-            raise ConfigError(f"door: cannot set up the door pins: {exc} (on a machine without GPIO set "
-                              'door.pin_factory = "mock")') from None
-        atexit.register(self.door.close)
-        # Access-panel outputs (facegate/panel, docs/panels.md): an OSDP reader and/or Wiegand, fed with
-        # the card number of each recognised live person.
-        self.credential_outputs = build_outputs(config, self.emitter.emit, self.door)
+        self.door, self.credential_outputs = build_door(config, self.emitter.emit, pin_factory)
 
         # The door's web console URL for Home Assistant's device page; set it before run() when a console runs.
         self.configuration_url: str | None = None
@@ -231,59 +145,20 @@ class Service:
         self._status = StatusPublisher(self.status, lambda status: self.communicator.publish_state("status", status),
                                        interval_seconds=STATUS_INTERVAL_SECONDS)
 
-        if communicator is None:
-            if config.mqtt.enabled:
-                from facegate.events.commands import CommandVerifier
-                from facegate.events.mqtt import MqttCommunicator
-
-                verifier = CommandVerifier(config.commands, config.device_id, config.state_dir / "command_nonces.db")
-                # Home Assistant discovery declares what this door has and which unlock mode it runs.
-                features = DoorFeatures(
-                    contact=config.door.contact_pin is not None, exit_button=config.door.exit_pin is not None,
-                    ha_unlock=verifier.home_assistant_mode, ha_lockdown=verifier.home_assistant_lockdown,
-                    code_format=config.commands.home_assistant_code_format)
-                hw_version = pi_model()
-                communicator = MqttCommunicator(
-                    config.mqtt, config.device_id, self.emitter, verifier, status_interval_seconds=None,
-                    discovery=lambda: discovery_payload(config.mqtt, config.device_id, features=features,
-                                                        hw_version=hw_version,
-                                                        configuration_url=self.configuration_url))
-            else:
-                communicator = NullCommunicator(self.emitter)
-        self.communicator = communicator
+        self.communicator = communicator or build_communicator(config, self.emitter, lambda: self.configuration_url)
         self.communicator.on_command(self._on_command)
         self.door.on_state(self._on_door_state)
         self.source = source or make_source(config.camera)
 
-        # Web console and door screen (issue 9): served on their own threads; the frame loop only drops each
-        # frame's results into the console's overwrite-only slot (facegate/web/live.py).
+        # Web console and door screen: served on their own threads, seeing this service only as a DoorPort.
         self.console: Console | None = None
         self.web: ConsoleServer | None = None
         if config.web.enabled:
-            from facegate.web.console import Console
-            from facegate.web.netaddr import console_url
-            from facegate.web.server import ConsoleServer
+            self.configuration_url = configuration_url(config)
+            self.console, self.web = build_console(config, self, make_pipeline=lambda: build_pipeline(config))
 
-            self.configuration_url = console_url(config.web.bind, config.web.port,
-                                                 config.web.tls_cert_file is not None, config.web.public_url)
-            self.console = Console(self, make_pipeline=lambda: build_pipeline(config))
-            try:
-                self.web = ConsoleServer(self.console)
-            except (OSError, ValueError) as exc:  # port in use, unreadable or mismatched TLS files
-                raise ConfigError(f"web: cannot serve on {config.web.bind}:{config.web.port}: {exc}") from None
-
-        # Fleet sync: only signed bundles, only with trusted keys configured (docs/sync.md).
-        self.sync: SyncReceiver | None = None
-        has_source = config.sync.topic is not None or config.sync.url is not None
-        if config.sync.public_keys and has_source:
-            from facegate.sync.receiver import SyncReceiver
-
-            self.sync = SyncReceiver(config, self.pipeline.embedder_sha256, self.emitter.emit,
-                                     on_applied=self.swap_index, embedder_dim=self.pipeline.embedder.dim)
-        elif config.sync.public_keys:
-            log.info("sync.public_keys without sync.topic or sync.url: bundles come only by 'facegate gallery apply'")
-        elif has_source:
-            log.warning("sync.topic/sync.url are set but sync.public_keys is empty: fleet sync is off")
+        self.sync = build_sync(config, self.pipeline.embedder_sha256, self.pipeline.embedder.dim, self.emitter.emit,
+                               on_applied=self.swap_index)
 
     # ------------------------------------------------------------------ callbacks (other threads)
 
@@ -307,11 +182,16 @@ class Service:
         elif command.action == "lock":
             self.door.lock(reason="remote")
         elif command.action in ("lockdown_on", "lockdown_off"):
-            with self._db_lock:
-                self.policy.set_lockdown(command.action == "lockdown_on")
-            if command.action == "lockdown_on":
-                self.door.lock(reason="lockdown")
+            self.set_lockdown(command.action == "lockdown_on")
             self.publish_status()
+
+    def set_lockdown(self, on: bool) -> None:
+        """Store the lockdown flag and, turning it on, lock the door, atomically with respect to a grant."""
+        with self._grant_lock:
+            with self._db_lock:
+                self.policy.set_lockdown(on)
+            if on:
+                self.door.lock(reason="lockdown")
 
     def swap_index(self, index: EmbeddingIndex, names: dict[str, str | None], revision: int) -> None:
         """Install a new gallery index (the sync receiver's thread after its commit, or the frame loop).
@@ -344,18 +224,51 @@ class Service:
         self.swap_index(index, names, revision)
         return True
 
-    # ------------------------------------------------------------------ status
+    # ------------------------------------------------------------------ status (and the console's DoorPort)
 
     @property
     def last_person(self) -> str | None:
         """Name (or id) of the last person let in; the status topic's ``last_person``."""
         return self._last_person
 
+    @property
+    def fps(self) -> float:
+        return self.stats.fps
+
+    @property
+    def embedder_sha256(self) -> str:
+        return self.pipeline.embedder_sha256
+
+    @property
+    def embedder_dim(self) -> int:
+        return self.pipeline.embedder.dim
+
+    def name_of(self, person_id: str) -> str | None:
+        return self._names.get(person_id)
+
+    def models(self) -> list[dict[str, Any]]:
+        return [{"name": e.name, "role": e.role, "sha256": e.sha256, "quantization": e.quantization}
+                for e in self.pipeline.manifest.entries]
+
+    def sync_state(self) -> dict[str, Any] | None:
+        if self.sync is None:
+            return None
+        state = self.sync.state
+        return {"version": state.version, "bundle_sha256": state.bundle_sha256}
+
+    def health_checks(self) -> list[dict[str, Any]]:
+        from facegate import doctor
+
+        return [check(self.config).as_dict() for check in (doctor.check_models, doctor.check_gallery,
+                                                           doctor.check_broker, doctor.check_clock)]
+
     def status(self) -> dict[str, Any]:
         with self._db_lock:
             persons, templates = self.gallery.counts()
             version = self.gallery.version
             lockdown = self.policy.lockdown
+        ignored = self.zone.ignored_counts()
+        clock = self.clock.state()
         models = {role: self.pipeline.manifest.get(role, name).sha256 for role, name in (
             ("detector", self.config.models.detector), ("embedder", self.config.models.embedder))}
         return {
@@ -366,6 +279,8 @@ class Service:
             "gallery_persons": persons, "last_person": self._last_person,
             "models": models, "threshold": round(self.threshold, 4), "far": self.config.recognition.far,
             "fair_calibration": self.calibration is not None,
+            "face_ignored": sum(ignored.values()), "face_ignored_by_reason": ignored,
+            "clock": {"trusted": clock.trusted, "detail": clock.detail},
             "lockdown": lockdown, "door": {**self.door.state(), "forced_open": self.facts.forced_open},
             "outbox": {"pending": len(self.outbox), "dropped": self.emitter.dropped},
             "journal": self.journal.status() if self.journal is not None else {
@@ -383,16 +298,26 @@ class Service:
     # ------------------------------------------------------------------ the frame loop
 
     def observe(self, frame: Frame) -> list[Observation]:
-        results = self.pipeline.process(frame.image)[: self.config.recognition.max_faces]
+        """The frame's faces matched against the gallery; only the one face that may decide is returned.
+
+        Detection runs on the door zone's crop; every result is moved back to full-frame pixels. All faces go
+        to the console (it blurs strangers and enrols from them), only the deciding one to the engine.
+        """
+        view, offset = self.zone.view(frame.image)
+        results = self.pipeline.process(view)[: self.config.recognition.max_faces]
+        for r in results:
+            to_frame(r, offset)
+        height, width = frame.image.shape[:2]
+        deciding = self.zone.select([r.detection.box for r in results], width, height).deciding
         index = self.index  # once per frame: a sync may swap it at any moment
         observations = []
-        for r in results:
+        for i, r in enumerate(results):
             assert r.embedding is not None
             top = index.search(r.embedding, k=2)
             best_id, best = (top[0].person_id, top[0].similarity) if top else (None, -1.0)
             runner_up = top[1].similarity if len(top) > 1 else -1.0
             extra: dict[str, object] = {}
-            if self.liveness is not None:
+            if self.liveness is not None and i == deciding:
                 extra["liveness"] = self.liveness.evidence(frame.image, r, frame.decision_ts, mesh=r.mesh)
             observations.append(Observation(
                 box=r.detection.box, person_id=best_id, similarity=best, runner_up=runner_up,
@@ -403,11 +328,11 @@ class Service:
             # camera feed alive now?", and a replay's frames carry file time (camera/replay.py).
             self.console.slot.put(frame.image, time.time(), results, observations, self.threshold)
         self.stats.tick(len(results))
-        return observations
+        return [] if deciding is None else [observations[deciding]]
 
     def handle(self, decision: Decision) -> None:
         obs = decision.observation
-        trace = {"frame_ts": iso_ts(obs.frame_ts), "frame": obs.frame, "track_id": decision.track_id}
+        trace = {"frame_ts": format_ts(obs.frame_ts), "frame": obs.frame, "track_id": decision.track_id}
         if decision.kind == "unknown":
             # observe() gives -1.0 when there was no one to compare with (empty gallery): say null, not a score
             best = round(decision.similarity, 4) if decision.similarity > -1.0 else None
@@ -424,20 +349,39 @@ class Service:
             self.emitter.emit("access_denied", person_id=person, name=name, reason="liveness",
                               similarity=round(decision.similarity, 4), **live, **trace)
             return
-        with self._db_lock:
-            # The frame's capture time, not now: a replayed or delayed frame is judged at the time it shows.
-            verdict = self.policy.check(person, datetime.fromtimestamp(obs.frame_ts, UTC))
-        if verdict.allowed:
-            self._last_person = name or person
-            self.door.unlock(reason="face")
-            live = {} if decision.liveness_score is None else {"liveness_score": round(decision.liveness_score, 3)}
-            self.emitter.emit("access_granted", person_id=person, name=name,
-                              similarity=round(decision.similarity, 4), frames_used=decision.frames_used,
-                              **live, **trace)
-        else:
+        clock: list[ClockState] = []
+
+        def clock_trusted() -> bool:  # asked by the policy only for a person with dates or a schedule
+            clock.append(self.clock.state())
+            return clock[-1].trusted
+
+        with self._grant_lock:
+            with self._db_lock:
+                # The service's clock at the decision, never the frame's: a replayed or delayed frame stamped
+                # before someone's valid_until must not let them in after it (the frame time stays in the event).
+                verdict = self.policy.check(person, datetime.fromtimestamp(self.clock.time(), UTC), clock_trusted)
+            if verdict.allowed:
+                self._last_person = name or person
+                self.door.unlock(reason="face")
+                live = {} if decision.liveness_score is None else {
+                    "liveness_score": round(decision.liveness_score, 3)}
+                self.emitter.emit("access_granted", person_id=person, name=name,
+                                  similarity=round(decision.similarity, 4), frames_used=decision.frames_used,
+                                  **live, **trace)
+        if clock:
+            self._report_clock(clock[-1])
+        if not verdict.allowed:
             self.emitter.emit("access_denied", person_id=person, name=name, reason=verdict.reason,
                               similarity=round(decision.similarity, 4), **trace)
         self._send_credentials(person, verdict.allowed)
+
+    def _report_clock(self, state: ClockState) -> None:
+        """One ``clock_untrusted`` event per untrusted period (the frame loop's thread only)."""
+        if state.trusted:
+            self._clock_untrusted_reported = False
+        elif not self._clock_untrusted_reported:
+            self._clock_untrusted_reported = True
+            self.emitter.emit("clock_untrusted", detail=state.detail, fix=state.fix)
 
     def _send_credentials(self, person: str, door_allows: bool) -> None:
         """Hand the person's card number to each panel output that wants it (facegate/panel/output.py)."""

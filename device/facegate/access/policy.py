@@ -38,7 +38,8 @@ Weekly schedule (user-facing contract)
       any time; an empty object ``{}`` is rejected, because "never" is better said with ``valid_until``.
 
 Decision order
-    ``unknown_person`` → ``lockdown`` → ``not_yet_valid``/``expired`` → ``group`` → ``schedule``. All must
+    ``unknown_person`` → ``lockdown`` → ``clock_untrusted`` → ``not_yet_valid``/``expired`` → ``group`` →
+    ``schedule``. All must
     pass, so the order only decides which reason is reported when several apply; it runs from the most
     global and most urgent fact to the most transient one. Lockdown first, so that during an incident
     every refusal says "lockdown" rather than a per-person reason that would send people to the wrong fix.
@@ -46,6 +47,9 @@ Decision order
     hours". Group membership is static per door, so it comes before the schedule, which is the reason most
     likely to clear on its own (come back at 08:00). Lockdown only ever removes rights: members of
     ``lockdown_groups`` still need valid dates, the door's groups and their schedule.
+
+    ``clock_untrusted``: the person has a validity date or a schedule and the caller's clock check says the
+    clock cannot be believed (facegate/access/clock.py); a person with neither is judged without asking the clock.
 
     ``unknown_person`` (the id is not in ``persons``) is an addition to the five policy reasons: the
     recogniser's in-memory index can still match a person for a moment after ``Gallery.remove``; without
@@ -60,7 +64,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -76,7 +80,7 @@ log = logging.getLogger(__name__)
 
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = datetime.weekday()
 
-Reason = Literal["unknown_person", "lockdown", "expired", "not_yet_valid", "group", "schedule"]
+Reason = Literal["unknown_person", "lockdown", "clock_untrusted", "expired", "not_yet_valid", "group", "schedule"]
 
 Schedule = dict[str, list[list[str]]]
 
@@ -202,7 +206,7 @@ def _parse_instant(value: object, field: str) -> datetime | None:
         raise PolicyError(f"{field}: {value.isoformat()!r} is out of range") from None
 
 
-def _parse_groups(groups: object, field: str = "groups") -> tuple[str, ...]:
+def parse_groups(groups: object, field: str = "groups") -> tuple[str, ...]:
     if groups is None:
         return ()
     if isinstance(groups, str | bytes) or not isinstance(groups, Sequence | set | frozenset):
@@ -288,7 +292,7 @@ class AccessPolicy:
             raise PolicyError(
                 f"valid_from ({start.isoformat()}) must be before valid_until ({until.isoformat()})"
             )
-        names = _parse_groups(groups)
+        names = parse_groups(groups)
         canon = parse_schedule(schedule)
         row = (
             person_id,
@@ -353,7 +357,7 @@ class AccessPolicy:
             person_id,
             _parse_instant(row[0], f"{prefix}.valid_from"),
             _parse_instant(row[1], f"{prefix}.valid_until"),
-            _parse_groups(groups, f"{prefix}.groups"),
+            parse_groups(groups, f"{prefix}.groups"),
             parse_schedule(schedule, f"{prefix}.schedule"),
         )
 
@@ -379,8 +383,12 @@ class AccessPolicy:
 
     # -- decision --
 
-    def check(self, person_id: str, now: datetime) -> AccessDecision:
+    def check(self, person_id: str, now: datetime,
+              clock_trusted: Callable[[], bool] | None = None) -> AccessDecision:
         """May ``person_id`` enter at ``now`` (timezone-aware)? See the module docstring for the order.
+
+        ``clock_trusted`` is asked only when the person's rights depend on the time (a validity date or a
+        schedule); False refuses with ``clock_untrusted``. None: ``now`` is believed.
 
         Raises ValueError for a naive ``now`` (which instant would it be?) and PolicyError for a corrupt
         stored row; never for a valid row at any aware instant.
@@ -400,6 +408,9 @@ class AccessPolicy:
         groups = set(policy.groups)
         if lockdown and not groups.intersection(self.config.lockdown_groups):
             return AccessDecision(False, "lockdown")
+        timed = policy.valid_from is not None or policy.valid_until is not None or policy.schedule is not None
+        if timed and clock_trusted is not None and not clock_trusted():
+            return AccessDecision(False, "clock_untrusted")
         if policy.valid_from is not None and now < policy.valid_from:
             return AccessDecision(False, "not_yet_valid")
         if policy.valid_until is not None and now >= policy.valid_until:

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from facegate.base.imageio import DEFAULT_MAX_PIXELS, decode_image
 from facegate.camera.auth import authorization
 from facegate.camera.source import CameraError
 from facegate.camera.urls import credentials, redact
 from facegate.errors import ImageError
-from facegate.imageio import DEFAULT_MAX_PIXELS, decode_image
 
 MAX_PART_BYTES = 16 * 1024 * 1024
 MAX_HEADER_LINES = 64

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from facegate.base.imageio import DEFAULT_MAX_PIXELS, read_image
 from facegate.camera.source import CameraError, Frame, FrameError
 from facegate.errors import ImageError
-from facegate.imageio import DEFAULT_MAX_PIXELS, read_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm"}
 

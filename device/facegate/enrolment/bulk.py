@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from facegate.base.imageio import decode_image
 from facegate.enrolment.photo import assess
 from facegate.enrolment.sources import PersonInfo, Photo
 from facegate.errors import ImageError
 from facegate.gallery.store import Gallery, NewTemplate
-from facegate.imageio import decode_image
 from facegate.vision.pipeline import FacePipeline
 
 __all__ = ["BulkResult", "Progress", "enrol_photos"]

@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
+from facegate.base.output import Output
 from facegate.errors import FacegateError
 
 __all__ = ["ProgressBar", "cmd_enroll_bulk"]
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
-
-
-class Output(Protocol):
-    err: TextIO
-
-    def result(self, obj: dict[str, Any]) -> None: ...
-
-    def message(self, text: str) -> None: ...
 
 
 class ProgressBar:

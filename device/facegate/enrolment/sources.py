@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from facegate.base.imageio import image_dimensions
 from facegate.errors import FacegateError
-from facegate.imageio import image_dimensions
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -85,10 +85,10 @@ def parse_people_csv(text: str, origin: str = PEOPLE_CSV) -> dict[str, PersonInf
         name = cells[1] if len(cells) > 1 and cells[1] else None
         groups = tuple(g.strip() for g in cells[2].split(";") if g.strip()) if len(cells) > 2 and cells[2] else None
         if groups:
-            from facegate.access.policy import PolicyError, _parse_groups
+            from facegate.access.policy import PolicyError, parse_groups
 
             try:
-                groups = _parse_groups(list(groups), f"{origin}:{line_no}: groups")
+                groups = parse_groups(list(groups), f"{origin}:{line_no}: groups")
             except PolicyError as exc:
                 raise BulkInputError(str(exc)) from None
         people[person_id] = PersonInfo(name, groups)
@@ -111,7 +111,7 @@ def check_photo_bytes(data: bytes) -> str | None:
     """Why these bytes are not decoded (too big, too many pixels, a size that cannot be read first), or None.
 
     OpenCV picks the decoder by content, not by the file name, and decodes a few hundred bytes of BMP, TIFF,
-    PGM or HDR into hundreds of megapixels: so only the formats whose size ``facegate.imageio`` reads from the
+    PGM or HDR into hundreds of megapixels: so only the formats whose size ``facegate.base.imageio`` reads from the
     header are decoded at all.
     """
     if len(data) > MAX_PHOTO_BYTES:

@@ -56,11 +56,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from facegate.base.private_files import private_sqlite
 from facegate.config import CommandsConfig, ConfigError
 from facegate.errors import FacegateError
 from facegate.events.communicator import Command
 from facegate.events.ha_codes import BRAKE_FILE, CodeBook, GuessBrake, load_code_hashes
-from facegate.private_files import private_sqlite
 
 if TYPE_CHECKING:  # cryptography (~7 MB resident on x86) is imported only where Ed25519 keys are configured
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey

@@ -12,17 +12,13 @@ import argparse
 import getpass
 import json
 import sys
-from typing import Any, Protocol
+from typing import Any
+
+from facegate.base.output import Output
 
 __all__ = ["add_code_commands"]
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
-
-
-class Output(Protocol):
-    def result(self, obj: dict[str, Any]) -> None: ...
-
-    def message(self, text: str) -> None: ...
 
 
 def _read_code() -> str:

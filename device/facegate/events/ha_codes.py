@@ -21,20 +21,17 @@ a crash the guesser provoked) would hand out a fresh burst of guesses.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
 import json
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from facegate.private_files import write_private
+from facegate.base.private_files import write_private
+from facegate.validate.code_hash import CodeHash, CodeHashError, b64, parse_code_hash
 
 __all__ = [
     "BRAKE_FILE",
@@ -50,7 +47,6 @@ __all__ = [
 
 #: scrypt cost for new hashes (stored in each hash, so older hashes with other costs keep working).
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-_MAX_N = 2**20  # refuse hashes whose cost would stall the door (or exhaust its memory) on every attempt
 MIN_CODE_CHARS = 4
 GUESS_BURST = 5
 GUESS_REFILL_SECONDS = 60.0
@@ -60,32 +56,6 @@ BRAKE_FILE = "ha_code_brake.json"
 log = logging.getLogger(__name__)
 
 
-class CodeHashError(ValueError):
-    """A configured code hash is not one ``facegate code hash`` produces."""
-
-
-@dataclass(frozen=True)
-class CodeHash:
-    n: int
-    r: int
-    p: int
-    salt: bytes
-    digest: bytes
-
-    def matches(self, code: str) -> bool:
-        candidate = hashlib.scrypt(code.encode("utf-8"), salt=self.salt, n=self.n, r=self.r, p=self.p,
-                                   maxmem=256 * self.n * self.r + (1 << 20), dklen=len(self.digest))
-        return hmac.compare_digest(candidate, self.digest)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii").rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-
-
 def hash_code(code: str, *, salt: bytes | None = None) -> str:
     """``scrypt$n$r$p$salt$digest`` (base64 without padding) for one code."""
     if len(code) < MIN_CODE_CHARS:
@@ -93,23 +63,7 @@ def hash_code(code: str, *, salt: bytes | None = None) -> str:
     salt = secrets.token_bytes(16) if salt is None else salt
     digest = hashlib.scrypt(code.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
                             maxmem=256 * SCRYPT_N * SCRYPT_R + (1 << 20), dklen=32)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
-
-
-def parse_code_hash(text: str) -> CodeHash:
-    parts = text.strip().split("$")
-    if len(parts) != 6 or parts[0] != "scrypt":
-        raise CodeHashError("not a code hash: expected scrypt$n$r$p$salt$digest (from 'facegate code hash')")
-    try:
-        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
-        salt, digest = _unb64(parts[4]), _unb64(parts[5])
-    except (ValueError, binascii.Error):
-        raise CodeHashError("not a code hash: bad number or base64 field") from None
-    if n < 2 or n & (n - 1) or n > _MAX_N or not 1 <= r <= 32 or not 1 <= p <= 16:
-        raise CodeHashError(f"unsupported scrypt cost n={n} r={r} p={p}")
-    if len(salt) < 8 or len(digest) < 16:
-        raise CodeHashError("salt or digest too short")
-    return CodeHash(n, r, p, salt, digest)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt)}${b64(digest)}"
 
 
 def load_code_hashes(inline: list[str], path: Path | None) -> list[CodeHash]:

@@ -39,9 +39,9 @@ from facegate.events.commands import CommandRejected, CommandVerifier
 from facegate.events.communicator import Command, CommandHandler, status_seq
 from facegate.events.discovery import Topics, discovery_payload, topics
 from facegate.events.emitter import EventEmitter, format_ts
+from facegate.events.mqtt_client import MqttTarget, connect_async, new_client
 from facegate.events.outbox import OutboxError
 from facegate.events.ratelimit import ReportLimiter
-from facegate.mqtt_client import MqttTarget, connect_async, new_client
 
 __all__ = ["MqttCommunicator"]
 

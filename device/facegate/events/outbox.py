@@ -34,8 +34,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from facegate.base.private_files import private_sqlite
 from facegate.errors import FacegateError
-from facegate.private_files import private_sqlite
 
 __all__ = ["Outbox", "OutboxError", "OutboxFull", "scrub_delivered"]
 

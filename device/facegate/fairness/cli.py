@@ -9,24 +9,19 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from facegate.errors import GalleryError, ModelError
+from facegate.base.output import Output
+from facegate.errors import GalleryError
 from facegate.fairness.report import Templates, group_rates
 from facegate.gallery.store import Gallery
-from facegate.models import Manifest
 from facegate.recognition.calibration import FairCalibration
-from facegate.thresholds import ThresholdTable
+from facegate.recognition.thresholds import table_for
+from facegate.vision.models import Manifest
 
 __all__ = ["add_fairness_command"]
-
-
-class Output(Protocol):
-    def result(self, obj: dict[str, Any]) -> None: ...
-
-    def message(self, text: str) -> None: ...
 
 
 def read_groups(path: Path) -> dict[str, str]:
@@ -69,10 +64,7 @@ def cmd_fairness(args: argparse.Namespace, io: Output) -> int:
     if args.threshold is not None:
         points = [(args.far, args.threshold)]
     else:
-        table = ThresholdTable.load(manifest.directory / "thresholds.json",
-                                    calibration.sha256 if calibration is not None else None)
-        if table.embedder_sha256 != embedder.sha256:
-            raise ModelError(f"thresholds.json in {manifest.directory} was measured for another embedder")
+        table = table_for(manifest.directory, embedder.sha256, calibration.sha256 if calibration is not None else None)
         points = [(p.far, p.similarity) for p in table.points]
     report = group_rates(templates, group_of, points, calibration)
     persons = sorted(set(templates.person_ids))

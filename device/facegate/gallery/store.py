@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facegate.base.private_files import private_sqlite
 from facegate.errors import GalleryError
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.schema import POLICY_SCHEMA
 from facegate.gallery.templates import check_template, template_problems
-from facegate.private_files import private_sqlite
 
 if TYPE_CHECKING:
     from facegate.recognition.calibration import FairCalibration

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from facegate.errors import GalleryError
-from facegate.models import ModelEntry
+from facegate.vision.models import ModelEntry
 
 __all__ = ["UNIT_NORM_TOLERANCE", "TemplateError", "check_blob", "check_template", "embedder_dim",
            "embedder_dim_for", "template_problem", "template_problems"]

@@ -13,21 +13,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any
 
+from facegate.base.output import Output
 from facegate.errors import FacegateError
 
 __all__ = ["add_events_command", "add_purge_options", "outbox_target", "purge_events", "purge_target", "scrub_outbox"]
 
 EXIT_OK = 0
-
-
-class Output(Protocol):
-    out: TextIO
-
-    def result(self, obj: dict[str, Any]) -> None: ...
-
-    def message(self, text: str) -> None: ...
 
 
 def _time(text: str) -> Any:

@@ -33,8 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from facegate.base.private_files import private_sqlite
 from facegate.errors import FacegateError
-from facegate.private_files import private_sqlite
 
 __all__ = ["DEFAULT_MAX_EVENTS", "DEFAULT_RETENTION_DAYS", "Journal", "JournalError", "TimeBound"]
 

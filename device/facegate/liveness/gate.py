@@ -8,10 +8,10 @@ from facegate.config import LivenessConfig
 from facegate.liveness.model import TextureClassifier
 from facegate.liveness.texture import face_crop, texture_features
 from facegate.liveness.track import FrameEvidence, LivenessDecision, LivenessTrack, TrackParams
-from facegate.models import Manifest
-from facegate.runtime import TFLiteModel
 from facegate.vision.landmarks import FaceMesh
+from facegate.vision.models import Manifest
 from facegate.vision.pipeline import FaceResult
+from facegate.vision.runtime import TFLiteModel
 
 ROLE = "antispoof"
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from facegate.errors import ModelError
 from facegate.liveness import texture
-from facegate.models import ModelEntry
+from facegate.vision.models import ModelEntry
 
 FORMAT = 1
 FEATURES = "colour_lbp_v1"

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from facegate.errors import ModelError
-from facegate.models import Manifest
+from facegate.vision.models import Manifest
 
 ROLE = "score_calibration"
 FORMAT = 1

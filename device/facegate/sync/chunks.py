@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from facegate.private_files import private_dir, write_private
+from facegate.base.private_files import private_dir, write_private
 from facegate.sync.bundle import BundleError
 
 __all__ = [

@@ -15,19 +15,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from facegate.private_files import FILE_MODE
+from facegate.base.output import Output
+from facegate.base.private_files import FILE_MODE
 
 __all__ = ["add_gallery_sync_commands"]
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
-
-
-class Output(Protocol):
-    def result(self, obj: dict[str, Any]) -> None: ...
-
-    def message(self, text: str) -> None: ...
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -115,10 +110,10 @@ def cmd_apply(args: argparse.Namespace, io: Output) -> int:
     from facegate.config import load_config
     from facegate.errors import FacegateError
     from facegate.gallery.templates import embedder_dim
-    from facegate.models import Manifest
     from facegate.sync.apply import apply_file
     from facegate.sync.bundle import BundleError
     from facegate.sync.keys import load_public_key_file, public_key_b64
+    from facegate.vision.models import Manifest
 
     config = load_config(args.config)
     keys = list(config.sync.public_keys) + [public_key_b64(load_public_key_file(p)) for p in args.public_key]
@@ -158,7 +153,7 @@ def _embedder_dim(models: Path | None, doc: Any) -> int | None:
     (the admin gallery's own templates then say what size is right)."""
     from facegate.errors import ModelError
     from facegate.gallery.templates import embedder_dim_for
-    from facegate.models import Manifest
+    from facegate.vision.models import Manifest
 
     sha = doc.get("embedder_sha256") if isinstance(doc, dict) else None
     if not isinstance(sha, str):

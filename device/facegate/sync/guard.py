@@ -5,9 +5,10 @@ chunks for it. Each attempt costs the door the bundle's size in downloads and fs
 of 256 KiB: 16 MiB), and an SD card wears with every write. Two bounds:
 
 * a manifest whose chunks did not add up to its bundle is remembered as failed (by the digest of the parsed
-  manifest, persisted, the :data:`REMEMBERED_FAILED` newest) and its chunks are not fetched again when it is
-  delivered again (retained copies come back on every reconnection and restart). Only a live publication of
-  it (the admin running ``facegate gallery publish`` again) fetches it once more;
+  manifest, persisted, the :data:`REMEMBERED_FAILED` newest) and its chunks are never fetched again, whether
+  its retained copy comes back (every reconnection and restart) or someone publishes it again: a live
+  re-publication is exactly what an attacker with publish rights would send. The admin's way out after a
+  forged chunk is a new export (``facegate gallery export --version N``), whose manifest differs;
 * every chunk stored is charged to a token bucket of ``sync.max_download_bytes_per_hour`` bytes that refills
   at that rate; when it runs dry the door stops fetching chunks until it has refilled enough for the next one.
   A legitimate bundle larger than the budget still arrives, over more than an hour (chunks already stored
@@ -28,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-from facegate.private_files import write_private
+from facegate.base.private_files import write_private
 from facegate.sync.chunks import Manifest
 
 __all__ = ["REMEMBERED_FAILED", "SyncGuard", "manifest_digest"]

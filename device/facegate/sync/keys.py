@@ -9,7 +9,6 @@ can tell "signed by a key I do not trust" (``unknown_key``) from "forged or dama
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import os
 from collections.abc import Iterable
@@ -18,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from facegate.errors import FacegateError
+from facegate.validate.ed25519 import SyncKeyError, parse_public_key
 
 __all__ = [
     "KEY_ID_BYTES",
@@ -34,10 +33,6 @@ __all__ = [
 KEY_ID_BYTES = 8
 
 
-class SyncKeyError(FacegateError):
-    """A key file or key text is unusable; the message names it."""
-
-
 def raw_public(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -50,16 +45,6 @@ def key_id(key: Ed25519PublicKey) -> bytes:
 def public_key_b64(key: Ed25519PublicKey) -> str:
     """The form that goes into ``sync.public_keys``: base64 of the raw 32 bytes."""
     return base64.b64encode(raw_public(key)).decode("ascii")
-
-
-def parse_public_key(text: str, where: str = "public key") -> Ed25519PublicKey:
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise SyncKeyError(f"{where}: not base64") from None
-    if len(raw) != 32:
-        raise SyncKeyError(f"{where}: {len(raw)} bytes; an Ed25519 public key is 32 raw bytes")
-    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def public_keys_by_id(texts: Iterable[str]) -> dict[bytes, Ed25519PublicKey]:
@@ -93,12 +78,16 @@ def generate_keypair(private_path: Path, public_path: Path, *, overwrite: bool =
     return key
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """A PEM private key as written by :func:`generate_keypair` (or ``openssl genpkey -algorithm ed25519``)."""
+def _read(path: Path) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise SyncKeyError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """A PEM private key as written by :func:`generate_keypair` (or ``openssl genpkey -algorithm ed25519``)."""
+    data = _read(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -110,10 +99,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 def load_public_key_file(path: Path) -> Ed25519PublicKey:
     """A public key file: the base64 line written by keygen, or a PEM public key."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise SyncKeyError(f"{path}: cannot read: {exc.strerror}") from None
+    data = _read(path)
     if data.lstrip().startswith(b"-----BEGIN"):
         try:
             key = serialization.load_pem_public_key(data)

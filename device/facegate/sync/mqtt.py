@@ -17,7 +17,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 
 from facegate.errors import FacegateError
-from facegate.mqtt_client import MqttTarget, new_client
+from facegate.events.mqtt_client import MqttTarget, new_client
 from facegate.sync.bundle import BundleError, peek_header
 from facegate.sync.chunks import (
     DEFAULT_CHUNK_BYTES,

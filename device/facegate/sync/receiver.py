@@ -41,12 +41,12 @@ from typing import Any, TypeVar
 import paho.mqtt.client as paho
 
 from facegate import __version__
+from facegate.base.private_files import private_dir, write_private
 from facegate.config import Config, SyncConfig
+from facegate.events.mqtt_client import connect_async
 from facegate.events.ratelimit import ReportLimiter
 from facegate.gallery.index import EmbeddingIndex
 from facegate.gallery.store import Gallery
-from facegate.mqtt_client import connect_async
-from facegate.private_files import private_dir, write_private
 from facegate.sync.apply import ApplyResult, SyncState, apply_bundle, sync_state
 from facegate.sync.bundle import BundleError, Reason, verify_bundle
 from facegate.sync.chunks import (
@@ -293,7 +293,7 @@ class MqttSource:
     If no chunk arrives for ``resubscribe_seconds`` the missing ones are subscribed again (which makes the
     broker re-send retained messages): that covers a publisher that was still uploading and a broker restart.
     Chunks that do not hash to the announced bundle are all dropped and the manifest is remembered as failed
-    (``guard``): a retained copy delivered again is ignored, a live publication of it is fetched once more.
+    (``guard``): it is never fetched again, retained or published anew.
     Every chunk stored is charged to the guard's hourly budget; when it runs dry the chunk topics are
     unsubscribed until it has refilled enough for the next chunk (``sync_download_paused``).
     """
@@ -368,15 +368,13 @@ class MqttSource:
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         try:
             if message.topic == manifest_topic(self._topic):
-                # retain is set only on copies the broker sends because we subscribed (on every (re)connection),
-                # never on a live publication, with MQTT 3.1.1 and with MQTT 5 (no retain-as-published here).
-                self._on_manifest(bytes(message.payload), retained=bool(message.retain))
+                self._on_manifest(bytes(message.payload))
             elif message.topic.startswith(self._chunk_prefix):
                 self._on_chunk(bytes(message.payload))
         except Exception:
             log.exception("sync: error handling %s", message.topic)
 
-    def _on_manifest(self, payload: bytes, retained: bool = True) -> None:
+    def _on_manifest(self, payload: bytes) -> None:
         if not payload:
             return  # retained manifest cleared
         try:
@@ -403,9 +401,8 @@ class MqttSource:
                                       f"than sync.max_download_bytes_per_hour = {self.guard.capacity:.0f}",
                                       manifest.bundle, "mqtt")
                 return
-            if retained and self.guard.failed(manifest_digest(manifest)):
-                log.debug("sync: manifest of bundle %s failed before; not fetched again until it is published "
-                          "again", manifest.bundle[:12])
+            if self.guard.failed(manifest_digest(manifest)):  # retained again or re-published: never again
+                log.debug("sync: manifest of bundle %s failed before; not fetched again", manifest.bundle[:12])
                 return
             new_bundle = self._store.manifest != manifest
             self._store.begin(manifest)
@@ -496,15 +493,15 @@ class MqttSource:
     def _corrupt_transfer(self, m: Manifest) -> None:
         """The chunks do not add up to the announced bundle: one of them is forged (anyone who can publish on
         the topic can overwrite a retained chunk) or damaged, or the whole bundle is junk. That says nothing
-        about the bundle itself, so the bundle is not remembered as refused (its real manifest, published
-        again, is fetched), but this manifest is remembered as failed: its retained copy, delivered again on
-        every reconnection, does not make the door download and fsync the same junk again and again.
+        about the bundle itself, so the bundle is not remembered as refused (a new export of it, with another
+        manifest, is fetched), but this manifest is remembered as failed: neither its retained copy, delivered
+        again on every reconnection, nor a re-publication makes the door download and fsync the same junk again.
         """
         self._store.discard()
         self._unsubscribe_all()
         self.guard.remember_failed(manifest_digest(m))
         detail = ("assembled chunks do not hash to the manifest's bundle id (a forged or damaged chunk); not "
-                  "fetched again until the manifest is published again ('facegate gallery publish')")
+                  "fetched again; export and publish a new version ('facegate gallery export --version N')")
         self._receiver.reject("corrupt", detail, m.bundle, "mqtt", remember=False)
 
     def _done(self, bundle: str) -> None:

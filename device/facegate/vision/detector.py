@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facegate.runtime import TFLiteModel
 from facegate.vision.anchors import blazeface_anchors
+from facegate.vision.runtime import TFLiteModel
 from facegate.vision.types import Detection
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facegate.runtime import TFLiteModel
+from facegate.vision.runtime import TFLiteModel
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facegate.runtime import TFLiteModel
+from facegate.vision.runtime import TFLiteModel
 from facegate.vision.types import Detection
 
 # Face-mesh indices (image-left first for an unmirrored frame).

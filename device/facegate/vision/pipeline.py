@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from facegate.models import Manifest
-from facegate.runtime import TFLiteModel
 from facegate.vision.align import align_face
 from facegate.vision.detector import BlazeFaceDetector
 from facegate.vision.embedder import Embedder
 from facegate.vision.landmarks import FaceMesh
+from facegate.vision.models import Manifest
 from facegate.vision.quality import Quality, QualityGates, measure_quality
+from facegate.vision.runtime import TFLiteModel
 from facegate.vision.types import Detection
 
 

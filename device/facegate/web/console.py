@@ -29,20 +29,20 @@ import numpy as np
 
 from facegate import __version__
 from facegate.access.policy import AccessPolicy, PolicyError
+from facegate.base.imageio import decode_image
 from facegate.errors import FacegateError, GalleryError, ImageError
 from facegate.gallery.store import Gallery, NewTemplate
-from facegate.imageio import decode_image
 from facegate.web.accounts import UserStore
 from facegate.web.hub import EventHub
 from facegate.web.live import LiveFace, LiveSlot
 from facegate.web.passcheck import PasswordChecker
+from facegate.web.port import DoorPort
 from facegate.web.sessions import FAILURES_FILE, LoginLimiter, SessionStore
 from facegate.web.stream import make_encoders
 from facegate.web.streamslots import StreamSlots, Ticket
 from facegate.web.terminal import terminal_message
 
 if TYPE_CHECKING:
-    from facegate.service import Service
     from facegate.vision.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,9 @@ def quality_feedback(faces: tuple[LiveFace, ...]) -> dict[str, Any]:
 
 
 class Console:
-    def __init__(self, service: Service, make_pipeline: Callable[[], FacePipeline]) -> None:
-        """``make_pipeline`` builds the console's own pipeline for uploads; the service passes it so that this
-        module never imports the service at run time (the service imports this one)."""
+    def __init__(self, service: DoorPort, make_pipeline: Callable[[], FacePipeline]) -> None:
+        """``service``: the running door, seen only through :class:`DoorPort` (facegate/web/port.py);
+        ``make_pipeline`` builds the console's own pipeline for uploads."""
         self.service = service
         self._make_pipeline = make_pipeline
         self.config = service.config.web
@@ -108,7 +108,7 @@ class Console:
     # ------------------------------------------------------------------ shared state
 
     def name_of(self, person_id: str) -> str | None:
-        return self.service._names.get(person_id)
+        return self.service.name_of(person_id)
 
     def acquire_stream(self, limit: int, kind: str, user: str | None = None, admin: bool = False) -> Ticket | None:
         """A stream slot (facegate.web.streamslots: per kind, per account, admins before viewers), or None."""
@@ -153,6 +153,10 @@ class Console:
         """Every change made from the console is an event naming who made it."""
         self.service.emitter.emit("console_action", user=user, action=action, **fields)
 
+    def emit_event(self, event_type: str, **fields: Any) -> None:
+        """An event of the console's own (a login, a throttled login) into the door's event stream."""
+        self.service.emitter.emit(event_type, **fields)
+
     # ------------------------------------------------------------------ live
 
     def lockdown(self) -> bool:
@@ -161,7 +165,7 @@ class Console:
 
     def live_state(self) -> dict[str, Any]:
         s = self.service
-        return {"door": s.door.state(), "lockdown": self.lockdown(), "fps": round(s.stats.fps, 1),
+        return {"door": s.door.state(), "lockdown": self.lockdown(), "fps": round(s.fps, 1),
                 "last_person": s.last_person, "device_id": s.config.device_id}
 
     def terminal_state(self) -> dict[str, Any]:
@@ -183,11 +187,8 @@ class Console:
         return {"locked": True}
 
     def set_lockdown(self, user: str, on: bool) -> dict[str, Any]:
-        with self._db_lock:
-            self._db()[1].set_lockdown(on)
+        self.service.set_lockdown(on)  # the flag and the relock, atomic with respect to a face grant
         self.emit(user, "lockdown_on" if on else "lockdown_off")
-        if on:
-            self.service.door.lock(reason="lockdown")
         try:
             self.service.publish_status()
         except Exception:
@@ -234,7 +235,7 @@ class Console:
             if not creating and not exists:
                 raise ConsoleError(f"no person {pid!r}", 404)
             try:
-                gallery.enroll(pid, [], self.service.pipeline.embedder_sha256, name=name)
+                gallery.enroll(pid, [], self.service.embedder_sha256, name=name)
                 policy.set_person(pid, valid_from=body.get("valid_from") or None,
                                   valid_until=body.get("valid_until") or None,
                                   groups=body.get("groups") or None, schedule=body.get("schedule") or None)
@@ -273,8 +274,7 @@ class Console:
             if gallery.person(person_id) is None:
                 raise ConsoleError(f"no person {person_id!r}", 404)
             try:  # the template gate (facegate.gallery.templates) names what is wrong
-                gallery.enroll(person_id, [template], self.service.pipeline.embedder_sha256,
-                               dim=self.service.pipeline.embedder.dim)
+                gallery.enroll(person_id, [template], self.service.embedder_sha256, dim=self.service.embedder_dim)
             except GalleryError as exc:
                 raise ConsoleError(str(exc)) from None
             count = next((p["templates"] for p in gallery.persons() if p["id"] == person_id), 0)
@@ -360,11 +360,8 @@ class Console:
     # ------------------------------------------------------------------ system
 
     def system(self) -> dict[str, Any]:
-        from facegate import doctor
-
         s = self.service
-        checks = [check(s.config).as_dict() for check in (doctor.check_models, doctor.check_gallery,
-                                                          doctor.check_broker, doctor.check_clock)]
+        checks = s.health_checks()
         frame = self.slot.latest()
         age = None if frame is None else round(time.time() - frame.ts, 1)
         checks.append({"check": "camera", "ok": age is not None and age < 5,
@@ -374,13 +371,9 @@ class Console:
         checks.append({"check": "gpio", "ok": not door["closed"], "detail": f"relay {door['lock']}", "fix": ""})
         versions = {"facegate": __version__, "python": platform.python_version(), "numpy": np.__version__,
                     "opencv": cv2.__version__}
-        sync = None
-        if s.sync is not None:
-            state = s.sync.state
-            sync = {"version": state.version, "bundle_sha256": state.bundle_sha256}
+        sync = s.sync_state()
         status = s.status()
-        models = [{"name": e.name, "role": e.role, "sha256": e.sha256, "quantization": e.quantization}
-                  for e in s.pipeline.manifest.entries]
+        models = s.models()
         return {"checks": checks, "versions": versions, "models": models, "status": status,
                 "sync": sync or {"enabled": False}, "console": {
                     "sessions": len(self.sessions), "streams": self.streams, "dropped_streams": self.dropped_streams,

@@ -6,7 +6,7 @@ allocated in its own glibc malloc arena, the memory stayed in the process after 
 few addresses were enough for the kernel to kill the door on a 512 MB Pi. Here every check runs on the same
 single worker thread (so one arena, 16 MiB at most, whatever the burst); up to ``PASSWORD_QUEUE`` logins wait
 their turn and any more are refused at once (:class:`CheckerBusy`, HTTP 429), and when the queue runs empty the
-freed heap is handed back to the OS (facegate.memtrim). One worker also means a login flood can use at most one
+freed heap is handed back to the OS (facegate.process.memtrim). One worker also means a login flood can use at most one
 core, never the frame loop's.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 
-from facegate.memtrim import release_free_memory
+from facegate.process.memtrim import release_free_memory
 from facegate.web.accounts import User, UserStore
 from facegate.web.priority import lower_this_thread
 

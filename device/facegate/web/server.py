@@ -25,28 +25,27 @@ import hmac
 import http.client
 import io
 import ipaddress
-import json
 import logging
-import queue
-import re
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from http.cookies import CookieError, SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from facegate.events.ratelimit import ReportLimiter
+from facegate.validate.netaddr import host_header_is_local, is_local_client, limiter_key
+from facegate.web.connections import ConnectionSlots
 from facegate.web.console import Console, ConsoleError, dumps
-from facegate.web.netaddr import host_header_is_local, is_local_client, limiter_key
+from facegate.web.httpjson import HttpError, flag, parse_json_object
+from facegate.web.origins import machine_names, origin, origin_of_url
+from facegate.web.pages import PAGES, SECURITY_HEADERS, load_static
 from facegate.web.passcheck import CheckerBusy
 from facegate.web.priority import lower_this_thread
 from facegate.web.sessions import Session
-from facegate.web.streamslots import Ticket
+from facegate.web.streams import StreamRoutes
 from facegate.web.tls import TlsFileError, server_context
 
 log = logging.getLogger(__name__)
@@ -54,61 +53,16 @@ log = logging.getLogger(__name__)
 COOKIE = "facegate_session"
 MAX_JSON_BYTES = 64 * 1024
 MAX_LOGIN_JSON_BYTES = 4 * 1024  # a user name and a password of at most 1024 characters
-MAX_JSON_DEPTH = 16  # nesting of [ and {: the parser recurses, and 60,000 '[' were a RecursionError (HTTP 500)
 MAX_PHOTO_BYTES = 16 * 1024 * 1024
 MAX_ZIP_BYTES = 256 * 1024 * 1024
-STREAM_WRITE_TIMEOUT_SECONDS = 5.0
 MAX_HEAD_BYTES = 32 * 1024  # request headers in all (http.server alone allows 100 lines of 64 KB)
 REQUEST_HEAD_SECONDS = 10.0  # request line + headers, in all (each read alone may take `timeout`)
 HANDSHAKE_SECONDS = 3.0  # a new connection's TLS handshake must be done within this
 FIRST_REQUEST_SECONDS = 3.0  # ... and its first request line begun within this (an idle socket holds a slot)
 KEEPALIVE_IDLE_SECONDS = 10.0  # between requests on a kept-alive connection
-SSE_KEEPALIVE_SECONDS = 15.0
-MAX_EVENT_STREAMS = 16
-MAX_TERMINAL_STREAMS = 2  # the door screen's camera, apart from the viewers' max_stream_clients
-SESSION_RECHECK_SECONDS = 0.5  # any stream ends this soon after its session does (logout, passwd, remove)
-MAX_CONNECTIONS = 64  # one thread each; beyond this a new connection is closed at once (a flood costs no threads)
-MAX_CONNECTIONS_PER_CLIENT = 12  # per IPv4 address / IPv6 /64 (link-local: per address; facegate.web.netaddr)
-CROWDED_CONNECTIONS = 40  # past this many in all, a client already holding CROWDED_PER_CLIENT gets no more ...
-CROWDED_PER_CLIENT = 2  # ... so a few addresses cannot take the last slots: 12 more clients still get 2 each
-LOCAL_RESERVED_CONNECTIONS = 8  # beyond MAX_CONNECTIONS, only for 127.0.0.1/::1 (the door screen, the kiosk)
 ERROR_TRACEBACKS_PER_MINUTE = 5  # an unexpected error's traceback is logged at most this often (anyone can cause one)
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-}
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                 ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml",
-                 ".ico": "image/x-icon"}
-# Pages: the shell is one HTML file; the page name (from this table, never from the request) picks the view.
-PAGES = {"/live": "viewer", "/journal": "viewer", "/people": "admin", "/door": "admin", "/system": "admin"}
-
-
-def load_static() -> dict[str, tuple[bytes, str]]:
-    """Every file shipped in facegate/web/static, by name: the only files the server will ever send."""
-    table = {}
-    for entry in resources.files("facegate.web").joinpath("static").iterdir():
-        suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
-        if entry.is_file() and suffix in CONTENT_TYPES:
-            table[entry.name] = (entry.read_bytes(), CONTENT_TYPES[suffix])
-    return table
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-
-class Handler(BaseHTTPRequestHandler):
+class Handler(StreamRoutes):
     server: ConsoleServer
     server_version = "facegate"
     sys_version = ""
@@ -188,6 +142,9 @@ class Handler(BaseHTTPRequestHandler):
         reason = message or self.responses.get(code, ("error",))[0]
         with contextlib.suppress(OSError):
             self._send(code, dumps({"error": reason[:200]}), "application/json")
+
+    def _extra_headers(self) -> dict[str, str]:
+        return self.server.extra_headers
 
     @property
     def console(self) -> Console:
@@ -368,7 +325,7 @@ class Handler(BaseHTTPRequestHandler):
             actions: dict[str, Callable[[Session], Any]] = {
                 "/api/door/unlock": lambda s: self.console.unlock(s.user),
                 "/api/door/lock": lambda s: self.console.lock(s.user),
-                "/api/door/lockdown": lambda s: self.console.set_lockdown(s.user, _flag(self._json_body(), "on")),
+                "/api/door/lockdown": lambda s: self.console.set_lockdown(s.user, flag(self._json_body(), "on")),
                 "/api/people": lambda s: self.console.save_person(s.user, self._json_body()),
             }
             if path in actions:
@@ -389,7 +346,7 @@ class Handler(BaseHTTPRequestHandler):
         c = self.console
         verbs: dict[str, Callable[[Session], Any]] = {
             "": lambda s: c.save_person(s.user, self._json_body(), pid),
-            "remove": lambda s: c.remove_person(s.user, pid, _flag(self._json_body(), "purge_events", False)),
+            "remove": lambda s: c.remove_person(s.user, pid, flag(self._json_body(), "purge_events", False)),
             "capture": lambda s: c.capture(s.user, pid),
             "photo": lambda s: c.upload_photo(s.user, pid, self._body(MAX_PHOTO_BYTES),
                                               self.headers.get("X-Filename", "upload")[:200]),
@@ -418,7 +375,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, shell.replace(b"{{page}}", path[1:].encode()), content_type)
 
     def _terminal(self, then: Callable[[], None]) -> None:
-        """The door screen: read-only, no login, and only for the device itself (see facegate.web.netaddr)."""
+        """The door screen: read-only, no login, and only for the device itself (see facegate.validate.netaddr)."""
         if not is_local_client(self._client()) or not host_header_is_local(self.headers.get("Host")):
             raise HttpError(403, "the door screen is only served to the device itself (loopback)")
         then()
@@ -426,14 +383,14 @@ class Handler(BaseHTTPRequestHandler):
     def _login(self) -> None:
         self._check_origin()
         address = self._client()
-        key = limiter_key(address)  # an IPv6 /64 is one client (see facegate.web.netaddr)
+        key = limiter_key(address)  # an IPv6 /64 is one client (see facegate.validate.netaddr)
         limiter = self.console.limiter
         # Counted as a failure before anything is checked, so parallel guesses cannot all pass the limit; a
         # malformed body stays counted too (it is an attempt); only a right password or a busy checker un-count.
         stamp = limiter.reserve(key)
         if stamp is None:
             if limiter.note_throttled(key):
-                self.console.service.emitter.emit("console_login_throttled", address=address)
+                self.console.emit_event("console_login_throttled", address=address)
             wait = limiter.retry_after(key)
             raise HttpError(429, "too many failed logins; try again later", {"Retry-After": str(int(wait) + 1)})
         body = self._json_body(MAX_LOGIN_JSON_BYTES)
@@ -451,7 +408,7 @@ class Handler(BaseHTTPRequestHandler):
         # otherwise interleave their own good logins and guess the admin's password without limit.
         limiter.release(key, stamp)
         session = self.console.sessions.create(user.name, user.role, self.console.users.fingerprint(user))
-        self.console.service.emitter.emit("console_login", user=user.name, role=user.role, address=address)
+        self.console.emit_event("console_login", user=user.name, role=user.role, address=address)
         cookie = f"{COOKIE}={session.token}; Path=/; HttpOnly; Secure; SameSite=Strict"
         self._json({"user": user.name, "role": user.role, "csrf": session.csrf}, headers={"Set-Cookie": cookie})
 
@@ -487,136 +444,6 @@ class Handler(BaseHTTPRequestHandler):
         self._json({"events": rows, "total": total,
                     "next_before": rows[-1]["journal_id"] if len(rows) == limit and rows else None})
 
-    def _start_stream(self, content_type: str) -> None:
-        self.send_response(200)
-        for key, value in {**SECURITY_HEADERS, **self.server.extra_headers}.items():
-            self.send_header(key, value)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        self.connection.settimeout(STREAM_WRITE_TIMEOUT_SECONDS)  # a client that stops reading is dropped
-
-    def _mjpeg(self, view: str, session: Session | None) -> None:
-        """The camera as MJPEG; ``session`` None is the door screen's stream (loopback only, no login)."""
-        if self.command == "HEAD":
-            self._start_stream("multipart/x-mixed-replace; boundary=frame")
-            return
-        console = self.console
-        kind, limit = ("camera", console.config.max_stream_clients) if session is not None else \
-            ("terminal", MAX_TERMINAL_STREAMS)
-        ticket = self._stream_ticket(kind, limit, session)
-        encoder = console.encoders[view]
-        encoder.attach()
-        dropped = False
-        try:
-            self._start_stream("multipart/x-mixed-replace; boundary=frame")
-            seq = 0
-            last_check = time.monotonic()
-            while True:
-                recheck = session is not None and self._recheck_due(last_check)
-                if recheck:
-                    last_check = time.monotonic()
-                if not self._stream_goes_on(ticket, recheck):
-                    break
-                got = encoder.wait_jpeg(seq, timeout=SESSION_RECHECK_SECONDS)
-                if got is None:
-                    continue
-                seq, jpeg = got
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                 + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
-                self.wfile.flush()
-        except (TimeoutError, BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
-            dropped = True
-        finally:
-            encoder.detach()
-            console.release_stream(ticket, dropped)
-
-    def _events(self, session: Session) -> None:
-        if self.command == "HEAD":
-            self._start_stream("text/event-stream")
-            return
-        console = self.console
-        ticket = self._stream_ticket("events", MAX_EVENT_STREAMS, session)
-        sub = console.hub.subscribe()
-        dropped = False
-        try:
-            self._start_stream("text/event-stream")
-            self.wfile.write(b"retry: 2000\n\n")
-            self.wfile.flush()
-            last_check = last_write = time.monotonic()
-            while not sub.dropped:
-                recheck = self._recheck_due(last_check)
-                if recheck:
-                    last_check = time.monotonic()
-                if not self._stream_goes_on(ticket, recheck):
-                    break
-                try:
-                    event = sub.queue.get(timeout=SESSION_RECHECK_SECONDS)
-                    self.wfile.write(b"data: " + dumps(event) + b"\n\n")
-                except queue.Empty:  # a keep-alive now and then
-                    if time.monotonic() - last_write < SSE_KEEPALIVE_SECONDS:
-                        continue
-                    self.wfile.write(b": keep-alive\n\n")
-                last_write = time.monotonic()
-                self.wfile.flush()
-            dropped = sub.dropped
-        except (TimeoutError, BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
-            dropped = True
-        finally:
-            console.hub.unsubscribe(sub)
-            console.release_stream(ticket, dropped)
-
-    def _stream_ticket(self, kind: str, limit: int, session: Session | None) -> Ticket:
-        ticket = self.console.acquire_stream(limit, kind, session.user if session else None,
-                                             session is not None and session.role == "admin")
-        if ticket is None:
-            raise HttpError(503, f"too many {kind} streams" + (" for this account" if session else ""),
-                            {"Retry-After": "5"})
-        return ticket
-
-    @staticmethod
-    def _recheck_due(last_check: float) -> bool:
-        return time.monotonic() - last_check >= SESSION_RECHECK_SECONDS
-
-    def _stream_goes_on(self, ticket: Ticket, recheck_session: bool) -> bool:
-        """False once the console stops, an admin took this stream's slot, or (checked every
-        ``SESSION_RECHECK_SECONDS``) its session ended: logout, expiry, password changed, user removed."""
-        if self.console.stopping.is_set() or ticket.stop.is_set():
-            return False
-        return not recheck_session or self._session() is not None
-
-
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def json_depth(data: bytes) -> int:
-    """The deepest nesting of ``[``/``{`` in ``data`` (brackets inside strings ignored), without recursion."""
-    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
-    opening = brackets.count(b"[") + brackets.count(b"{")
-    if opening <= 1:
-        return opening
-    depth = deepest = 0
-    for byte in brackets:
-        depth += 1 if byte in b"[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
-
-
-def parse_json_object(data: bytes) -> dict[str, Any]:
-    """A request body as a JSON object, or HttpError 400 naming what is wrong; never another exception."""
-    if json_depth(data) > MAX_JSON_DEPTH:
-        raise HttpError(400, f"body is nested deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        body = json.loads(data)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise HttpError(400, "body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise HttpError(400, "body must be a JSON object")
-    return body
-
 
 class _HeadLimit:
     """The request's reader while its headers are parsed: more than ``limit`` bytes in all is a LineTooLong,
@@ -634,53 +461,10 @@ class _HeadLimit:
         return line
 
 
-def _flag(body: dict[str, Any], key: str, default: bool | None = None) -> bool:
-    """A JSON true/false: bool("false") is True, which turned lockdown on and purged journals by mistake."""
-    value = body.get(key, default)
-    if not isinstance(value, bool):
-        raise HttpError(400, f"{key}: must be true or false")
-    return value
-
-
 class _Redirect(Exception):
     def __init__(self, location: str) -> None:
         super().__init__(location)
         self.location = location
-
-
-def _origin(scheme: str, host: str, port: int | None) -> str:
-    """An origin as a browser serialises it: lower case, the scheme's default port left out."""
-    default = {"http": 80, "https": 443}.get(scheme)
-    return f"{scheme}://{host.lower()}" + ("" if port is None or port == default else f":{port}")
-
-
-def _origin_of_url(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{ipaddress.ip_address(host).compressed}]" if _is_ip(host) else f"[{host}]"
-    return _origin(parts.scheme.lower(), host, parts.port)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _machine_names() -> set[str]:
-    """This machine's names, as a browser on the site's network may reach it (``raspberrypi.local`` by mDNS)."""
-    names = set()
-    with contextlib.suppress(OSError):
-        host = socket.gethostname()
-        if host:
-            names |= {host, f"{host}.local"}
-        fqdn = socket.getfqdn()
-        if fqdn and fqdn not in ("localhost", "localhost.localdomain"):
-            names.add(fqdn)
-    return {n.lower() for n in names}
 
 
 class ConsoleServer(ThreadingHTTPServer):
@@ -708,14 +492,10 @@ class ConsoleServer(ThreadingHTTPServer):
             self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
             self.extra_headers["Strict-Transport-Security"] = "max-age=31536000"
         self._thread: threading.Thread | None = None
-        self._slots_lock = threading.Lock()
-        self._per_client: dict[str, int] = {}
-        self._shared = 0  # connections in the MAX_CONNECTIONS pool
-        self._local = 0  # connections in the reserve kept for the device itself
-        self._held: dict[Any, tuple[str, str]] = {}  # request socket -> (client key, pool)
+        self.slots = ConnectionSlots()
         self.error_reports = ReportLimiter(burst=ERROR_TRACEBACKS_PER_MINUTE, per_minute=ERROR_TRACEBACKS_PER_MINUTE)
-        self._public_origin = _origin_of_url(config.public_url) if config.public_url else None
-        self._names = _machine_names()
+        self._public_origin = origin_of_url(config.public_url) if config.public_url else None
+        self._names = machine_names()
 
     # ------------------------------------------------------------------ origins
 
@@ -739,59 +519,20 @@ class ConsoleServer(ThreadingHTTPServer):
             hosts.add(f"[{ip.compressed}]" if ip.version == 6 else str(ip))
             if ip.is_loopback:
                 hosts |= {"localhost", "127.0.0.1", "[::1]"}
-        return origins | {_origin(self.scheme, host, self.port) for host in hosts}
-
-    # ------------------------------------------------------------------ connection slots
-
-    def _take_slot(self, request: Any, client_address: Any) -> bool:
-        """A slot for a new connection: from the shared pool unless this client holds MAX_CONNECTIONS_PER_CLIENT
-        (or CROWDED_PER_CLIENT while the pool is crowded); else, for the device itself, from its reserve."""
-        address = str(client_address[0])
-        key = limiter_key(address)
-        with self._slots_lock:
-            held = self._per_client.get(key, 0)
-            crowded = self._shared >= CROWDED_CONNECTIONS and held >= CROWDED_PER_CLIENT
-            if self._shared < MAX_CONNECTIONS and held < MAX_CONNECTIONS_PER_CLIENT and not crowded:
-                pool = "shared"
-                self._shared += 1
-            elif is_local_client(address) and self._local < LOCAL_RESERVED_CONNECTIONS:
-                pool = "local"
-                self._local += 1
-            else:
-                return False
-            self._per_client[key] = held + 1
-            self._held[request] = (key, pool)
-            return True
-
-    def _release_slot(self, request: Any) -> None:
-        with self._slots_lock:
-            held = self._held.pop(request, None)
-            if held is None:
-                return
-            key, pool = held
-            if pool == "shared":
-                self._shared -= 1
-            else:
-                self._local -= 1
-            left = self._per_client.get(key, 1) - 1
-            if left > 0:
-                self._per_client[key] = left
-            else:
-                self._per_client.pop(key, None)
+        return origins | {origin(self.scheme, host, self.port) for host in hosts}
 
     @property
     def connections(self) -> int:
-        with self._slots_lock:
-            return self._shared + self._local
+        return self.slots.connections
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._take_slot(request, client_address):
+        if not self.slots.take(request, client_address):
             self.shutdown_request(request)  # closed at once: a flood costs no thread
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._release_slot(request)
+            self.slots.release(request)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -799,7 +540,7 @@ class ConsoleServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release_slot(request)
+            self.slots.release(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that failed outside any request (a reset during setup): no traceback on stderr."""

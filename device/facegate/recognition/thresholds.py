@@ -67,3 +67,20 @@ class ThresholdTable:
         """The false-match rate of the loosest listed point whose threshold is at or below ``similarity``."""
         ok = [p for p in self.points if p.similarity <= similarity]
         return min(p.far for p in ok) if ok else 1.0
+
+
+class ForeignTableError(ModelError):
+    """The threshold table was measured for another embedder: its similarities mean something else here."""
+
+
+def table_for(models_dir: Path, embedder_sha256: str, calibration_sha256: str | None = None) -> ThresholdTable:
+    """The operating points of ``models_dir/thresholds.json`` for this embedder (and score calibration).
+
+    The one resolver the service, the CLI, the fairness report and tools/evaluate.py use. Raises ModelError when
+    the table is missing or malformed, :class:`ForeignTableError` when it was measured for another embedder (each
+    caller names its own fix: a config key, a flag).
+    """
+    table = ThresholdTable.load(models_dir / "thresholds.json", calibration_sha256)
+    if table.embedder_sha256 != embedder_sha256:
+        raise ForeignTableError(f"thresholds.json in {models_dir} was measured for another embedder")
+    return table

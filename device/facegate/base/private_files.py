@@ -52,9 +52,19 @@ def private_dir(path: Path) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Create ``path`` empty if missing, and make it 0600; returns it."""
+    """Create ``path`` empty if missing, and make it 0600; returns it.
+
+    An existing file is only chmodded, never opened: closing any descriptor of a file drops every POSIX lock
+    this process holds on it, and SQLite's locks are POSIX locks. Opening and closing a database that another
+    connection of this process has open (the console opening the gallery beside the frame loop) left that
+    connection without its locks, and its next query failed with "disk I/O error".
+    """
     path = Path(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        _chmod(path, FILE_MODE)
+        return path
     try:
         with contextlib.suppress(PermissionError):
             os.fchmod(fd, FILE_MODE)

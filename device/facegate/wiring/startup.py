@@ -18,8 +18,8 @@ def startup_notes(config: Config) -> list[tuple[int, str]]:
     notes: list[tuple[int, str]] = []
     web = config.web
     if web.enabled:
+        from facegate.validate.netaddr import console_url
         from facegate.web.accounts import AccountError, UserStore
-        from facegate.web.netaddr import console_url
         from facegate.web.tls import TlsFileError, cert_fingerprint
 
         url = console_url(web.bind, web.port, web.tls_cert_file is not None, web.public_url)

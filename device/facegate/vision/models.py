@@ -23,7 +23,7 @@ def default_models_dir() -> Path:
     env = os.environ.get(MODELS_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "models"
+    return Path(__file__).resolve().parents[3] / "models"  # device/facegate/vision/models.py -> models/
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from facegate.errors import ModelError
-from facegate.models import ModelEntry
+from facegate.vision.models import ModelEntry
 
 
 def _interpreter_class() -> Any:

@@ -1,0 +1,1 @@
+"""The process on its host: systemd notification, returning freed memory, log set-up."""

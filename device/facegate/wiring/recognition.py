@@ -1,0 +1,111 @@
+"""Recognition: the pipeline, its operating point, the gallery and its index, liveness, the decision engine.
+
+Every check that must stop the start (a calibration or threshold table for another embedder, a damaged gallery,
+templates of the wrong length) runs here, before any door pin is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from facegate.access.policy import AccessPolicy
+from facegate.config import Config, ConfigError
+from facegate.errors import ModelError
+from facegate.gallery.index import EmbeddingIndex
+from facegate.gallery.store import Gallery
+from facegate.liveness.gate import LivenessGate
+from facegate.recognition.calibration import FairCalibration
+from facegate.recognition.decision import DecisionEngine
+from facegate.recognition.thresholds import ForeignTableError, table_for
+from facegate.recognition.zone import DoorZone
+from facegate.vision.models import Manifest
+from facegate.vision.pipeline import FacePipeline, PipelineOptions
+from facegate.vision.quality import QualityGates
+from facegate.wiring.recovery import check_gallery
+
+
+def build_pipeline(config: Config) -> FacePipeline:
+    m = config.models
+    options = PipelineOptions(
+        threads=m.threads, detector=m.detector, embedder=m.embedder, five_point=m.five_point,
+        flip_fusion=m.flip_fusion, gates=QualityGates(**config.recognition.quality.model_dump()),
+    )
+    return FacePipeline(Manifest.load(m.dir), options)
+
+
+def load_calibration(config: Config, pipeline: FacePipeline) -> FairCalibration | None:
+    """The fair score calibration when ``recognition.fair_calibration`` is on (a bad file stops the start)."""
+    if not config.recognition.fair_calibration:
+        return None
+    try:
+        return FairCalibration.load(pipeline.manifest, pipeline.embedder_sha256)
+    except ModelError as exc:
+        raise ConfigError(f"recognition.fair_calibration: {exc}") from None
+
+
+def match_threshold(config: Config, pipeline: FacePipeline, calibration: FairCalibration | None = None) -> float:
+    """The configured similarity, else the one that gives the configured FAR for this embedder (and calibration)."""
+    if config.recognition.threshold is not None:
+        return config.recognition.threshold
+    try:
+        table = table_for(pipeline.manifest.directory, pipeline.embedder_sha256,
+                          calibration.sha256 if calibration is not None else None)
+    except ForeignTableError:
+        raise ConfigError(
+            "recognition.threshold: models/thresholds.json was measured for another embedder; "
+            "set recognition.threshold or re-run tools/evaluate.py --write-thresholds"
+        ) from None
+    return table.for_far(config.recognition.far)
+
+
+def new_person_threshold(config: Config, pipeline: FacePipeline,
+                         calibration: FairCalibration | None = None) -> float | None:
+    """Similarity below which a frame shows someone other than the decided person (``new_person_far``).
+
+    None when the table is not for this embedder (a hand-set threshold): the engine then uses the match
+    threshold, so a decided track is handed over more readily, which costs at most an extra event, never a grant.
+    """
+    try:
+        table = table_for(pipeline.manifest.directory, pipeline.embedder_sha256,
+                          calibration.sha256 if calibration is not None else None)
+    except ModelError:  # missing, malformed, or for another embedder
+        return None
+    return table.for_far(config.recognition.new_person_far)
+
+
+@dataclass
+class RecognitionParts:
+    pipeline: FacePipeline
+    calibration: FairCalibration | None
+    threshold: float
+    gallery: Gallery
+    policy: AccessPolicy
+    index_revision: int  # the gallery revision ``index`` was built at
+    index: EmbeddingIndex
+    names: dict[str, str | None]
+    liveness: LivenessGate | None
+    engine: DecisionEngine
+    zone: DoorZone
+
+
+def build_recognition(config: Config) -> RecognitionParts:
+    pipeline = build_pipeline(config)
+    # Fair score calibration: the index, the thresholds and so the engine all use calibrated scores.
+    calibration = load_calibration(config, pipeline)
+    threshold = match_threshold(config, pipeline, calibration)
+    check_gallery(config.gallery_path)
+    gallery = Gallery(config.gallery_path)
+    gallery.check_embedder(pipeline.embedder_sha256)
+    gallery.check_templates(pipeline.embedder.dim)  # the template gate: exit 2 naming the person
+    policy = AccessPolicy(gallery, config.access)
+    revision = gallery.revision  # read before the build: never newer than the index
+    index = gallery.build_index(calibration)
+    names = gallery.names()
+    liveness = LivenessGate.from_config(config.liveness, pipeline.manifest, own_mesh=pipeline.mesh is None)
+    engine = DecisionEngine(config.recognition, threshold,
+                            new_person_below=new_person_threshold(config, pipeline, calibration),
+                            liveness=liveness.new_track if liveness else None)
+    # Which face decides (recognition/zone.py): docs/decision.md.
+    zone = DoorZone(config.camera.roi, config.recognition.min_face_px)
+    return RecognitionParts(pipeline, calibration, threshold, gallery, policy, revision, index, names, liveness,
+                            engine, zone)
