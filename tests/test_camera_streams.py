@@ -354,3 +354,50 @@ def test_v4l2_loopback_device(scene: list[np.ndarray]) -> None:
     finally:
         os.close(fd)
     assert frame is not None and frame.image.ndim == 3
+
+
+# ------------------------------------------------------------------ faces at the camera's resolution
+
+
+def _face_in_1080p(px: int, detector: Any) -> tuple[np.ndarray, tuple[float, ...]]:
+    from bench_face_size import ZONE, composite
+
+    astronaut, _hopper, background = shipped_photos()
+    from facegate.recognition.zone import DoorZone
+
+    x0, y0, x1, y1 = DoorZone(ZONE).pixels(1920, 1080)
+    box = detector.detect(astronaut)[0].box  # the face in her photo: scaled to px wide
+    return composite(astronaut, box, background, (1920, 1080), px, ((x0 + x1) // 2, (y0 + y1) // 2))
+
+
+def test_tiles_find_a_60px_face_in_a_1080p_door_zone(pipeline) -> None:  # type: ignore[no-untyped-def]
+    from bench_face_size import ZONE
+    from facegate.recognition.zone import DoorZone
+    from facegate.vision.tiles import TiledDetector
+
+    frame, _ = _face_in_1080p(60, pipeline.detector)
+    view, _offset = DoorZone(ZONE).view(frame)
+    assert TiledDetector(pipeline.detector, 512).detect(view)  # tiles: found
+    assert not pipeline.detector.detect(view)  # the zone letterboxed whole into 128x128: missed
+
+
+def test_a_150px_face_in_a_1080p_frame_is_granted(tmp_path, astro_templates, pipeline) -> None:  # type: ignore[no-untyped-def]
+    from bench_face_size import ZONE
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(8):
+        frame, _ = _face_in_1080p(150 + 2 * i, pipeline.detector)
+        cv2.imwrite(str(folder / f"{i:04d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    door(tmp_path, f"replay:{folder}", astro_templates, pipeline)  # enrols the astronaut
+    config = parse_config({
+        "device_id": "cam1", "state_dir": str(tmp_path / "state"),
+        "camera": {"source": f"replay:{folder}", "fps": 30, "roi": list(ZONE)},
+        "door": {"relay_pin": 17, "unlock_seconds": 0.2}, "mqtt": {"enabled": False},
+        "outbox": {"flush_timeout_seconds": 0}, "liveness": {"enabled": False},
+    })
+    service = Service(config, pin_factory=MockFactory())
+    seen: list[dict[str, Any]] = []
+    service.emitter.add_listener(seen.append)
+    service.run()
+    assert [e["person_id"] for e in seen if e["type"] == "access_granted"] == ["astro"], [e["type"] for e in seen]
