@@ -401,3 +401,13 @@ def test_a_150px_face_in_a_1080p_frame_is_granted(tmp_path, astro_templates, pip
     service.emitter.add_listener(seen.append)
     service.run()
     assert [e["person_id"] for e in seen if e["type"] == "access_granted"] == ["astro"], [e["type"] for e in seen]
+
+
+def test_doctor_shows_the_streams_resolution_rate_and_age_never_the_password(scene) -> None:  # type: ignore[no-untyped-def]
+    from facegate.doctor import check_camera
+
+    with MjpegServer(scene[:3], fps=10, user="door", password=SECRET) as server:
+        check = check_camera(parse_config({"camera": {"source": server.url("door", SECRET)}}))
+    assert check.ok, check
+    assert "640x480 frame read" in check.detail and " fps, frame age " in check.detail
+    assert SECRET not in check.detail and "door:***@" in check.detail

@@ -24,7 +24,8 @@ def redact(url: str) -> str:
         return url
     user = parts.username or ""
     host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}"))
+    netloc = f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def credentials(url: str) -> tuple[str | None, str | None, str]:
@@ -32,5 +33,5 @@ def credentials(url: str) -> tuple[str | None, str | None, str]:
     parts = urlsplit(url)
     user = unquote(parts.username) if parts.username is not None else None
     password = unquote(parts.password) if parts.password is not None else None
-    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    bare = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
     return user, password, bare
