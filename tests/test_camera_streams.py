@@ -8,6 +8,7 @@ leaks no thread or file descriptor over reconnects. Video files and V4L2 (v4l2lo
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import threading
@@ -147,7 +148,7 @@ def test_rtsp_stalled_stream_is_reopened(rtsp_frames) -> None:  # type: ignore[n
                 stop.set()
     kinds = [t for t, _ in events]
     assert kinds[:2] == ["camera_error", "camera_ok"], kinds
-    assert "no frame for 1 s" in events[0][1]["error"]
+    assert re.search(r"no frame for 1 s|sent nothing for 2 s", events[0][1]["error"]), events[0]
     assert isinstance(source, LatestFrameSource) and source.stats.opens >= 2
 
 
@@ -211,7 +212,7 @@ def test_mjpeg_door_grants_reports_stranger_and_survives_a_server_restart(  # ty
 
 
 def test_mjpeg_stall_and_garbage_are_reopened(scene) -> None:  # type: ignore[no-untyped-def]
-    for server, expected in ((MjpegServer(scene[:3], stall_after=1.0), "no frame for 1 s"),
+    for server, expected in ((MjpegServer(scene[:3], stall_after=1.0), "no frame for 1 s|no data for 2 s"),
                              (MjpegServer(scene[:3], garbage=True), "parts in a row are not images")):
         with server:
             source = make_source(CameraConfig(source=server.url(), stall_seconds=1.0))
@@ -224,7 +225,7 @@ def test_mjpeg_stall_and_garbage_are_reopened(scene) -> None:  # type: ignore[no
             for _ in sup.frames():
                 pass
             watcher.join()
-            assert events and events[0][0] == "camera_error" and expected in events[0][1]["error"], events
+            assert events and events[0][0] == "camera_error" and re.search(expected, events[0][1]["error"]), events
             assert server.connections >= 2  # reopened
 
 

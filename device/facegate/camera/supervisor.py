@@ -43,9 +43,11 @@ def make_source(config: CameraConfig) -> FrameSource:
 
 def _grabber(config: CameraConfig) -> Grabber:
     """A new connection to the configured network camera (one per open: nothing carries over a reconnect)."""
+    # The read timeout is a backstop behind the stall check of LatestFrameSource.read(), which names the stall.
+    read_timeout = config.stall_seconds + 1.0
     if config.source.lower().startswith(("rtsp://", "rtsps://")):
-        return RtspGrabber(config.source, config.rtsp_transport, config.open_timeout_seconds, config.stall_seconds)
-    return MjpegGrabber(config.source, config.open_timeout_seconds, config.stall_seconds)
+        return RtspGrabber(config.source, config.rtsp_transport, config.open_timeout_seconds, read_timeout)
+    return MjpegGrabber(config.source, config.open_timeout_seconds, read_timeout)
 
 
 class CameraSupervisor:
