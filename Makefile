@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: test demo lint bench evaluate models models-check clean mosquitto chromium pi-check pi-standins systemd-check
+.PHONY: test demo lint bench evaluate models models-check clean mosquitto chromium gstreamer pi-check pi-standins systemd-check
 
 # The tests start their own Mosquitto (a real broker, never a fake): install it where missing and we are root.
 mosquitto:
@@ -16,6 +16,17 @@ chromium:
 	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || \
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
 	    else echo "chromium/chromium-driver not installed (and not root): browser tests will be skipped"; fi; }
+
+# The network-camera tests stream H.264 from a real RTSP server (Debian's GStreamer gst-rtsp-server through
+# python3-gi, tools/rtsp_server.py): install it where missing and we are root.
+GST_PACKAGES := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+                gstreamer1.0-plugins-ugly python3-gi
+gstreamer:
+	@{ test -x /usr/bin/python3 && /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); \
+	    from gi.repository import Gst, GstRtspServer; Gst.init(None); assert Gst.ElementFactory.find('x264enc')" \
+	    >/dev/null 2>&1; } || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(GST_PACKAGES); \
+	    else echo "GStreamer RTSP server not installed (and not root): RTSP camera tests will be skipped"; fi; }
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,7 +41,7 @@ pi-standins:
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-h5py; \
 	    else echo "python3-h5py not installed (and not root): numpy ABI tests will be skipped"; fi; }
 
-test: $(STAMP) mosquitto chromium pi-standins
+test: $(STAMP) mosquitto chromium pi-standins gstreamer
 	$(VENV)/bin/pytest -q
 
 lint: $(STAMP)

@@ -34,6 +34,15 @@ class CameraConfig(Section):
     height: int = Field(480, ge=64, le=4096)
     loop: bool = False  # replay only: start again when the files run out
     reopen_backoff_max_seconds: float = Field(30.0, gt=0)
+    # Network cameras (rtsp://, http:// MJPEG), docs/cameras.md: a frame older than this when the door is ready
+    # for it is dropped (counted), never decided on; no usable frame for stall_seconds reopens the stream.
+    max_frame_age_ms: float = Field(300.0, gt=0, le=60000)
+    stall_seconds: float = Field(5.0, gt=0, le=300)
+    open_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    # A view (the door zone's crop, else the frame) whose long side exceeds 1.25x this is also searched in tiles
+    # of this size, so faces far smaller than the frame are found (docs/cameras.md); 0 = never tile.
+    detect_tile_px: int = Field(512, ge=0, le=4096)
     # The door zone [x, y, width, height] as fractions of the frame (0..1): only faces in it may open the door.
     # The frame is cropped to it BEFORE detection, so a smaller zone also gives the detector more pixels per face
     # (docs/decision.md, "Which face decides"). Default: the whole frame.

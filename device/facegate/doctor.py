@@ -118,13 +118,24 @@ def check_gallery(config: Config) -> Check:
 
 def check_camera(config: Config) -> Check:
     """Opens the configured camera and reads one frame (for picamera2: the import, then a test capture)."""
+    from facegate.camera.latest import LatestFrameSource
     from facegate.camera.source import CameraError, CameraLibraryError
     from facegate.camera.supervisor import make_source
+    from facegate.camera.urls import redact
 
     source = make_source(config.camera)
+    name = redact(config.camera.source)  # a stream URL's password is never shown
+    stream = ""
     try:
         source.open()
         frame = source.read()
+        if isinstance(source, LatestFrameSource):  # a network camera: two seconds of it, for rate and age
+            deadline, ages = time.monotonic() + 2.0, []
+            while time.monotonic() < deadline and (f := source.read()) is not None:
+                ages.append(time.monotonic() - (f.mono_ts or 0.0))
+            s = source.stats
+            stream = (f", {s.fps:.1f} fps, frame age {1000 * sorted(ages)[len(ages) // 2]:.0f} ms median "
+                      f"({s.frames_stale} dropped as older than {config.camera.max_frame_age_ms:g} ms)") if ages else ""
     except FacegateError as exc:
         fix = exc.fix if isinstance(exc, CameraError) and exc.fix else \
             "check camera.source (a V4L2 index like \"0\", a file, a URL or replay:DIR)"
@@ -133,9 +144,9 @@ def check_camera(config: Config) -> Check:
         with contextlib.suppress(Exception):  # a camera that failed to open may fail to close too
             source.close()
     if frame is None:
-        return Check("camera", False, f"{config.camera.source} delivered no frame", "check camera.source")
+        return Check("camera", False, f"{name} delivered no frame", "check camera.source")
     h, w = frame.image.shape[:2]
-    return Check("camera", True, f"{config.camera.source}: {w}x{h} frame read")
+    return Check("camera", True, f"{name}: {w}x{h} frame read{stream}")
 
 
 def check_gpio(config: Config) -> Check:

@@ -12,10 +12,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from facegate.camera.latest import Grabber, LatestFrameSource
+from facegate.camera.mjpeg import MjpegGrabber
 from facegate.camera.opencv_source import OpenCVSource
 from facegate.camera.picamera import PiCameraSource
 from facegate.camera.replay import ReplaySource
+from facegate.camera.rtsp import RtspGrabber
 from facegate.camera.source import CameraError, Frame, FrameError, FrameSource
+from facegate.camera.urls import is_stream, redact
 from facegate.config import CameraConfig
 
 log = logging.getLogger(__name__)
@@ -31,7 +35,19 @@ def make_source(config: CameraConfig) -> FrameSource:
         return ReplaySource(Path(source.removeprefix("replay:")), config.fps, loop=config.loop)
     if source == "picamera2":
         return PiCameraSource(config.width, config.height, config.fps)
+    if is_stream(source):
+        return LatestFrameSource(lambda: _grabber(config), redact(source), config.max_frame_age_ms,
+                                 config.stall_seconds)
     return OpenCVSource(source, config.width, config.height, config.fps)
+
+
+def _grabber(config: CameraConfig) -> Grabber:
+    """A new connection to the configured network camera (one per open: nothing carries over a reconnect)."""
+    # The read timeout is a backstop behind the stall check of LatestFrameSource.read(), which names the stall.
+    read_timeout = config.stall_seconds + 1.0
+    if config.source.lower().startswith(("rtsp://", "rtsps://")):
+        return RtspGrabber(config.source, config.rtsp_transport, config.open_timeout_seconds, read_timeout)
+    return MjpegGrabber(config.source, config.open_timeout_seconds, read_timeout)
 
 
 class CameraSupervisor:
@@ -51,6 +67,8 @@ class CameraSupervisor:
         self.backoff_start = backoff_start_seconds
         self.frame_errors = 0
         self.heartbeat = heartbeat  # the systemd watchdog: a waiting loop is a live loop
+        if isinstance(source, LatestFrameSource):  # it waits for frames (and for its reader) in slices
+            source.heartbeat = heartbeat
 
     def frames(self) -> Iterator[Frame]:
         """Frames until the source ends or ``stop`` is set; camera failures are retried, never raised."""

@@ -14,6 +14,7 @@ from facegate.vision.landmarks import FaceMesh
 from facegate.vision.models import Manifest
 from facegate.vision.quality import Quality, QualityGates, measure_quality
 from facegate.vision.runtime import TFLiteModel
+from facegate.vision.tiles import TiledDetector
 from facegate.vision.types import Detection
 
 
@@ -26,6 +27,7 @@ class PipelineOptions:
     flip_fusion: bool = False
     min_detection_score: float = 0.5
     min_face_px: float = 0.0
+    tile_px: int = 0  # > 0: views larger than this are also searched in tiles (vision/tiles.py); 0 = whole only
     gates: QualityGates = field(default_factory=QualityGates)
 
 
@@ -59,6 +61,8 @@ class FacePipeline:
         return cls(Manifest.load(directory), options)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
+        if self.options.tile_px > 0:
+            return TiledDetector(self.detector, self.options.tile_px).detect(image)
         return self.detector.detect(image)
 
     def analyse(self, image: np.ndarray, faces: list[Detection], embed: bool = True) -> list[FaceResult]:

@@ -31,6 +31,7 @@ def build_pipeline(config: Config) -> FacePipeline:
     options = PipelineOptions(
         threads=m.threads, detector=m.detector, embedder=m.embedder, five_point=m.five_point,
         flip_fusion=m.flip_fusion, gates=QualityGates(**config.recognition.quality.model_dump()),
+        tile_px=config.camera.detect_tile_px,
     )
     return FacePipeline(Manifest.load(m.dir), options)
 
