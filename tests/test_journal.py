@@ -216,6 +216,7 @@ while True:
     except Exception:
         time.sleep(0.01)
 seen = []
+print("ready", flush=True)  # the writer starts only now: a slow interpreter start must not hide the overlap
 deadline = time.time() + 60
 while time.time() < deadline:
     n = j.count()
@@ -235,6 +236,7 @@ def test_a_reader_process_queries_while_the_writer_writes(tmp_path: Path) -> Non
     writer.start()
     reader = subprocess.Popen([sys.executable, "-c", READER, str(path), "2000"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
     now = time.time()
     for i in range(2000):
         writer.submit(ev(i, now + i / 1000))

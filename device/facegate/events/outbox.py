@@ -37,7 +37,7 @@ from typing import Any
 from facegate.base.private_files import private_sqlite
 from facegate.errors import FacegateError
 from facegate.privacy.seal import Sealer
-from facegate.privacy.store import Progress, bind, mark_sealed, scrub
+from facegate.privacy.store import Progress, bind, scrub, seal_in_one_transaction
 
 __all__ = ["Outbox", "OutboxError", "OutboxFull", "scrub_delivered"]
 
@@ -114,26 +114,16 @@ class Outbox:
     def _seal_all(self, progress: Progress | None) -> None:
         """Seal the pending events of a plain outbox and record the key, in one transaction."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if progress:
-                progress("begin")
+
+        def rewrite() -> None:
             rows = db.execute("SELECT id, event FROM outbox WHERE typeof(event) = 'text'").fetchall()
             db.executemany("UPDATE outbox SET event = ? WHERE id = ?",
                            [(self._seal(text), rowid) for rowid, text in rows])
             if progress:
                 progress("events")
-            assert self._sealer is not None
-            mark_sealed(db, self._sealer)
-            if progress:
-                progress("marked")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        if progress:
-            progress("committed")
+
+        assert self._sealer is not None
+        seal_in_one_transaction(db, self._sealer, progress, rewrite)
 
     def _seal(self, text: str) -> str | bytes:
         return text if self._sealer is None else self._sealer.seal(text.encode(), "outbox.event")

@@ -24,7 +24,7 @@ from facegate.gallery.schema import POLICY_SCHEMA
 from facegate.gallery.templates import check_template, template_problems
 from facegate.privacy.consent import check_consent, consent_of
 from facegate.privacy.seal import OVERHEAD_BYTES, Sealer
-from facegate.privacy.store import Progress, bind, mark_sealed, scrub
+from facegate.privacy.store import Progress, bind, scrub, seal_in_one_transaction
 
 if TYPE_CHECKING:
     from facegate.recognition.calibration import FairCalibration
@@ -245,11 +245,9 @@ class Gallery:
         log is restored as it was: sealing changes how values are stored, not what a door holds.
         """
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+
+        def rewrite() -> None:
             log = db.execute("SELECT person_id, version, deleted FROM sync_changes").fetchall()
-            if progress:
-                progress("begin")
             # In chunks by key (never a cursor over rows being rewritten): a 10k gallery's rows never all in memory.
             last: str = ""
             while rows := db.execute("SELECT id, name, metadata, card_number FROM persons WHERE id > ? ORDER BY id "
@@ -260,35 +258,21 @@ class Gallery:
                 last = rows[-1][0]
             if progress:
                 progress("persons")
-            top = 0
-            while rows := db.execute("SELECT id, person_id, embedding, source FROM templates WHERE id > ? ORDER BY id "
-                                     "LIMIT 1000", (top,)).fetchall():
-                db.executemany("UPDATE templates SET embedding = ?, source = ? WHERE id = ?",
-                               [(*self.seal_template(pid, bytes(blob), source), tid)
-                                for tid, pid, blob, source in rows])
-                top = rows[-1][0]
-            top = 0
-            while rows := db.execute("SELECT id, person_id, embedding, source FROM negatives WHERE id > ? ORDER BY id "
-                                     "LIMIT 1000", (top,)).fetchall():
-                db.executemany("UPDATE negatives SET embedding = ?, source = ? WHERE id = ?",
-                               [(*self.seal_template(pid, bytes(blob), source, NEGATIVES_COLUMN), tid)
-                                for tid, pid, blob, source in rows])
-                top = rows[-1][0]
+            for table, column in (("templates", "templates.embedding"), ("negatives", NEGATIVES_COLUMN)):
+                top = 0
+                while rows := db.execute(f"SELECT id, person_id, embedding, source FROM {table} WHERE id > ? "
+                                         "ORDER BY id LIMIT 1000", (top,)).fetchall():
+                    db.executemany(f"UPDATE {table} SET embedding = ?, source = ? WHERE id = ?",
+                                   [(*self.seal_template(pid, bytes(blob), source, column), tid)
+                                    for tid, pid, blob, source in rows])
+                    top = rows[-1][0]
             if progress:
                 progress("templates")
             db.execute("DELETE FROM sync_changes")
             db.executemany("INSERT INTO sync_changes (person_id, version, deleted) VALUES (?, ?, ?)", log)
-            assert self.sealer is not None
-            mark_sealed(db, self.sealer)
-            if progress:
-                progress("marked")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        if progress:
-            progress("committed")
+
+        assert self.sealer is not None
+        seal_in_one_transaction(db, self.sealer, progress, rewrite)
 
     # ------------------------------------------------------------------ sealing of values
     # Each value's associated data names its column and person, so a ciphertext moved elsewhere fails to open.

@@ -39,7 +39,7 @@ from typing import Any
 from facegate.base.private_files import private_sqlite
 from facegate.errors import FacegateError
 from facegate.privacy.seal import Sealer
-from facegate.privacy.store import Progress, bind, mark_sealed, scrub
+from facegate.privacy.store import Progress, bind, scrub, seal_in_one_transaction
 
 __all__ = ["DEFAULT_MAX_EVENTS", "DEFAULT_RETENTION_DAYS", "Journal", "JournalError", "TimeBound"]
 
@@ -206,10 +206,8 @@ class Journal:
     def _seal_all(self, progress: Progress | None) -> None:
         """Seal every row of a plain journal and record the key, in one transaction (a crash keeps it plain)."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if progress:
-                progress("begin")
+
+        def rewrite() -> None:
             top = 0  # in chunks by id, never a cursor over rows being rewritten
             while batch := db.execute("SELECT id, ts_ms, event FROM events WHERE id > ? ORDER BY id LIMIT 5000",
                                       (top,)).fetchall():
@@ -218,17 +216,9 @@ class Journal:
                 top = batch[-1][0]
             if progress:
                 progress("events")
-            assert self.sealer is not None
-            mark_sealed(db, self.sealer)
-            if progress:
-                progress("marked")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        if progress:
-            progress("committed")
+
+        assert self.sealer is not None
+        seal_in_one_transaction(db, self.sealer, progress, rewrite)
 
     # ------------------------------------------------------------------ writing
 

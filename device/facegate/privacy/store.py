@@ -57,6 +57,30 @@ def mark_sealed(db: sqlite3.Connection, sealer: Sealer) -> None:
                    [("key_id", sealer.key_id), ("locator", sealer.locator)])
 
 
+def seal_in_one_transaction(db: sqlite3.Connection, sealer: Sealer, progress: Progress | None,
+                            rewrite: Callable[[], None]) -> None:
+    """Rewrite a plain file's personal values (``rewrite``) and record its key, all in one transaction.
+
+    A crash anywhere before COMMIT leaves the file plain and whole; after it, sealed. ``progress`` names each
+    step ("begin", then the steps ``rewrite`` reports, "marked", "committed"): the SIGKILL tests stop there.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if progress:
+            progress("begin")
+        rewrite()
+        mark_sealed(db, sealer)
+        if progress:
+            progress("marked")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    if progress:
+        progress("committed")
+
+
 def scrub(db: sqlite3.Connection, progress: Progress | None = None) -> bool:
     """Remove every plain page left by a migration (free pages, the WAL); True when done, else retried later.
 

@@ -451,6 +451,19 @@ def _quality(value: Any, where: str) -> dict[str, float]:
     return out
 
 
+
+def _embedding(t: dict[str, Any], where: str, size: int, dim: int) -> bytes:
+    """A template's (or negative's) base64 float32 bytes, exactly ``size`` of them (the header's ``dim``)."""
+    text = str(_str(t, "embedding", where, max_len=4 * MAX_DIM * 4))
+    try:
+        blob = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad(f"{where}.embedding", "not base64") from None
+    if len(blob) != size or not size:
+        raise _bad(f"{where}.embedding", f"{len(blob)} bytes; header dim {dim} means {size}")
+    return blob
+
+
 def _parse_payload(raw: bytes, header: BundleHeader) -> tuple[list[PersonRecord], list[str]]:
     try:
         doc = json.loads(raw)
@@ -479,13 +492,7 @@ def _parse_payload(raw: bytes, header: BundleHeader) -> tuple[list[PersonRecord]
         for j, t_item in enumerate(_list(p.get("templates"), f"{where}.templates")):
             t_where = f"{where}.templates[{j}]"
             t = _obj(t_item, t_where)
-            text = str(_str(t, "embedding", t_where, max_len=4 * MAX_DIM * 4))
-            try:
-                blob = base64.b64decode(text, validate=True)
-            except (binascii.Error, ValueError):
-                raise _bad(f"{t_where}.embedding", "not base64") from None
-            if len(blob) != size:
-                raise _bad(f"{t_where}.embedding", f"{len(blob)} bytes; header dim {header.dim} means {size}")
+            blob = _embedding(t, t_where, size, header.dim)
             blobs.append(blob)
             templates.append(TemplateRecord(blob, _quality(t.get("quality", {}), f"{t_where}.quality"),
                                             _str(t, "source", t_where, optional=True),
@@ -494,13 +501,7 @@ def _parse_payload(raw: bytes, header: BundleHeader) -> tuple[list[PersonRecord]
         for j, t_item in enumerate(_list(p.get("negatives", []), f"{where}.negatives")):
             t_where = f"{where}.negatives[{j}]"
             t = _obj(t_item, t_where)
-            text = str(_str(t, "embedding", t_where, max_len=4 * MAX_DIM * 4))
-            try:
-                blob = base64.b64decode(text, validate=True)
-            except (binascii.Error, ValueError):
-                raise _bad(f"{t_where}.embedding", "not base64") from None
-            if len(blob) != size or not size:
-                raise _bad(f"{t_where}.embedding", f"{len(blob)} bytes; header dim {header.dim} means {size}")
+            blob = _embedding(t, t_where, size, header.dim)
             negative_blobs.append(blob)
             negatives.append(TemplateRecord(blob, {}, _str(t, "source", t_where, optional=True),
                                             _num(t, "created_at", t_where)))
