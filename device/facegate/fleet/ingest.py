@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 __all__ = ["Ingest", "IngestStats"]
 
 BATCH_MAX = 500
-BATCH_WAIT_SECONDS = 0.05
+# After the first message of a batch, what else arrives this soon joins it. Short, because nothing is acknowledged
+# until the batch commits and the broker sends only its in-flight window (Mosquitto: max_inflight_messages,
+# 20 by default) before it waits for those acknowledgements.
+BATCH_WAIT_SECONDS = 0.005
 SESSION_EXPIRY_SECONDS = 7 * 24 * 3600  # how long the broker keeps queueing for a fleet server that is down
 RETRY_SECONDS = 2.0
 
