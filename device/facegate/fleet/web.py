@@ -96,7 +96,8 @@ class FleetHandler(Handler):
         return session
 
     def _report(self, type: str, **fields: Any) -> None:
-        self.app.store.audit(str(fields.get("user", "-")), type, **fields)
+        user = str(fields.pop("user", "-"))
+        self.app.store.audit(user, type, **fields)
 
     def _audit(self, user: str, action: str, result: dict[str, Any], **detail: Any) -> dict[str, Any]:
         self.app.store.audit(user, action, **detail)
