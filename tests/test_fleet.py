@@ -220,3 +220,51 @@ def test_ingest_survives_a_broker_restart(tmp_path: Path) -> None:
             door.close()
         server.close()
         store.close()
+
+
+def test_console_refuses_bad_input_and_enforces_roles(broker: Mosquitto, tmp_path: Path) -> None:  # noqa: F811
+    from types import SimpleNamespace
+
+    from facegate.fleet.config import parse_fleet_config
+    from facegate.fleet.server import FleetService
+    from facegate.fleet.web import fleet_users
+    from webconsole import Client, free_port
+
+    config = parse_fleet_config({"state_dir": str(tmp_path / "fleet"), "web": {"port": free_port()},
+                                 "mqtt": {"host": broker.host, "port": broker.port, "client_id": "fleet-bad"}})
+    service = FleetService(config)
+    users = fleet_users(config.state_dir)
+    for name, role in (("ann", "admin"), ("otto", "operator"), ("vera", "viewer")):
+        users.add(name, role, "a long password")
+    assert (config.sync_key_path.stat().st_mode & 0o777) == 0o600
+    service.start()
+    try:
+        web = SimpleNamespace(port=service.http.port)
+        admin, operator, viewer = Client(web), Client(web), Client(web)  # type: ignore[arg-type]
+        assert admin.login("ann", "a long password") == 200
+        assert operator.login("otto", "a long password") == 200
+        assert viewer.login("vera", "a long password") == 200
+        hostile = "<img src=x onerror=alert(1)>'; DROP TABLE persons;--"
+        status, body = admin.post("/api/people", {"id": "p1", "name": hostile, "doors": ["front", "lab"]})
+        assert status == 200 and body["name"] == hostile  # kept as text; the page shows it with textContent
+        assert [p["name"] for p in admin.get_json("/api/people")[1]] == [hostile]
+        for bad, problem in [({"id": "p2", "name": "a\x1b[31mred"}, "control"), ({"id": "../etc"}, "id:"),
+                             ({"id": "p3", "doors": ["front/#"]}, "doors:"), ({"id": "p4", "name": "x" * 201}, "name:"),
+                             ({"id": "p5", "valid_from": "tomorrow"}, "valid_from")]:
+            status, body = admin.post("/api/people", bad)
+            assert status == 400 and problem in body["error"], (bad, body)
+        for photo, problem in [(b"\xff\xd8\xff garbage", ""), (b"GIF89a" + b"\0" * 64, "")]:
+            status, _, raw = admin.request("POST", "/api/people/p1/photo", raw=photo,
+                                           headers={"X-CSRF-Token": admin.csrf or "", "X-Filename": "bad.jpg"})
+            assert status in (400, 413) and json.loads(raw)["error"], raw
+        assert viewer.post("/api/people", {"id": "p9"})[0] == 403
+        assert operator.post("/api/people", {"id": "p9"})[0] == 403
+        assert admin.post("/api/people", {"id": "p9"}, csrf=False)[0] == 403
+        assert viewer.get_json("/api/people")[0] == 403 and viewer.get_json("/api/doors")[0] == 200
+        assert operator.post("/api/doors/front/command", {"action": "unlock"})[0] == 404  # no such door yet
+        assert operator.post("/api/doors/front/command", {"action": "open_sesame"})[0] == 400
+        assert viewer.post("/api/doors/front/command", {"action": "unlock"})[0] == 403
+        actions = [a["action"] for a in service.store.audit_log()]
+        assert actions.count("person_added") == 1 and "console_login" in actions
+    finally:
+        service.stop()
