@@ -268,3 +268,29 @@ def test_console_refuses_bad_input_and_enforces_roles(broker: Mosquitto, tmp_pat
         assert actions.count("person_added") == 1 and "console_login" in actions
     finally:
         service.stop()
+
+
+def test_fleet_cli_adds_accounts_and_prints_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from facegate.cli import main
+    from facegate.fleet.web import fleet_users
+
+    toml = tmp_path / "fleet.toml"
+    toml.write_text(f'state_dir = "{tmp_path / "state"}"\n')
+    monkeypatch.setattr(sys, "stdin", io.StringIO("operator password\n"))
+    out = io.StringIO()
+    assert main(["fleet", "user", "add", "otto", "--role", "operator", "--config", str(toml), "--password-stdin"],
+                out=out) == 0
+    assert json.loads(out.getvalue()) == {"user": "otto", "role": "operator", "added": True}
+    assert fleet_users(tmp_path / "state").authenticate("otto", "operator password") is not None
+    assert not (tmp_path / "state" / "web_users.json").exists()  # the door's accounts are another file
+    out = io.StringIO()
+    assert main(["fleet", "keys", "--config", str(toml)], out=out) == 0
+    keys = json.loads(out.getvalue())
+    assert len(keys["sync_public_key"]) == 44 and keys["sync_public_key"] != keys["command_public_key"]
+    assert ((tmp_path / "state" / "sync.key").stat().st_mode & 0o777) == 0o600
+    toml.write_text('[web]\nbind = "0.0.0.0"\n')
+    err = io.StringIO()
+    assert main(["fleet", "keys", "--config", str(toml)], out=io.StringIO(), err=err) == 78
+    assert "web" in err.getvalue() and "TLS" in err.getvalue()
