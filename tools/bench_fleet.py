@@ -390,15 +390,16 @@ def query_times(store: FleetStore) -> dict[str, float]:
     }
 
 
-def query(events: int, postgres: str | None) -> dict[str, Any]:
+def query(events: int, postgres: str | None, sqlite_too: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"events": events}
     work = Path(tempfile.mkdtemp(prefix="facegate-bench-query-"))
-    sqlite = SqliteStore(work / "fleet.db")
-    t = time.monotonic()
-    fill(sqlite, events)
-    out["sqlite"] = {"fill_seconds": round(time.monotonic() - t, 1), **query_times(sqlite)}
-    log(f"sqlite: {out['sqlite']}")
-    sqlite.close()
+    if sqlite_too:
+        sqlite = SqliteStore(work / "fleet.db")
+        t = time.monotonic()
+        fill(sqlite, events)
+        out["sqlite"] = {"fill_seconds": round(time.monotonic() - t, 1), **query_times(sqlite)}
+        log(f"sqlite: {out['sqlite']}")
+        sqlite.close()
     if postgres:
         import psycopg
 
@@ -430,13 +431,14 @@ def main() -> int:
     p = sub.add_parser("query")
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--postgres", default=None)
+    p.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     args = parser.parse_args()
     if args.bench == "propagate":
         result = propagate(args.doors, args.timeout)
     elif args.bench == "soak":
         result = soak(args.doors, args.rate, args.seconds, args.postgres)
     else:
-        result = query(args.events, args.postgres)
+        result = query(args.events, args.postgres, not args.no_sqlite)
     print(json.dumps(result))
     return 0
 

@@ -320,6 +320,28 @@ class PostgresStore(FleetStore):
         cur = self._db.execute(sql.replace("?", "%s"), tuple(args))
         return list(cur.fetchall()) if cur.description is not None else []
 
+    def insert_new_events(self, rows: Sequence[EventRow]) -> list[bool]:
+        """One pipelined ``executemany`` (a round trip per row was ~300 rows/s over loopback): RETURNING names the
+        rows that were new; a repeat of an id within the batch is not new either."""
+        now = time.time()
+        sql = ("INSERT INTO events (event_id, door_id, seq, ts, type, person_id, name, received, body) "
+               "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+        new: set[str] = set()
+        with self._lock, self._transaction(), self._db.cursor() as cur:
+            cur.executemany(sql, [(r.event_id, r.door_id, r.seq, r.ts, r.type, r.person_id, r.name, now, r.body)
+                                  for r in rows], returning=True)
+            while True:
+                found = cur.fetchone()
+                if found is not None:
+                    new.add(found[0])
+                if not cur.nextset():
+                    break
+        out = []
+        for r in rows:
+            out.append(r.event_id in new)
+            new.discard(r.event_id)
+        return out
+
     def _run_count(self, sql: str, args: Sequence[Any]) -> int:
         cur = self._db.execute(sql.replace("?", "%s"), tuple(args))
         return max(0, cur.rowcount)
