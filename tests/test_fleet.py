@@ -294,3 +294,7 @@ def test_fleet_cli_adds_accounts_and_prints_keys(tmp_path: Path, monkeypatch: py
     err = io.StringIO()
     assert main(["fleet", "keys", "--config", str(toml)], out=io.StringIO(), err=err) == 78
     assert "web" in err.getvalue() and "TLS" in err.getvalue()
+
+
+def test_store_takes_an_empty_batch(store: FleetStore) -> None:
+    assert store.insert_new_events([]) == [] and store.count_events() == 0

@@ -305,7 +305,7 @@ def soak(doors: int, rate: float, seconds: float, postgres: str | None) -> dict[
     start = time.monotonic()
     tick = 1.0 / rate
     restarted_broker = restarted_server = False
-    n = 0
+    n = skipped = 0
     try:
         while (elapsed := time.monotonic() - start) < seconds:
             for s in sims:
@@ -318,6 +318,7 @@ def soak(doors: int, rate: float, seconds: float, postgres: str | None) -> dict[
                 restarted_broker = True
             if not restarted_server and elapsed > 2 * seconds / 3:
                 log("restarting the fleet server")
+                skipped += service.ingest.stats.duplicates
                 service.stop()
                 service = fleet(work, broker.port, **extra)
                 service.start()
@@ -327,16 +328,16 @@ def soak(doors: int, rate: float, seconds: float, postgres: str | None) -> dict[
                 log(f"{elapsed:.0f} s: sent {sum(s.sent for s in sims)}, stored {service.store.count_events()}")
         sent = sum(s.sent for s in sims)
         log(f"sending done: {sent}; draining")
-        deadline = time.monotonic() + 300
+        drain_start = time.monotonic()
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline and (service.store.count_events() < sent
                                                or any(s.pending for s in sims)):
             time.sleep(1)
         stored = service.store.count_events()
-        rows = service.store.query_events(EventQuery(limit=1))
-        del rows
-        return {"doors": doors, "rate_per_door": rate, "seconds": seconds, "sent": sent, "stored": stored,
+        return {"drain_seconds": round(time.monotonic() - drain_start, 1),
+                "doors": doors, "rate_per_door": rate, "seconds": seconds, "sent": sent, "stored": stored,
                 "duplicates_stored": 0 if stored <= sent else stored - sent,
-                "redelivered_and_skipped": service.ingest.stats.duplicates,
+                "redelivered_and_skipped": skipped + service.ingest.stats.duplicates,
                 "still_pending_at_doors": sum(len(s.pending) for s in sims), "backend": service.store.backend}
     finally:
         for s in sims:

@@ -323,6 +323,8 @@ class PostgresStore(FleetStore):
     def insert_new_events(self, rows: Sequence[EventRow]) -> list[bool]:
         """One pipelined ``executemany`` (a round trip per row was ~300 rows/s over loopback): RETURNING names the
         rows that were new; a repeat of an id within the batch is not new either."""
+        if not rows:
+            return []
         now = time.time()
         sql = ("INSERT INTO events (event_id, door_id, seq, ts, type, person_id, name, received, body) "
                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
