@@ -298,3 +298,19 @@ def test_fleet_cli_adds_accounts_and_prints_keys(tmp_path: Path, monkeypatch: py
 
 def test_store_takes_an_empty_batch(store: FleetStore) -> None:
     assert store.insert_new_events([]) == [] and store.count_events() == 0
+
+
+def test_nothing_on_the_door_side_imports_the_fleet_package() -> None:
+    """The door runs without the fleet server's code: only the CLI registers its commands."""
+    import ast
+
+    offenders = []
+    for path in (ROOT / "device" / "facegate").rglob("*.py"):
+        rel = path.relative_to(ROOT / "device" / "facegate").as_posix()
+        if rel.startswith("fleet/") or rel == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{rel}: {n}" for n in names if n == "facegate.fleet" or n.startswith("facegate.fleet.")]
+    assert offenders == []
