@@ -30,6 +30,7 @@ DOOR_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EVENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_TEXT = 512  # person ids and names kept in the indexed columns (the whole event stays in ``body``)
+MAX_OPEN_BAD = 10_000  # (door, kind) pairs with an open bad_message alert; beyond, refusals are only logged
 
 #: Events that open an alert, and the alert's kind.
 ALERT_EVENTS = {
@@ -190,7 +191,7 @@ class DoorRegistry:
             self.store.count_bad_message(door_id)
         key = (door_id[:64], what)
         with self._lock:
-            if key in self._open_bad:
+            if key in self._open_bad or len(self._open_bad) >= MAX_OPEN_BAD:  # a flood of invented ids
                 return
             self._open_bad.add(key)
         self.store.add_alert(door_id[:64] if known else None, "bad_message",

@@ -104,12 +104,6 @@ class FleetHandler(Handler):
         return result
 
     def _route(self, method: str, path: str) -> Callable[[], None] | None:
-        try:
-            return self._fleet_route(method, path)
-        except PeopleError as exc:
-            raise HttpError(exc.status, str(exc)) from None
-
-    def _fleet_route(self, method: str, path: str) -> Callable[[], None] | None:
         a = self.app
         if method == "GET":
             if path in ("/", "/live"):
