@@ -199,9 +199,12 @@ class DoorRegistry:
 
     def _seen(self, door_id: str, **fields: Any) -> None:
         if self.store.touch_door(door_id, last_seen=time.time(), **fields):
-            log.info("door %s discovered", door_id)
-            for fn in self.on_new_door:
-                fn(door_id)
+            self._discovered(door_id)
+
+    def _discovered(self, door_id: str) -> None:
+        log.info("door %s discovered", door_id)
+        for fn in self.on_new_door:
+            fn(door_id)
 
     def status(self, door_id: str, status: dict[str, Any]) -> None:
         access = status.get("last_access")
@@ -230,12 +233,19 @@ class DoorRegistry:
             self.store.add_alert(door_id, "door_offline", f"door {door_id} went offline")
 
     def events(self, rows: list[EventRow]) -> None:
-        """Newly stored events (never a duplicate): alerts, the last decision, gallery confirmations."""
+        """Newly stored events (never a duplicate): alerts, the last decision, gallery confirmations.
+
+        A door's ``last_seen`` and last decision are written once per door and batch, not per event: each write
+        is a committed transaction, and one per event capped the whole ingest at the disk's commit rate."""
+        latest: dict[str, dict[str, Any]] = {}
         for row in rows:
-            fields: dict[str, Any] = {}
+            fields = latest.setdefault(row.door_id, {})
             if row.type in DECISIONS:
                 fields["last_decision"] = row.body
-            self._seen(row.door_id, **fields)
+        now = time.time()
+        for door_id in self.store.touch_doors({d: {"last_seen": now, **f} for d, f in latest.items()}):
+            self._discovered(door_id)
+        for row in rows:
             kind = ALERT_EVENTS.get(row.type)
             if kind is not None:
                 who = f" ({row.name or row.person_id})" if row.name or row.person_id else ""

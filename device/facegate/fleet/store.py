@@ -179,18 +179,26 @@ class FleetStore:
 
     def touch_door(self, door_id: str, **fields: Any) -> bool:
         """Create the door if new and set ``fields`` (columns of ``doors``); True when the door was new."""
-        bad = set(fields) - set(_DOOR_COLUMNS[1:])
-        if bad:
-            raise StoreError(f"unknown door field(s): {sorted(bad)}")
+        return bool(self.touch_doors({door_id: fields}))
+
+    def touch_doors(self, updates: dict[str, dict[str, Any]]) -> list[str]:
+        """:meth:`touch_door` for several doors in one transaction (one commit per ingest batch); the new ones."""
+        for fields in updates.values():
+            bad = set(fields) - set(_DOOR_COLUMNS[1:])
+            if bad:
+                raise StoreError(f"unknown door field(s): {sorted(bad)}")
+        created = []
         with self._lock, self._transaction():
-            new = not self._run("SELECT 1 FROM doors WHERE door_id = ?", (door_id,))
-            if new:
-                self._run("INSERT INTO doors (door_id) VALUES (?)", (door_id,))
-                self._run("INSERT INTO door_sync (door_id) VALUES (?) ON CONFLICT (door_id) DO NOTHING", (door_id,))
-            if fields:
-                sets = ", ".join(f"{k} = ?" for k in fields)
-                self._run(f"UPDATE doors SET {sets} WHERE door_id = ?", (*fields.values(), door_id))
-        return new
+            for door_id, fields in updates.items():
+                if not self._run("SELECT 1 FROM doors WHERE door_id = ?", (door_id,)):
+                    created.append(door_id)
+                    self._run("INSERT INTO doors (door_id) VALUES (?)", (door_id,))
+                    self._run("INSERT INTO door_sync (door_id) VALUES (?) ON CONFLICT (door_id) DO NOTHING",
+                              (door_id,))
+                if fields:
+                    sets = ", ".join(f"{k} = ?" for k in fields)
+                    self._run(f"UPDATE doors SET {sets} WHERE door_id = ?", (*fields.values(), door_id))
+        return created
 
     def count_bad_message(self, door_id: str) -> None:
         with self._lock:
