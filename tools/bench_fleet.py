@@ -329,7 +329,7 @@ def soak(doors: int, rate: float, seconds: float, postgres: str | None) -> dict[
         sent = sum(s.sent for s in sims)
         log(f"sending done: {sent}; draining")
         drain_start = time.monotonic()
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 1200
         while time.monotonic() < deadline and (service.store.count_events() < sent
                                                or any(s.pending for s in sims)):
             time.sleep(1)

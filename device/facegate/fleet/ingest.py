@@ -35,6 +35,9 @@ BATCH_MAX = 500
 # until the batch commits and the broker sends only its in-flight window (Mosquitto: max_inflight_messages,
 # 20 by default) before it waits for those acknowledgements.
 BATCH_WAIT_SECONDS = 0.005
+# MQTT 5: QoS 1 messages the broker may have sent and not yet seen acknowledged (without it, 65,535: a backlog
+# after an outage arrived all at once, waited in memory, and was all redelivered if the server stopped meanwhile).
+RECEIVE_MAXIMUM = 1000
 SESSION_EXPIRY_SECONDS = 7 * 24 * 3600  # how long the broker keeps queueing for a fleet server that is down
 RETRY_SECONDS = 2.0
 
@@ -74,6 +77,7 @@ class Ingest:
         if self.target.protocol == "5":
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
+            props.ReceiveMaximum = RECEIVE_MAXIMUM
             self.client.connect_async(self.target.host, self.target.port, keepalive=self.target.keepalive,
                                       clean_start=False, properties=props)
         else:
