@@ -33,6 +33,7 @@ from webconsole import free_port, write_scene
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from demo import shipped_photos  # noqa: E402  (tools/ is on the path through webconsole)
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -130,7 +131,8 @@ def test_people_once_every_door(site: tuple[Mosquitto, FleetService], browser: A
     frames = write_scene(tmp_path / "frames")
     photo = tmp_path / "astronaut.jpg"
     cv2.imwrite(str(photo), cv2.cvtColor(shipped_photos()[0], cv2.COLOR_RGB2BGR))
-    wait = WebDriverWait(browser, 30, poll_frequency=0.2)
+    # Tables are re-rendered by the page (search, refresh): an element read mid-render is simply read again.
+    wait = WebDriverWait(browser, 30, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
     url = f"http://127.0.0.1:{fleet.http.port}"
     with door_service(tmp_path, "door1", broker, fleet, frames) as door1:
         door2_cm = door_service(tmp_path, "door2", broker, fleet, frames)
