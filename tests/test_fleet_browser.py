@@ -33,7 +33,7 @@ from webconsole import free_port, write_scene
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from demo import shipped_photos  # noqa: E402  (tools/ is on the path through webconsole)
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -162,6 +162,7 @@ def test_people_once_every_door(site: tuple[Mosquitto, FleetService], browser: A
                 assert wait_until(lambda d=door: any(e.get("person_id") == PERSON
                                                      for e in events(fleet, d, "access_granted")), 40), door
             browser.get(url + "/journal")
+            wait.until(ec.visibility_of_element_located((By.ID, "journal-form")))  # shown once the session is read
             browser.find_element(By.ID, "journal-person").send_keys(PERSON)
             browser.find_element(By.ID, "journal-type").send_keys("access_granted")
             browser.find_element(By.ID, "journal-search").click()
@@ -173,7 +174,7 @@ def test_people_once_every_door(site: tuple[Mosquitto, FleetService], browser: A
 
             # A signed unlock from the console reaches the door and is journaled.
             since = time.time() - 1
-            browser.find_element(By.ID, "door-door1-unlock").click()
+            wait.until(lambda b: _click(b, "door-door1-unlock"))  # the Doors table refreshes every 2 s
             assert wait_until(lambda: any(e.get("reason") == "remote" for e in
                                           events(fleet, "door1", "door_unlocked", since)), 20)
 
@@ -199,6 +200,14 @@ def test_people_once_every_door(site: tuple[Mosquitto, FleetService], browser: A
         finally:
             if door2_up:
                 door2_cm.__exit__(None, None, None)
+
+
+def _click(browser: Any, element_id: str) -> bool:
+    try:
+        browser.find_element(By.ID, element_id).click()
+    except (StaleElementReferenceException, NoSuchElementException):
+        return False
+    return True
 
 
 def _denied(fleet: FleetService, door: Service, name: str) -> None:
