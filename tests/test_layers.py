@@ -29,6 +29,7 @@ FLOORS: dict[str, int] = {
     "rights": 7,                                            # subject export, decrypt, retention
     "web": 8,                                               # the console, through its narrow port (web/port.py)
     "wiring": 9,                                            # builders that assemble the service
+    "fleet": 9,                                             # the admin side: one console for every door
     "doctor": 10,                                           # checks the whole device
     "service": 11,                                          # the running door
     "cli": 12,                                              # the front door of the command line

@@ -24,6 +24,7 @@ from facegate.enrolment.photo import assess
 from facegate.errors import FacegateError, GalleryError, ImageError
 from facegate.events.ha_cli import add_code_commands
 from facegate.fairness.cli import add_fairness_command
+from facegate.fleet.cli import add_fleet_commands
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.journal.cli import (
     add_events_command,
@@ -418,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_events_command(sub)  # facegate events: the access journal
     add_code_commands(sub)  # code hash: Home Assistant unlock codes
     add_user_commands(sub)  # web console accounts: user add|passwd|remove|list
+    add_fleet_commands(sub)  # fleet serve|keys|user: the admin side of a multi-door site (docs/fleet.md)
     return parser
 
 

@@ -47,10 +47,12 @@ class MqttTarget:
                    cfg.key_file, cfg.keepalive_seconds)
 
 
-def new_client(target: MqttTarget, client_id: str) -> paho.Client:
+def new_client(target: MqttTarget, client_id: str, *, persistent: bool = False) -> paho.Client:
+    """``persistent``: MQTT 3.1.1 keeps the session (subscriptions, queued QoS 1 messages) across reconnections;
+    with MQTT 5 the caller asks for that at connect time (clean start off, a session expiry interval)."""
     v5 = target.protocol == "5"
     client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=None if v5 else True,
+        CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=None if v5 else not persistent,
         protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
     )
     if target.password is not None and target.username is None:

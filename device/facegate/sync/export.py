@@ -15,6 +15,7 @@ import json
 import math
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -113,11 +114,14 @@ def export_bundle(
     version: int | None = None,
     base: int | None = None,
     created: float | None = None,
+    include: Callable[[PersonRecord], bool] | None = None,
 ) -> ExportResult:
     """A signed full snapshot, or a delta when ``base`` is given.
 
     ``version`` (at least the gallery's current version) first moves the admin gallery's counter up to it,
     e.g. after restoring an old admin backup, so later deltas keep referring to this gallery's own history.
+    ``include`` picks the persons one door may hold (the fleet server's per-door galleries): the others are
+    left out of a full snapshot, and a delta deletes those of them that changed since ``base``.
     """
     if version is not None:
         current = gallery.version
@@ -145,6 +149,11 @@ def export_bundle(
             persons = read_persons(db, changed_after=base, gallery=gallery)
             deletes = [r[0] for r in db.execute(
                 "SELECT person_id FROM sync_changes WHERE version > ? AND deleted = 1 ORDER BY person_id", (base,))]
+        if include is not None:
+            excluded = [p.id for p in persons if not include(p)]
+            persons = [p for p in persons if include(p)]
+            if base is not None:
+                deletes = sorted(set(deletes) | set(excluded))
         mixed = db.execute("SELECT COUNT(*) FROM templates WHERE embedder_sha256 != ?", (embedder,)).fetchone()[0]
     if mixed:
         raise GalleryError(f"{gallery.path}: {mixed} template(s) were made by another embedder; re-enrol them")

@@ -65,7 +65,7 @@ _DUMMY_HASH = hash_password(secrets.token_hex(8))
 @dataclass(frozen=True)
 class User:
     name: str
-    role: Role
+    role: str
     password_hash: str
 
 
@@ -84,8 +84,10 @@ def check_password(password: str) -> str:
 class UserStore:
     """The account file; thread-safe, re-read when its modification time or size changes."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / USERS_FILE
+    def __init__(self, state_dir: Path, *, roles: tuple[str, ...] = ROLES, file_name: str = USERS_FILE) -> None:
+        """``roles``/``file_name``: the fleet console keeps its own accounts with its own roles the same way."""
+        self.path = Path(state_dir) / file_name
+        self.roles = roles
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._users: dict[str, User] = {}
@@ -101,7 +103,7 @@ class UserStore:
             try:
                 data = json.loads(self.path.read_text())
                 users = {name: User(name, rec["role"], rec["hash"]) for name, rec in data["users"].items()
-                         if rec.get("role") in ROLES}
+                         if rec.get("role") in self.roles}
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise AccountError(f"{self.path}: unreadable account file: {exc}") from None
             self._stamp, self._users = stamp, users
@@ -142,8 +144,8 @@ class UserStore:
 
     def add(self, name: str, role: str, password: str) -> User:
         check_name(name)
-        if role not in ROLES:
-            raise AccountError(f"role {role!r}: use admin or viewer")
+        if role not in self.roles:
+            raise AccountError(f"role {role!r}: use {' or '.join(self.roles)}")
         user = User(name, role, hash_password(check_password(password)))
         with self._changing():
             users = dict(self._load_locked())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from facegate.web.accounts import ROLES, AccountError, UserStore
 
 
 def _store(args: argparse.Namespace) -> UserStore:
-    return UserStore(load_config(args.config).state_dir)
+    """The door's accounts; ``add_user_commands`` callers may give another (the fleet console's)."""
+    make: Callable[[argparse.Namespace], UserStore] | None = getattr(args, "store", None)
+    return make(args) if make is not None else UserStore(load_config(args.config).state_dir)
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -59,16 +62,17 @@ def cmd_user_list(args: argparse.Namespace, io: Any) -> int:
     return 0
 
 
-def add_user_commands(sub: Any) -> None:
-    """Register ``user`` and its actions on the top-level sub-parser."""
-    user = sub.add_parser("user", help="web console accounts").add_subparsers(dest="action", required=True)
+def add_user_commands(sub: Any, store: Callable[[argparse.Namespace], UserStore] | None = None,
+                      roles: tuple[str, ...] = ROLES, what: str = "web console accounts") -> None:
+    """Register ``user`` and its actions on ``sub`` (the top-level sub-parser, or ``fleet``'s with its store)."""
+    user = sub.add_parser("user", help=what).add_subparsers(dest="action", required=True)
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument("--config", type=Path, required=True, help="TOML config file (accounts live in state_dir)")
     secret = argparse.ArgumentParser(add_help=False)
     secret.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p = user.add_parser("add", parents=[config, secret], help="add a console user")
     p.add_argument("name")
-    p.add_argument("--role", choices=ROLES, required=True)
+    p.add_argument("--role", choices=roles, required=True)
     p.set_defaults(func=cmd_user_add)
     p = user.add_parser("passwd", parents=[config, secret], help="change a user's password (ends their sessions)")
     p.add_argument("name")
@@ -78,3 +82,6 @@ def add_user_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_user_remove)
     p = user.add_parser("list", parents=[config], help="users and roles")
     p.set_defaults(func=cmd_user_list)
+    if store is not None:
+        for parser in user.choices.values():
+            parser.set_defaults(store=store)
