@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facegate.config import Config
-from facegate.privacy.keys import BOUND, CREDSTORE, PrivacyKeyError, load_sealer, sealer_for
+from facegate.privacy.keys import BOUND, CREDSTORE, PrivacyKeyError, credstore_present, load_sealer, sealer_for
 from facegate.privacy.seal import Sealer
 
 __all__ = ["PrivacyState", "privacy_state"]
@@ -46,7 +46,7 @@ def privacy_state(config: Config, sealer: Sealer | None = None) -> PrivacyState:
         return PrivacyState(False, "not encrypted: a stolen card is readable"
                             + (f" ({', '.join(plain)} plain)" if plain else ""),
                             "set [privacy] encrypt = true and restart (files are encrypted in place)")
-    if sealer is None and config.privacy.key_source in ("auto", "systemd-creds") and CREDSTORE.is_file():
+    if sealer is None and config.privacy.key_source in ("auto", "systemd-creds") and credstore_present():
         try:  # the service's credential, which only the service (or root) can open
             sealer = load_sealer("systemd-creds", config.privacy.key_file, config.state_dir, create=False)
         except PrivacyKeyError:

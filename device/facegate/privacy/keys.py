@@ -36,6 +36,16 @@ BOUND = "bound to this board"
 SAME_CARD = "key on the same card: a stolen card is readable"
 
 
+def credstore_present() -> bool:
+    """Whether the installer's encrypted credential is there. ``/etc/credstore.encrypted`` is root-only, so
+    the service user cannot even look (stat fails with EACCES: ``Path.is_file`` raises it): then it is taken as
+    present, since only the installer makes that folder, and only the service (through systemd) or root opens it."""
+    try:
+        return CREDSTORE.is_file()
+    except PermissionError:
+        return True
+
+
 class PrivacyKeyError(ConfigError):
     """The privacy key is missing, unreadable or not the one the files were sealed with (exit 78)."""
 
@@ -58,7 +68,7 @@ def _credstore_key() -> bytes | None:
     """The credential decrypted by ``systemd-creds`` itself: how root (an admin's ``sudo facegate ...``) opens
     what the service sealed, outside the service's ``$CREDENTIALS_DIRECTORY``."""
     tool = shutil.which("systemd-creds")
-    if tool is None or not CREDSTORE.is_file():
+    if tool is None or not credstore_present():
         return None
     try:
         out = subprocess.run([tool, f"--name={CREDENTIAL_NAME}", "decrypt", str(CREDSTORE), "-"],
