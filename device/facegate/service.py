@@ -28,6 +28,7 @@ from facegate.events.communicator import Command, Communicator
 from facegate.events.emitter import format_ts
 from facegate.events.status import CHANGE_EVENTS, EventFacts, StatusPublisher
 from facegate.gallery.index import EmbeddingIndex
+from facegate.liveness.challenge import ChallengeEvent
 from facegate.panel.output import wants
 from facegate.process.memtrim import release_free_memory
 from facegate.process.sdnotify import SystemdNotifier
@@ -119,6 +120,8 @@ class Service:
         self.gallery, self.policy = parts.gallery, parts.policy
         self._index_revision, self.index, self._names = parts.index_revision, parts.index, parts.names
         self.liveness, self.engine, self.zone = parts.liveness, parts.engine, parts.zone
+        if self.liveness is not None:
+            self.liveness.on_challenge = self._liveness_challenge
         self._last_person: str | None = None
         # The trusted clock (facegate/access/clock.py): docs/decision.md.
         self.clock = clock or clock_from_config(config.access.clock_check)
@@ -384,6 +387,14 @@ class Service:
             self.emitter.emit("access_denied", person_id=person, name=name, reason=verdict.reason,
                               similarity=round(decision.similarity, 4), **trace)
         self._send_credentials(person, verdict.allowed)
+
+    def _liveness_challenge(self, event: ChallengeEvent) -> None:
+        """A head-turn challenge asked or settled (facegate/liveness/challenge.py): the door screen shows the
+        prompt from this event, Home Assistant and the journal get it like any other."""
+        self.emitter.emit("liveness_challenge", direction=event.direction, outcome=event.outcome,
+                          seconds=event.seconds, turn=event.turn,
+                          timeout_seconds=self.config.liveness.challenge_timeout_seconds,
+                          frame_ts=format_ts(event.ts))
 
     def _report_clock(self, state: ClockState) -> None:
         """One ``clock_untrusted`` event per untrusted period (the frame loop's thread only)."""
