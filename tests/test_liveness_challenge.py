@@ -160,3 +160,25 @@ def test_nuaa_turn_frames_exist() -> None:
     """The frames these tests are built from are the shared data's, not invented."""
     for before, after, _ in TURNS:
         assert Path(NUAA / before).is_file() and Path(NUAA / after).is_file()
+
+
+def test_the_engine_waits_for_a_challenge_past_its_frame_limit(pipeline) -> None:  # type: ignore[no-untyped-def]
+    """At 30 fps the 1.5 s time limit is 45 frames, more than liveness_max_wait_frames: the engine still waits
+    for the challenge, which settles by itself (here: a still face, refused as challenge_no_turn at 1.5 s)."""
+    from facegate.config import RecognitionConfig
+    from facegate.recognition.decision import DecisionEngine, Observation
+
+    view = view_of(pipeline, read_image(NUAA / TURNS[0][0]))
+    heard: list[ChallengeEvent] = []
+    cfg = RecognitionConfig(window_frames=5, required_frames=3, unknown_after_frames=5, cooldown_seconds=10)
+    engine = DecisionEngine(cfg, threshold=0.5, liveness=lambda: _track("doubt", heard, LEFT),
+                            liveness_max_wait_frames=8)
+    out = []
+    for i in range(60):
+        ts = i / 30
+        o = Observation(box=(100.0, 100.0, 80.0, 80.0), person_id="alice", similarity=0.9, runner_up=0.0,
+                        quality_ok=True, frame_ts=ts, extra={"liveness": FrameEvidence(ts, 1.0, view.points, view)})
+        out += [(d.kind, d.liveness_reason, round(ts, 2)) for d in engine.update([o], ts)]
+    assert len(out) == 1 and out[0][:2] == ("spoof", "challenge_no_turn"), out
+    assert out[0][2] > 1.5  # decided by the time limit, not by the frame count
+    assert [e.outcome for e in heard] == [ASKED, NO_TURN]
