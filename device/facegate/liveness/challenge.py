@@ -91,10 +91,11 @@ def face_view(image: np.ndarray, points: np.ndarray) -> FaceView:
     scale = VIEW_SIZE / side
     # Affine map frame → view: scale about the square's corner.
     m = np.array([[scale, 0.0, -scale * (cx - side / 2)], [0.0, scale, -scale * (cy - side / 2)]])
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-    view = cv2.warpAffine(grey, m, (VIEW_SIZE, VIEW_SIZE), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    # Warp first, then grey: only the VIEW_SIZE² output pixels are computed (the frame is not converted whole).
+    view = cv2.warpAffine(image, m, (VIEW_SIZE, VIEW_SIZE), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
-    return FaceView(np.ascontiguousarray(view), pts * scale + m[:, 2])
+    grey = cv2.cvtColor(view, cv2.COLOR_RGB2GRAY) if view.ndim == 3 else view
+    return FaceView(np.ascontiguousarray(grey), pts * scale + m[:, 2])
 
 
 def planar_correlation(before: FaceView, after: FaceView) -> float:
