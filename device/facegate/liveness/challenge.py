@@ -15,8 +15,8 @@ Two measurements, both needed:
 - the parallax, from the pixels: the face region before the prompt is warped onto the turned one with the best
   homography (started from the mesh points, refined by ECC image alignment, Evangelidis & Psarakis 2008), and
   the correlation that remains is compared with ``max_planar_correlation``. A tilted picture aligns almost
-  perfectly (0.9995 on planar warps of nuaa_dev frames); a turning head cannot (0.71-0.96 on the nuaa_dev
-  turns). ECC correlation is invariant to brightness and contrast, so a change of light does not fake depth.
+  perfectly (0.991 or more on planar warps of nuaa_dev frames); a turning head cannot (0.45-0.94 on the
+  nuaa_dev turns). ECC correlation is invariant to brightness and contrast, so a change of light does not fake depth.
 
 The visitor is asked for a side chosen per visit at random (``secrets``): a recording of someone turning goes
 the right way half the time at best, and a turn to the wrong side fails at once.
@@ -70,7 +70,7 @@ def turn_ratio(mesh: np.ndarray) -> float:
     return (float(mesh[NOSE_TIP, 0]) - (a + b) / 2.0) / half
 
 
-VIEW_SIZE = 128  # the face region is compared at this size (pixels, square): ~2 ms per ECC alignment
+VIEW_SIZE = 96  # the face region is compared at this size (pixels, square): a few ms per ECC alignment
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,10 @@ def planar_correlation(before: FaceView, after: FaceView) -> float:
     warp = fit_homography(after.points, before.points).astype(np.float32)  # after → before (ECC's convention)
     mask = np.zeros(after.grey.shape, np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(after.points.astype(np.float32)).astype(np.int32), 1)
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-4)
     try:
         cc, _ = cv2.findTransformECC(after.grey.astype(np.float32), before.grey.astype(np.float32), warp,
-                                     cv2.MOTION_HOMOGRAPHY, criteria, mask, 5)
+                                     cv2.MOTION_HOMOGRAPHY, criteria, mask, 3)
     except cv2.error:
         return 1.0
     return float(cc) if math.isfinite(cc) else 1.0
@@ -124,8 +124,8 @@ class ChallengeParams:
     timeout_seconds: float = 1.5  # frame time from the prompt to the turn
     min_turn: float = 0.15  # half face widths the nose must move across the outline, in the asked direction
     # The turned face may match the face before the prompt warped by one homography at most this well (ECC
-    # correlation): nuaa_dev turns 0.71-0.96, planar warps of the same frames 0.9995 or more.
-    max_planar_correlation: float = 0.985
+    # correlation at VIEW_SIZE): nuaa_dev turns 0.45-0.94, planar warps of the same frames 0.991 or more.
+    max_planar_correlation: float = 0.965
 
 
 class ChallengeEvent(NamedTuple):
@@ -170,8 +170,8 @@ class HeadTurnChallenge:
                 self._settle(WRONG_DIRECTION, ts)
                 return
             if turn >= self.params.min_turn:
-                # Against the baseline frame nearest in pose; every one of them must fail to explain the turn.
-                planar = max(planar_correlation(b, view) for b in self.baseline)
+                # Against the last face before the prompt (one alignment per candidate frame: they cost ms).
+                planar = planar_correlation(self.baseline[-1], view)
                 if planar <= self.params.max_planar_correlation:
                     self._settle(PASSED, ts)
                     return
