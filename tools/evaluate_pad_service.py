@@ -11,7 +11,8 @@ Leave-one-subject-out. For each held-out subject s:
    first capture session (through the service's own pipeline and ``Gallery.enroll``);
 3. every presentation of s (``evaluate_pad.presentations``: runs of ``--frames`` consecutive frames of one class
    and session, the enrolment frames left out) is replayed through a fresh, real ``Service`` (``ReplaySource``
-   over symlinks to the frames, pacing bypassed, MockFactory relay, MQTT off) and its events decide the outcome:
+   over symlinks to the frames, stamped with file time at ``--replay-fps`` (15) and never paced, so a run is
+   identical under load; MockFactory relay, MQTT off) and its events decide the outcome:
    granted (access_granted), spoof (spoof_detected + access_denied "liveness"), unknown (unknown_face),
    denied (any other access_denied) or none (no decision).
 
@@ -29,7 +30,12 @@ and end without any decision: untested, not rejected. A 15 fps camera would keep
 veto also sees seconds of motion here instead of the ~200 ms a door has before it decides:
 ``--no-planar-veto`` gives the texture-only figures.
 
-    python tools/evaluate_pad_service.py [--operating-point balanced] [--out reports/pad_service]
+With ``--screens N`` each live presentation is also shown on N simulated phones (tools/screen_replay.py) and
+replayed as the attack type ``spoof_screen_sim``; ``--challenge off|doubt|always`` sets the head-turn challenge
+(default: the configuration's, "doubt"); presentations left asking for a turn, or without any decision, are
+reported apart from rejects; every rate has a 95% Wilson interval; ``--stride 1`` replays every window.
+
+    python tools/evaluate_pad_service.py [--operating-point balanced] [--screens 1] [--out reports/pad_service]
 """
 
 from __future__ import annotations
