@@ -141,7 +141,8 @@ port = {port}
 [outbox]
 flush_timeout_seconds = 5
 
-# The demo's "visitors" are photographs pasted into frames; the liveness gate would (rightly) refuse them.
+# The demo's "visitors" are photographs pasted into frames; the liveness gate would (rightly) refuse them: the
+# astronaut by texture, Grace Hopper by the head-turn challenge she cannot answer (docs/liveness.md).
 [liveness]
 enabled = false
 """)

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "device"))
 from facegate.base.imageio import read_image  # noqa: E402
 from facegate.errors import ImageError  # noqa: E402
 from facegate.liveness import texture  # noqa: E402
-from facegate.liveness.model import OPERATING_POINTS, ActiveParams, TextureClassifier  # noqa: E402
+from facegate.liveness.model import OPERATING_POINTS, ActiveParams, ChallengeBand, TextureClassifier  # noqa: E402
 from facegate.liveness.track import FrameEvidence, LivenessTrack, TrackParams  # noqa: E402
 from facegate.vision.landmarks import FaceMesh  # noqa: E402
 from facegate.vision.pipeline import FacePipeline  # noqa: E402
@@ -62,6 +62,11 @@ SCREEN_TRAIN = ("stripe_sharp", "stripe_defocused")
 SCREEN_UNSEEN = "pentile"
 L2 = 3.0  # logistic-regression ridge (on standardised features); 3 and 30 cross-validated alike
 CACHE_VERSION = "pad-features-1"
+# Where [liveness] challenge = "doubt" asks for a head turn (docs/liveness.md#head-turn-challenge): chosen on the
+# pooled leave-one-subject-out live presentations of nuaa_dev so that about one in seven live visits is asked
+# (texture margin below +3 log-odds: 6%; nearly planar motion, non-planarity -3.8 to -3.75: the rest), while
+# live faces just below the threshold (down to -1) get a turn instead of a refusal.
+CHALLENGE_BAND = ChallengeBand(below=1.0, above=3.0, planarity_below=-3.75)
 
 
 def default_data_dir() -> Path:
@@ -575,7 +580,8 @@ def write_model(path: Path, samples: list[Sample], frames: Frames, pres: list[li
                        for op in OPERATING_POINTS},
         "tool": "tools/evaluate_pad.py --write-model",
     }
-    model = TextureClassifier(model.mean, model.scale, model.weights, model.bias, thresholds, active=active, info=info)
+    model = TextureClassifier(model.mean, model.scale, model.weights, model.bias, thresholds, active=active,
+                              band=CHALLENGE_BAND, info=info)
     path.write_text(json.dumps(model.to_json(), indent=1) + "\n")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     print(f"wrote {path}: {path.stat().st_size} bytes, sha256 {digest}; thresholds {thresholds}", file=sys.stderr)

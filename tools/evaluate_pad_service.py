@@ -11,7 +11,8 @@ Leave-one-subject-out. For each held-out subject s:
    first capture session (through the service's own pipeline and ``Gallery.enroll``);
 3. every presentation of s (``evaluate_pad.presentations``: runs of ``--frames`` consecutive frames of one class
    and session, the enrolment frames left out) is replayed through a fresh, real ``Service`` (``ReplaySource``
-   over symlinks to the frames, pacing bypassed, MockFactory relay, MQTT off) and its events decide the outcome:
+   over symlinks to the frames, stamped with file time at ``--replay-fps`` (15) and never paced, so a run is
+   identical under load; MockFactory relay, MQTT off) and its events decide the outcome:
    granted (access_granted), spoof (spoof_detected + access_denied "liveness"), unknown (unknown_face),
    denied (any other access_denied) or none (no decision).
 
@@ -29,7 +30,12 @@ and end without any decision: untested, not rejected. A 15 fps camera would keep
 veto also sees seconds of motion here instead of the ~200 ms a door has before it decides:
 ``--no-planar-veto`` gives the texture-only figures.
 
-    python tools/evaluate_pad_service.py [--operating-point balanced] [--out reports/pad_service]
+With ``--screens N`` each live presentation is also shown on N simulated phones (tools/screen_replay.py) and
+replayed as the attack type ``spoof_screen_sim``; ``--challenge off|doubt|always`` sets the head-turn challenge
+(default: the configuration's, "doubt"); presentations left asking for a turn, or without any decision, are
+reported apart from rejects; every rate has a 95% Wilson interval; ``--stride 1`` replays every window.
+
+    python tools/evaluate_pad_service.py [--operating-point balanced] [--screens 1] [--out reports/pad_service]
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -52,7 +59,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "device"))
 sys.path.insert(0, str(ROOT / "tools"))
 
+import cv2  # noqa: E402
 import evaluate_pad as pad  # noqa: E402
+import screen_replay  # noqa: E402
 from facegate.base.imageio import read_image  # noqa: E402
 from facegate.camera.replay import ReplaySource  # noqa: E402
 from facegate.config import Config, parse_config  # noqa: E402
@@ -64,7 +73,18 @@ from facegate.vision.models import Manifest, default_models_dir, sha256_file  # 
 from facegate.wiring.recognition import build_pipeline  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
 
-OUTCOMES = ("granted", "spoof", "unknown", "denied", "none")
+OUTCOMES = ("granted", "spoof", "unknown", "denied", "challenge_pending", "none")
+ATTACKS = ("spoof_print", "spoof_screen_sim")
+
+
+def wilson(k: float, n: int, z: float = 1.96) -> list[float] | None:
+    """95% Wilson score interval of k successes in n (presentations are the unit)."""
+    if n == 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 TRACK_IOU = 0.01
 
 
@@ -141,24 +161,32 @@ def enrol(config: Config, samples: list[pad.Sample], subject: str, count: int) -
 # ---------------------------------------------------------------- one presentation through the service
 
 
-def replay(config: Config, paths: list[Path], folder: Path, fps: float) -> tuple[str, list[dict[str, Any]], int]:
-    """Run a fresh Service over these frames (symlinked as ``<k>_<name>`` in order).
+def replay(config: Config, paths: list[Path], folder: Path, fps: float,
+           images: list[np.ndarray] | None = None) -> tuple[str, list[dict[str, Any]], int]:
+    """Run a fresh Service over these frames (symlinked as ``<k>_<name>`` in order, or ``images`` written so).
 
-    Returns (outcome, decision events, face tracks the service opened).
+    Frames carry file time ``k / fps`` and are never paced (ReplaySource's sleep is a no-op): the service sees a
+    15 fps camera however loaded the machine is, so a run is identical under load. Returns (outcome, decision
+    and challenge events, face tracks the service opened).
     """
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for k, path in enumerate(paths):
-        (folder / f"{k:04d}_{path.name}").symlink_to(path.resolve())
-    service = Service(config, source=ReplaySource(folder, fps), pin_factory=MockFactory())
+        if images is None:
+            (folder / f"{k:04d}_{path.name}").symlink_to(path.resolve())
+        else:
+            cv2.imwrite(str(folder / f"{k:04d}_{path.stem}.jpg"), cv2.cvtColor(images[k], cv2.COLOR_RGB2BGR))
+    source = ReplaySource(folder, fps, sleep=lambda _seconds: None)
+    service = Service(config, source=source, pin_factory=MockFactory())
     events: list[dict[str, Any]] = []
     service.emitter.add_listener(events.append)
     service.run()
     decisions = [e for e in events if e["type"] in ("access_granted", "spoof_detected", "access_denied",
-                                                     "unknown_face")]
+                                                     "unknown_face", "liveness_challenge")]
     kinds = {e["type"] for e in decisions}
     outcome = ("granted" if "access_granted" in kinds else "spoof" if "spoof_detected" in kinds
-               else "denied" if "access_denied" in kinds else "unknown" if "unknown_face" in kinds else "none")
+               else "denied" if "access_denied" in kinds else "unknown" if "unknown_face" in kinds
+               else "challenge_pending" if "liveness_challenge" in kinds else "none")
     return outcome, decisions, len(service.engine.tracker.tracks)  # all still there: a replay takes < 1 s
 
 
@@ -173,37 +201,67 @@ def offline_liveness(model: TextureClassifier, frames: pad.Frames, seen: list[in
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """BPCER / APCER(print) and where each presentation ended.
+    """BPCER and APCER per attack type, with 95% intervals, and where each presentation ended.
 
-    "none" (no decision) is split by cause: ``track_broken``: the service opened several face tracks (stored NUAA
-    frames are ~1.5 s apart, so a moved print can jump further than the tracker's IoU allows; a 15 fps camera
-    would keep one track) and none collected enough matching frames.
+    Presentations that got no decision are reported apart from rejects: "none" split by cause (``track_broken``:
+    the service opened several face tracks and none collected enough matching frames) and
+    "challenge_pending": the door asked for a head turn and the presentation ended before the time limit.
+    Nobody in NUAA answers a prompt, so a live presentation left asking is counted both ways: BPCER assumes
+    it failed (every asked person refused: the upper bound), ``BPCER_if_asked_turn`` assumes the person turned
+    (the challenge passed every real nuaa_dev turn, tests/test_liveness_challenge.py).
     """
 
-    def outcomes(kind: str) -> tuple[int, Counter[str]]:
+    def outcomes(kind: str) -> tuple[int, Counter[str], list[dict[str, Any]]]:
         chosen = [r for r in rows if r["kind"] == kind]
         counts = Counter(r["outcome"] for r in chosen)
         counts["track_broken"] = sum(1 for r in chosen if r["outcome"] == "none" and r["tracks"] > 1)
-        return len(chosen), counts
+        counts["asked"] = sum(1 for r in chosen if r.get("challenge"))
+        return len(chosen), counts, chosen
 
-    n_live, live = outcomes("live")
-    n_print, prints = outcomes("spoof_print")
-    reached = prints["granted"] + prints["spoof"]
-    return {
+    n_live, live, live_rows = outcomes("live")
+    asked_seconds = sorted(r["challenge_seconds"] for r in live_rows if r.get("challenge_seconds") is not None)
+    out: dict[str, Any] = {
         "BPCER": round((n_live - live["granted"]) / n_live, 4) if n_live else None,
-        "APCER_spoof_print": round(prints["granted"] / n_print, 4) if n_print else None,
-        # The gate's own APCER: of the print attacks that recognition took for the enrolled person, how many got in.
-        "APCER_spoof_print_recognised": round(prints["granted"] / reached, 4) if reached else None,
+        "BPCER_95ci": wilson(n_live - live["granted"], n_live),
+        "BPCER_if_asked_turn": round((n_live - live["granted"] - live["challenge_pending"]) / n_live, 4)
+        if n_live else None,
+        "live_asked_share": round(live["asked"] / n_live, 4) if n_live else None,
+        "live_asked_median_seconds_to_settle": asked_seconds[len(asked_seconds) // 2] if asked_seconds else None,
         "live": {"presentations": n_live, "granted": live["granted"],
                  "lost_to_recognition": live["unknown"] + live["none"], "lost_to_liveness": live["spoof"],
-                 "denied_by_policy": live["denied"], "outcomes": {k: live[k] for k in (*OUTCOMES, "track_broken")}},
-        "spoof_print": {"presentations": n_print, "granted": prints["granted"], "stopped_by_liveness": prints["spoof"],
-                        "unknown_or_undecided": prints["unknown"] + prints["none"],
-                        "outcomes": {k: prints[k] for k in (*OUTCOMES, "track_broken")}},
+                 "asked_for_a_turn": live["asked"], "denied_by_policy": live["denied"],
+                 "outcomes": {k: live[k] for k in (*OUTCOMES, "track_broken")}},
     }
+    for attack in ATTACKS:
+        n, counts, _ = outcomes(attack)
+        if not n:
+            continue
+        reached = counts["granted"] + counts["spoof"] + counts["challenge_pending"]
+        out[f"APCER_{attack}"] = round(counts["granted"] / n, 4)
+        out[f"APCER_{attack}_95ci"] = wilson(counts["granted"], n)
+        # The gate's own APCER: of the attacks that recognition took for the enrolled person, how many got in.
+        out[f"APCER_{attack}_recognised"] = round(counts["granted"] / reached, 4) if reached else None
+        out[attack] = {"presentations": n, "granted": counts["granted"], "stopped_by_liveness": counts["spoof"],
+                       "asked_for_a_turn": counts["asked"], "unknown_or_undecided": counts["unknown"] + counts["none"],
+                       "outcomes": {k: counts[k] for k in (*OUTCOMES, "track_broken")}}
+    return out
 
 
 # ---------------------------------------------------------------- main
+
+
+def windows(samples: list[pad.Sample], frames: int, stride: int) -> list[list[int]]:
+    """``evaluate_pad.presentations`` with a stride: every ``stride``-th start within each session."""
+    if stride >= frames:
+        return pad.presentations(samples, frames)
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault((s.kind, s.subject, s.group), []).append(i)
+    out = []
+    for key in sorted(groups):
+        idx = sorted(groups[key], key=lambda i: samples[i].order)
+        out.extend(idx[k : k + frames] for k in range(0, max(1, len(idx) - frames + 1), stride))
+    return out
 
 
 def run_fold(held: str, samples: list[pad.Sample], frames: pad.Frames, settings: dict[str, Any], tmp: Path,
@@ -218,32 +276,50 @@ def run_fold(held: str, samples: list[pad.Sample], frames: pad.Frames, settings:
     enrolled = enrol(config, samples, held, args.enrol_frames)
     kept = [i for i, s in enumerate(samples) if s.subject == held and i not in enrolled]
     rows = []
-    for run in pad.presentations([samples[i] for i in kept], args.frames):
+    runs = [(run, None) for run in windows([samples[i] for i in kept], args.frames, args.stride)]
+    runs += [(run, phone) for run in windows([samples[i] for i in kept], args.frames, args.frames)
+             if samples[kept[run[0]]].kind == "live" for phone in range(args.screens)]
+    for run, phone in runs:
         idx = [kept[j] for j in run]
         order = [idx[k % len(idx)] for k in range(max(need, len(idx)))]
-        outcome, decisions, tracks = replay(config, [samples[i].path for i in order], tmp / "replay", args.replay_fps)
+        images = None
+        if phone is not None:  # the live presentation shown on a simulated phone (tools/screen_replay.py)
+            rng = np.random.default_rng([int(held) if held.isdigit() else 0, kept[run[0]], phone])
+            params = screen_replay.sample_params(rng)
+            images = [screen_replay.recapture(read_image(samples[i].path), params, rng) for i in order]
+        outcome, decisions, tracks = replay(config, [samples[i].path for i in order], tmp / "replay", args.replay_fps,
+                                            images)
         first = samples[idx[0]]
+        challenge = [e for e in decisions if e["type"] == "liveness_challenge"]
+        decisions = [e for e in decisions if e["type"] != "liveness_challenge"]
         row: dict[str, Any] = {
-            "subject": held, "kind": first.kind, "session": first.group,
+            "subject": held, "kind": first.kind if phone is None else "spoof_screen_sim", "session": first.group,
             "frames": [samples[i].path.name for i in idx], "replayed": len(order), "outcome": outcome,
             "events": [e["type"] for e in decisions], "tracks": tracks,
+            "challenge": [(e["direction"], e["outcome"]) for e in challenge],
         }
+        settled = [e for e in challenge if e["outcome"] != "asked"]
+        if settled:
+            row["challenge_seconds"] = settled[0]["seconds"]
         spoof = next((e for e in decisions if e["type"] == "spoof_detected"), None)
         if spoof is not None:
             row["liveness_reason"] = spoof["liveness_reason"]
             row["liveness_score"] = spoof["liveness_score"]
         asked = next((e for e in decisions if e["type"] in ("access_granted", "spoof_detected")), None)
-        if asked is not None:  # the frames the service had seen when it asked the track's liveness
+        # The frames the service had seen when it asked the track's liveness (passive decisions only).
+        if asked is not None and phone is None and not challenge:
             seen = order[: int(asked["frame"][:4]) + 1]
             row["decided_after_frames"] = len(seen)
             row["offline_live_same_frames"] = offline_liveness(model, frames, seen, config)
             row["agrees_with_offline"] = row["offline_live_same_frames"] == (outcome == "granted")
-        row["offline_live_whole_presentation"] = offline_liveness(model, frames, idx, config)
+        if phone is None:
+            row["offline_live_whole_presentation"] = offline_liveness(model, frames, idx, config)
         rows.append(row)
     summary = summarise(rows)
-    print(f"subject {held}: live {summary['live']['granted']}/{summary['live']['presentations']} granted, print "
-          f"{summary['spoof_print']['granted']}/{summary['spoof_print']['presentations']} granted "
-          f"({time.time() - started:.0f} s)", file=sys.stderr)
+    attacks = ", ".join(f"{a} {summary[a]['granted']}/{summary[a]['presentations']}" for a in ATTACKS if a in summary)
+    print(f"subject {held}: live {summary['live']['granted']}/{summary['live']['presentations']} granted "
+          f"({summary['live']['asked_for_a_turn']} asked), granted attacks: {attacks} ({time.time() - started:.0f} s)",
+          file=sys.stderr)
     fold = {"enrolled": [samples[i].path.name for i in enrolled],
             "thresholds": {op: round(model.thresholds[op], 4) for op in OPERATING_POINTS},
             **summary, "seconds": round(time.time() - started, 1)}
@@ -258,8 +334,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--enrol-frames", type=int, default=2, help="live frames of the first session to enrol")
     parser.add_argument("--min-replay-frames", type=int, default=0,
                         help="pad shorter presentations by repeating frames (default: what the service needs)")
-    parser.add_argument("--replay-fps", type=float, default=1000.0,
-                        help="ReplaySource pacing; the default is faster than the service, i.e. no pacing")
+    parser.add_argument("--replay-fps", type=float, default=15.0,
+                        help="file time between replayed frames (1/fps s; never paced in wall time): the door's "
+                        "camera rate, which the challenge's time limit is measured in")
+    parser.add_argument("--stride", type=int, default=0,
+                        help="start a presentation every STRIDE frames (default: --frames, disjoint runs; 1 = every "
+                        "window the data allows: more presentations, but overlapping ones are not independent)")
+    parser.add_argument("--screens", type=int, default=0,
+                        help="also replay each live presentation on this many simulated phones "
+                        "(tools/screen_replay.py) as the attack type spoof_screen_sim")
+    parser.add_argument("--challenge", choices=("off", "doubt", "always"), default=None,
+                        help="liveness.challenge for the replay (default: the configuration's default)")
     parser.add_argument("--track-iou", type=float, default=TRACK_IOU,
                         help="recognition.track_iou for the replay (the service's default is 0.3): the stored frames "
                         "are ~1.5 s apart, so a moved print jumps further than a 15 fps camera would ever see and the "
@@ -287,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.no_planar_veto:
         settings["liveness"]["active"] = False
+    if args.challenge is not None:
+        settings["liveness"]["challenge"] = args.challenge
+    args.stride = args.stride or args.frames
     defaults = parse_config(settings)
 
     samples = pad.list_samples(args.data)
@@ -301,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     checked = [r for r in rows if "agrees_with_offline" in r]
     live = [r["offline_live_whole_presentation"] for r in rows if r["kind"] == "live"]
     prints = [r["offline_live_whole_presentation"] for r in rows if r["kind"] == "spoof_print"]
+    per_fold_bpcer = [f["BPCER"] for f in folds.values() if f.get("BPCER") is not None]
+    per_fold_apcer = [f["APCER_spoof_print"] for f in folds.values() if f.get("APCER_spoof_print") is not None]
     report: dict[str, Any] = {
         "data": str(args.data),
         "protocol": f"leave-one-subject-out; antispoof model refitted without the held-out subject "
@@ -310,9 +400,15 @@ def main(argv: list[str] | None = None) -> int:
         "operating_point": args.operating_point,
         "recognition": {k: getattr(defaults.recognition, k) for k in ("far", "required_frames", "window_frames",
                                                                        "track_iou")},
-        "liveness": {k: getattr(defaults.liveness, k) for k in ("min_frames", "window_frames", "active")},
+        "liveness": {k: getattr(defaults.liveness, k) for k in ("min_frames", "window_frames", "active", "challenge",
+                                                                 "challenge_timeout_seconds", "challenge_min_turn")},
+        "replay": {"frame_time_fps": args.replay_fps, "stride": args.stride, "screens_per_live": args.screens},
         "overall": summarise(rows),
         "per_subject": folds,
+        "across_folds": {"BPCER_mean": round(float(np.mean(per_fold_bpcer)), 4) if per_fold_bpcer else None,
+                         "BPCER_std": round(float(np.std(per_fold_bpcer)), 4) if per_fold_bpcer else None,
+                         "APCER_spoof_print_mean": round(float(np.mean(per_fold_apcer)), 4) if per_fold_apcer else None,
+                         "APCER_spoof_print_std": round(float(np.std(per_fold_apcer)), 4) if per_fold_apcer else None},
         # The liveness decision alone, offline over each whole presentation (not only up to the service's decision).
         "liveness_only_offline_whole_presentations": {
             "BPCER": round(1 - float(np.mean(live)), 4) if live else None,

@@ -143,6 +143,11 @@ class LivenessConfig(Section):
     min_frames: int = Field(3, ge=1, le=30)  # quality-passing frames before a decision (3 = 200 ms at 15 fps)
     window_frames: int = Field(8, ge=1, le=100)  # frames whose texture scores are averaged
     active: bool = True  # veto tracks that moved but stayed planar (a photo or screen being moved)
+    # Ask for a small head turn to a random side: "doubt" when the texture score is in the model's doubt band,
+    # "always" for every face not clearly an attack, "off" never (docs/liveness.md).
+    challenge: Literal["off", "doubt", "always"] = "doubt"
+    challenge_timeout_seconds: float = Field(1.5, gt=0, le=10)  # frame time from the prompt to the turn
+    challenge_min_turn: float = Field(0.15, gt=0, le=1)  # nose across the face outline, half face widths
 
     @model_validator(mode="after")
     def _min_within_window(self) -> LivenessConfig:

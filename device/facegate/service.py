@@ -29,6 +29,7 @@ from facegate.events.communicator import Command, Communicator
 from facegate.events.emitter import format_ts
 from facegate.events.status import CHANGE_EVENTS, EventFacts, StatusPublisher
 from facegate.gallery.index import EmbeddingIndex
+from facegate.liveness.challenge import ChallengeEvent
 from facegate.panel.output import wants
 from facegate.privacy.keys import sealer_for
 from facegate.privacy.store import check_files
@@ -146,6 +147,8 @@ class Service:
         # Judged on the service's clock, and only while it is trusted: a clock far in the future must not delete.
         self.retention = Retention(config.privacy.retention_days_after_validity, config.privacy.retention_purge_journal,
                                    clock=lambda: datetime.fromtimestamp(self.clock.time(), UTC))
+        if self.liveness is not None:
+            self.liveness.on_challenge = self._liveness_challenge
         self._last_person: str | None = None
         # The trusted clock (facegate/access/clock.py): docs/decision.md.
         self.clock = clock or clock_from_config(config.access.clock_check)
@@ -460,6 +463,14 @@ class Service:
             self.grant_embeddings.put(str(event["event_id"]), person, embedding)  # type: ignore[arg-type]
         except Exception:
             log.exception("could not keep the embedding of grant %s", event.get("event_id"))
+
+    def _liveness_challenge(self, event: ChallengeEvent) -> None:
+        """A head-turn challenge asked or settled (facegate/liveness/challenge.py): the door screen shows the
+        prompt from this event, Home Assistant and the journal get it like any other."""
+        self.emitter.emit("liveness_challenge", direction=event.direction, outcome=event.outcome,
+                          seconds=event.seconds, turn=event.turn,
+                          timeout_seconds=self.config.liveness.challenge_timeout_seconds,
+                          frame_ts=format_ts(event.ts))
 
     def _report_clock(self, state: ClockState) -> None:
         """One ``clock_untrusted`` event per untrusted period (the frame loop's thread only)."""

@@ -46,6 +46,7 @@ HA_EVENT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
                       "frame_ts", "track_id"),
     "unknown_face": ("best_similarity", "frames", "frame", "frame_ts", "track_id"),
     "spoof_detected": ("person_id", "name", "liveness_score", "liveness_reason", "frame", "frame_ts", "track_id"),
+    "liveness_challenge": ("direction", "outcome", "seconds", "turn", "frame_ts"),
 }
 #: The event types surfaced by the HA Access ``event`` entity.
 HA_EVENT_TYPES = tuple(HA_EVENT_ATTRIBUTES)

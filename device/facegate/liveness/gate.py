@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from facegate.config import LivenessConfig
+from facegate.liveness.challenge import ChallengeEvent, ChallengeListener, ChallengeParams, face_view
 from facegate.liveness.model import TextureClassifier
 from facegate.liveness.texture import face_crop, texture_features
 from facegate.liveness.track import FrameEvidence, LivenessDecision, LivenessTrack, TrackParams
@@ -34,15 +35,25 @@ class LivenessGate:
         active: bool = True,
         mesh: FaceMesh | None = None,
         track_timeout: float = 2.0,
+        challenge: str = "off",
+        challenge_params: ChallengeParams | None = None,
     ) -> None:
         self.classifier = classifier
         self.operating_point = operating_point
+        threshold = classifier.threshold(operating_point)
         self.params = TrackParams(
-            threshold=classifier.threshold(operating_point),
+            threshold=threshold,
             min_frames=min_frames,
             window_frames=window_frames,
             active=classifier.active if active else None,
+            challenge=challenge,
+            doubt_below=threshold - classifier.band.below,
+            doubt_above=threshold + classifier.band.above,
+            doubt_planarity=classifier.band.planarity_below,
+            challenge_params=challenge_params or ChallengeParams(),
         )
+        # Hears every head-turn challenge being asked and settled (the service: event, door screen, journal).
+        self.on_challenge: ChallengeListener | None = None
         self.mesh = mesh
         self.track_timeout = track_timeout
         self.tracks: dict[int, LivenessTrack] = {}
@@ -58,6 +69,8 @@ class LivenessGate:
         active: bool = True,
         own_mesh: bool = False,
         threads: int = 1,
+        challenge: str = "off",
+        challenge_params: ChallengeParams | None = None,
     ) -> LivenessGate:
         """Load the antispoof model through the manifest (checksum-verified).
 
@@ -65,8 +78,10 @@ class LivenessGate:
         one more mesh inference per face and frame; better to pass ``mesh=`` from the pipeline).
         """
         classifier = TextureClassifier.load(manifest.get(ROLE, model))
-        mesh = FaceMesh(TFLiteModel(manifest.get("landmarks"), threads)) if (active and own_mesh) else None
-        return cls(classifier, operating_point, min_frames, window_frames, active, mesh)
+        needs_mesh = active or challenge != "off"
+        mesh = FaceMesh(TFLiteModel(manifest.get("landmarks"), threads)) if (needs_mesh and own_mesh) else None
+        return cls(classifier, operating_point, min_frames, window_frames, active, mesh,
+                   challenge=challenge, challenge_params=challenge_params)
 
     @classmethod
     def from_config(
@@ -75,8 +90,11 @@ class LivenessGate:
         """The gate as configured in ``[liveness]``, or None when it is disabled."""
         if not config.enabled:
             return None
+        params = ChallengeParams(timeout_seconds=config.challenge_timeout_seconds,
+                                 min_turn=config.challenge_min_turn)
         return cls.from_manifest(manifest, config.operating_point, config.model, config.min_frames,
-                                 config.window_frames, config.active, own_mesh, threads)
+                                 config.window_frames, config.active, own_mesh, threads,
+                                 challenge=config.challenge, challenge_params=params)
 
     # ------------------------------------------------------------------ per frame
 
@@ -88,18 +106,23 @@ class LivenessGate:
     def evidence(self, image: np.ndarray, face: FaceResult, ts: float, mesh: np.ndarray | None = None) -> FrameEvidence:
         """One frame's contribution. Frames that fail a quality gate are not scored: blur and darkness make
         skin look like paper, and recognition does not use those frames either."""
-        if face.failures:
-            return FrameEvidence(ts, None, None)
         points = None
-        if self.params.active is not None:
+        if self.params.active is not None or self.params.challenge != "off":
             if mesh is None and self.mesh is not None:
                 mesh = self.mesh.landmarks(image, face.detection)[0]
             if mesh is not None:
                 points = np.asarray(mesh, dtype=np.float32)[:, :2]
-        return FrameEvidence(ts, self.score(image, face), points)
+        view = face_view(image, points) if points is not None and self.params.challenge != "off" else None
+        if face.failures:  # the face still shows a head turn (the challenge), but its texture is not scored
+            return FrameEvidence(ts, None, points, view)
+        return FrameEvidence(ts, self.score(image, face), points, view)
 
     def new_track(self) -> LivenessTrack:
-        return LivenessTrack(self.params)
+        return LivenessTrack(self.params, self._challenge_event)
+
+    def _challenge_event(self, event: ChallengeEvent) -> None:
+        if self.on_challenge is not None:
+            self.on_challenge(event)
 
     # ------------------------------------------------------------------ per track
 

@@ -32,6 +32,18 @@ class ActiveParams:
 
 
 @dataclass(frozen=True)
+class ChallengeBand:
+    """Where the passive evidence is in doubt (``[liveness] challenge = "doubt"``): a track whose mean texture
+    score lies in [threshold - below, threshold + above) (log-odds relative to the operating point's threshold),
+    or that moved and stayed nearly planar (non-planarity below ``planarity_below``, motion.py), is asked for a
+    head turn. Chosen on leave-one-subject-out scores of nuaa_dev (docs/liveness.md#head-turn-challenge)."""
+
+    below: float = 0.0
+    above: float = 0.0
+    planarity_below: float = float("-inf")
+
+
+@dataclass(frozen=True)
 class TextureClassifier:
     mean: np.ndarray
     scale: np.ndarray
@@ -41,6 +53,7 @@ class TextureClassifier:
     crop_size: int = texture.CROP_SIZE
     crop_scale: float = texture.CROP_SCALE
     active: ActiveParams = field(default_factory=ActiveParams)
+    band: ChallengeBand = field(default_factory=ChallengeBand)
     info: dict[str, Any] = field(default_factory=dict)
 
     def logit(self, features: np.ndarray) -> float:
@@ -72,6 +85,8 @@ class TextureClassifier:
             "operating_points": {k: round(float(v), 6) for k, v in self.thresholds.items()},
             "active": {"min_motion": self.active.min_motion, "min_pairs": self.active.min_pairs,
                        "veto_below": self.active.veto_below},
+            "challenge_band": {"below": self.band.below, "above": self.band.above,
+                               "planarity_below": self.band.planarity_below},
             "training": self.info,
         }
 
@@ -89,6 +104,12 @@ class TextureClassifier:
             if missing:
                 raise ModelError(f"{origin}: operating points missing: {', '.join(missing)}")
             active = data.get("active", {})
+            band = data.get("challenge_band", {})
+            band_below, band_above = float(band.get("below", 0.0)), float(band.get("above", 0.0))
+            band_planarity = float(band.get("planarity_below", float("-inf")))
+            if not (0.0 <= band_below < 50.0 and 0.0 <= band_above < 50.0 and band_planarity < 0.0):
+                raise ModelError(f"{origin}: challenge_band must be two log-odds in [0, 50) and a negative "
+                                 f"planarity_below, not {band}")
             return cls(
                 mean=arrays[0],
                 scale=np.where(arrays[1] > 0, arrays[1], 1.0),
@@ -102,6 +123,7 @@ class TextureClassifier:
                     min_pairs=int(active.get("min_pairs", ActiveParams.min_pairs)),
                     veto_below=float(active.get("veto_below", ActiveParams.veto_below)),
                 ),
+                band=ChallengeBand(band_below, band_above, band_planarity),
                 info=dict(data.get("training", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:

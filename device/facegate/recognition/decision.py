@@ -138,7 +138,10 @@ class DecisionEngine:
                 live_reason: str | None = None
                 if segment.liveness is not None:
                     live, live_score, live_reason = segment.liveness.decision()
-                    if live is None and segment.frames < self.liveness_max_wait:
+                    # A head-turn challenge settles itself at its time limit (frame time, whatever the frame
+                    # rate), so it is waited for past liveness_max_wait_frames.
+                    if live is None and (segment.frames < self.liveness_max_wait
+                                         or live_reason == "challenge_pending"):
                         return None  # identity settled, liveness needs a frame or two more
                     if not live:
                         track.decided, track.decided_person = True, person

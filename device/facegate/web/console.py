@@ -170,7 +170,7 @@ class Console:
 
     def terminal_state(self) -> dict[str, Any]:
         state = terminal_message(self.service.door.state(), self.lockdown(), self.hub.last_decision,
-                                 self.slot.latest())
+                                 self.slot.latest(), challenge=self.hub.last_challenge)
         return {**state, "device_id": self.service.config.device_id}
 
     # ------------------------------------------------------------------ door

@@ -30,6 +30,7 @@ class EventHub:
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self._subscribers: list[Subscriber] = []
         self.last_decision: tuple[float, dict[str, Any]] | None = None  # (monotonic time, event)
+        self.last_challenge: tuple[float, dict[str, Any]] | None = None  # the door screen's head-turn prompt
         self.dropped_subscribers = 0
 
     def on_event(self, event: dict[str, Any]) -> None:
@@ -37,6 +38,8 @@ class EventHub:
             self._recent.append(event)
             if event.get("type") in DECISION_TYPES:
                 self.last_decision = (time.monotonic(), event)
+            elif event.get("type") == "liveness_challenge":
+                self.last_challenge = (time.monotonic(), event)
             subscribers = self._subscribers
         for sub in subscribers:
             if sub.dropped:

@@ -1,6 +1,7 @@
 "use strict";
 const msg = document.getElementById("terminal-message");
 const hint = document.getElementById("terminal-hint");
+const arrow = document.getElementById("terminal-arrow");
 async function poll() {
   try {
     const res = await fetch("/terminal/state", {cache: "no-store"});
@@ -9,6 +10,7 @@ async function poll() {
       msg.textContent = s.message;
       msg.className = "kind-" + s.kind;
       hint.textContent = s.hint || "";
+      arrow.textContent = s.arrow || "";
     }
   } catch (e) { /* the service restarts: keep trying */ }
   setTimeout(poll, 300);
