@@ -207,6 +207,21 @@ def test_face_with_an_empty_gallery_is_unknown_with_no_score(tmp_path, photos, f
     assert len(unknown) == 1 and unknown[0]["best_similarity"] is None
 
 
+def test_a_stopped_service_frees_its_models_and_files(tmp_path, photos, factory) -> None:  # type: ignore[no-untyped-def]
+    """Once stopped, nothing keeps a service alive: its relay-release hook at exit is removed with the relay
+    released (it held every service of a process, with three model files and its databases open each)."""
+    import gc
+    import weakref
+
+    frames = write_frames(tmp_path / "frames", photos, [("bg", 2)])
+    service = Service(make_config(tmp_path, frames, None), pin_factory=factory)
+    assert service.run() == 0
+    freed = weakref.ref(service)
+    del service
+    gc.collect()
+    assert freed() is None
+
+
 @pytest.mark.parametrize(
     ("policy", "reason"),
     [

@@ -6,6 +6,7 @@ that the relay is released and the outbox flushed on every way out.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -562,6 +563,9 @@ class Service:
             except Exception:
                 log.exception("could not close the %s output", output.channel)
         self.door.close()
+        # The atexit hook (wiring/door.py) is for ways out that never reach here; once the relay is released it
+        # would only keep this service, its models and files alive until the process ends.
+        atexit.unregister(self.door.close)
         if self.web is not None and self.console is not None:
             self.web.stop()
             self.console.close()
