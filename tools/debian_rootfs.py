@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,17 @@ class Result:
     @property
     def ok(self) -> bool:
         return bool(self.steps) and all(s.ok for s in self.steps)
+
+    def run(self, name: str, fn: Callable[[], tuple[bool, str]], log: Callable[[str], None]) -> bool:
+        """Run one step, timed; its crash is that step's failure, so the table still comes out."""
+        t0 = time.monotonic()
+        try:
+            ok, detail = fn()
+        except Exception as exc:
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        self.steps.append(Step(name, ok, time.monotonic() - t0, detail))
+        log(f"{self.release}: {name}: {'ok' if ok else 'FAILED'} in {time.monotonic() - t0:.1f} s  {detail}")
+        return ok
 
 
 def table(results: list[Result]) -> str:

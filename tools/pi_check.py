@@ -111,14 +111,7 @@ def check_release(release: str, build: Path, inputs: Path, embedding: list[float
     logfile.write_text(f"pi-check {release} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
 
     def step(name: str, fn: Callable[[], tuple[bool, str]]) -> bool:
-        t0 = time.monotonic()
-        try:
-            ok, detail = fn()
-        except Exception as exc:  # one step's crash is that step's failure; the table still comes out
-            ok, detail = False, f"{type(exc).__name__}: {exc}"
-        result.steps.append(Step(name, ok, time.monotonic() - t0, detail))
-        log(f"{release}: {name}: {'ok' if ok else 'FAILED'} in {time.monotonic() - t0:.0f} s  {detail}")
-        return ok
+        return result.run(name, fn, log)
 
     t0 = time.monotonic()
     cached = (build / f"{release}-base" / ".complete").exists()
