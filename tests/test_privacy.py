@@ -475,8 +475,8 @@ def test_key_sources_and_the_protection_doctor_reports(tmp_path: Path, monkeypat
     state.mkdir()
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     config = parse_config({"state_dir": str(state)})
-    check = check_privacy(config)  # before the first start: no key yet
-    assert not check.ok and "does not exist" in check.detail
+    check = check_privacy(config)  # before the first start: no key yet, and nothing sealed that it could open
+    assert not check.ok and "no key yet" in check.detail and "lost" not in check.detail and check.fix
     auto = load_sealer("auto", Path("privacy.key"), state)  # no credential, no OTP here: the key file, made 0600
     assert auto.locator == f"file:{state / 'privacy.key'}" and (state / "privacy.key").stat().st_mode & 0o777 == 0o600
     check = check_privacy(config)
@@ -587,3 +587,21 @@ def test_a_door_sealing_its_files_asks_systemd_for_more_start_time(tmp_path, pho
         assert not first.startswith("EXTEND_TIMEOUT_USEC")
     finally:
         sock.close()
+
+
+def test_doctor_calls_a_missing_key_lost_once_a_file_was_sealed_with_it(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from facegate.config import parse_config
+    from facegate.doctor import check_privacy
+
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    config = parse_config({"state_dir": str(state)})
+    sealer = load_sealer("auto", Path("privacy.key"), state)
+    with Gallery(config.gallery_path, sealer) as g:
+        g.enroll("ada", [NewTemplate(unit(0), {})], "emb", name="Ada Quuxworth")
+    (state / "privacy.key").unlink()
+    check = check_privacy(config)
+    assert not check.ok and "no usable key" in check.detail and "a lost key" in check.detail
+    assert "lost key" in check.fix

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facegate.config import Config
-from facegate.privacy.keys import BOUND, CREDSTORE, PrivacyKeyError, credstore_present, load_sealer, sealer_for
+from facegate.privacy.keys import (
+    BOUND,
+    CREDSTORE,
+    PrivacyKeyError,
+    credstore_present,
+    key_file_path,
+    load_sealer,
+    sealer_for,
+)
 from facegate.privacy.seal import Sealer
 
 __all__ = ["PrivacyState", "privacy_state"]
@@ -58,6 +66,13 @@ def privacy_state(config: Config, sealer: Sealer | None = None) -> PrivacyState:
         try:
             sealer = sealer_for(config, create=False)
         except PrivacyKeyError as exc:
+            key = key_file_path(config.privacy.key_file, config.state_dir)
+            sealed = [p for p in _files(config) if _recorded_key(p) is not None]
+            if config.privacy.key_source in ("auto", "file") and not sealed and not key.exists():
+                # Before the first start nothing is sealed yet: the door makes the key then, so nothing is lost.
+                return PrivacyState(False, f"no key yet: the door creates {key} at its first start and encrypts "
+                                    "its files then; a key file on the same card leaves a stolen card readable",
+                                    FIX_WEAK)
             return PrivacyState(False, f"no usable key: {exc}", "see docs/privacy.md (key sources, lost key)")
     assert sealer is not None
     other = [p.name for p in _files(config) if (k := _recorded_key(p)) is not None and k != sealer.key_id]

@@ -25,7 +25,7 @@ from typing import Literal
 from facegate.config import Config, ConfigError
 from facegate.privacy.seal import Sealer
 
-__all__ = ["CREDENTIAL_NAME", "KeySource", "PrivacyKeyError", "describe", "load_sealer", "sealer_for",
+__all__ = ["CREDENTIAL_NAME", "KeySource", "PrivacyKeyError", "describe", "key_file_path", "load_sealer", "sealer_for",
            "sealer_from_locator"]
 
 KeySource = Literal["auto", "systemd-creds", "rpi-otp", "file"]
@@ -169,7 +169,12 @@ def load_sealer(source: KeySource, key_file: Path, state_dir: Path, *, create: b
             raise PrivacyKeyError(f"privacy.key_source = \"rpi-otp\", but '{OTP_TOOL}' gives no device key "
                                   "(Raspberry Pi OS on a Pi 4/5 with OTP key support, and a key programmed: see "
                                   "docs/privacy.md)")
-    return _file(key_file if key_file.is_absolute() else state_dir / key_file, state_dir, create)
+    return _file(key_file_path(key_file, state_dir), state_dir, create)
+
+
+def key_file_path(key_file: Path, state_dir: Path) -> Path:
+    """Where ``[privacy] key_file`` points: a relative name lives in the state directory."""
+    return key_file if key_file.is_absolute() else state_dir / key_file
 
 
 def sealer_from_locator(locator: str, where: Path) -> Sealer:
