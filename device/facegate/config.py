@@ -7,13 +7,14 @@ because a door that silently ignores a mistyped ``unlock_seconds`` is worse than
 from __future__ import annotations
 
 import math
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from facegate.errors import FacegateError
+from facegate.validate.config_file import read_toml, validated
+from facegate.validate.names import DOOR_ID_PATTERN, is_plain_topic
 
 EXIT_CONFIG = 78
 
@@ -290,8 +291,7 @@ class SyncConfig(Section):
     @field_validator("topic")
     @classmethod
     def _plain_topic(cls, value: str | None) -> str | None:
-        if value is not None and (not value or "+" in value or "#" in value or value.startswith("/")
-                                  or value.endswith("/") or "\x00" in value):
+        if value is not None and not is_plain_topic(value):
             raise ValueError(f"{value!r} must be a plain topic: no wildcards, no leading or trailing '/'")
         return value
 
@@ -402,7 +402,7 @@ class WebConfig(Section):
 
 
 class Config(Section):
-    device_id: str = Field("door", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    device_id: str = Field("door", pattern=rf"^{DOOR_ID_PATTERN}$")
     state_dir: Path = Path("/var/lib/facegate")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     camera: CameraConfig = CameraConfig()
@@ -445,37 +445,13 @@ class Config(Section):
         return self.journal.path if self.journal.path.is_absolute() else self.state_dir / self.journal.path
 
 
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{key}: {msg}")
-    return "; ".join(lines)
-
-
 def parse_config(data: dict[str, object], origin: str = "config") -> Config:
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{origin}: {_describe(exc)}") from None
+    return validated(Config, data, origin, ConfigError)
 
 
 def load_config(path: Path, overrides: dict[str, object] | None = None) -> Config:
     """Read TOML and validate; ``overrides`` are dotted keys from the command line (e.g. camera.source)."""
-    try:
-        data: dict[str, object] = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    # Found by the config fuzzer (tests/test_fuzz.py): these escaped as tracebacks instead of exit code 78.
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    data = read_toml(path, ConfigError)
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

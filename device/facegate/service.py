@@ -7,16 +7,11 @@ that the relay is released and the outbox flushed on every way out.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
-import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from facegate import __version__
@@ -28,7 +23,7 @@ from facegate.config import Config
 from facegate.errors import ModelError
 from facegate.events.communicator import Command, Communicator
 from facegate.events.emitter import format_ts
-from facegate.events.status import CHANGE_EVENTS, EventFacts, StatusPublisher
+from facegate.events.status import CHANGE_EVENTS, StatusPublisher
 from facegate.gallery.index import EmbeddingIndex
 from facegate.liveness.challenge import ChallengeEvent
 from facegate.panel.output import wants
@@ -36,8 +31,9 @@ from facegate.privacy.keys import sealer_for
 from facegate.privacy.store import check_files
 from facegate.process.memtrim import release_free_memory
 from facegate.process.sdnotify import SystemdNotifier
+from facegate.process.signals import StopSignals
+from facegate.process.stats import LoopStats, process_age_seconds
 from facegate.recognition.decision import Decision, Observation
-from facegate.recognition.grant_embeddings import GrantEmbeddings, GrantEmbeddingsError, open_grant_embeddings
 from facegate.recognition.health import RecognitionHealth
 from facegate.recognition.operating_point import DerivedThreshold, door_threshold
 from facegate.recognition.segment import frame_digest, signature
@@ -47,7 +43,7 @@ from facegate.wiring.communicator import build_communicator
 from facegate.wiring.console import build_console, configuration_url
 from facegate.wiring.door import build_door
 from facegate.wiring.events import build_events
-from facegate.wiring.recognition import build_pipeline, build_recognition
+from facegate.wiring.recognition import build_pipeline, build_recognition, open_grant_store
 from facegate.wiring.sync import build_sync
 
 # MQTT, command verification, the console and fleet sync are imported by their builders only where the config turns
@@ -64,35 +60,6 @@ STATUS_INTERVAL_SECONDS = 60.0
 # remove on the device): a removed person must stop matching within seconds, not at the next restart.
 GALLERY_CHECK_SECONDS = 2.0
 SEALING_TIMEOUT_SECONDS = 1800  # the start may take this long while plain files are encrypted (docs/privacy.md)
-
-
-def process_age_seconds() -> float:
-    """Seconds since this process started (Linux /proc; 0.0 where that cannot be read)."""
-    try:
-        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-
-
-@dataclass
-class Stats:
-    started: float = field(default_factory=time.time)
-    frames: int = 0
-    faces: int = 0
-    fps: float = 0.0
-    _window_start: float = field(default_factory=time.monotonic)
-    _window_frames: int = 0
-
-    def tick(self, faces: int) -> None:
-        self.frames += 1
-        self.faces += faces
-        self._window_frames += 1
-        now = time.monotonic()
-        if now - self._window_start >= 5.0:
-            self.fps = self._window_frames / (now - self._window_start)
-            self._window_start, self._window_frames = now, 0
 
 
 class Service:
@@ -115,7 +82,7 @@ class Service:
         self.config = config
         self.stop_event = threading.Event()
         self.notifier = SystemdNotifier()
-        self.stats = Stats()
+        self.stats = LoopStats()
         private_dir(config.state_dir)  # owner-only whatever the umask (facegate/base/private_files.py)
         self._db_lock = threading.Lock()
         # Encryption at rest (facegate/privacy, docs/privacy.md): a missing or wrong key stops the start (exit 78).
@@ -127,6 +94,8 @@ class Service:
         events = build_events(config, self.sealer)
         self.outbox, self.emitter, self.journal = events.outbox, events.emitter, events.journal
         self._journal_open_error = events.journal_open_error
+        # Status: built by status(), published on change (coalesced) and every minute (facegate.events.status).
+        self.facts, self._last_person = events.facts, events.last_person
 
         parts = build_recognition(config, self.sealer)
         self.pipeline, self.calibration, self.threshold = parts.pipeline, parts.calibration, parts.threshold
@@ -138,41 +107,25 @@ class Service:
         self._threshold_warning: str | None = None
         self.operating: DerivedThreshold = self._derive_threshold(self.index)
         self._set_threshold(self.operating)
-        # "This was not them" (docs/decision.md): each grant's face, kept a few days so an admin can mark it.
-        self.grant_embeddings: GrantEmbeddings | None = None
-        try:
-            self.grant_embeddings = open_grant_embeddings(
-                config.state_dir, config.recognition.keep_grant_embeddings_days, self.sealer)
-        except GrantEmbeddingsError as exc:
-            log.error("grant embeddings unavailable, grants cannot be marked 'This was not them': %s", exc)
+        self.grant_embeddings = open_grant_store(config, self.sealer)  # "This was not them"
         # Judged on the service's clock, and only while it is trusted: a clock far in the future must not delete.
         self.retention = Retention(config.privacy.retention_days_after_validity, config.privacy.retention_purge_journal,
                                    clock=lambda: datetime.fromtimestamp(self.clock.time(), UTC))
         if self.liveness is not None:
             self.liveness.on_challenge = self._liveness_challenge
-        self._last_person: str | None = None
         # The trusted clock (facegate/access/clock.py): docs/decision.md.
         self.clock = clock or clock_from_config(config.access.clock_check)
         self._clock_untrusted_reported = False  # one clock_untrusted event per untrusted period
         # Held from the policy check to the unlock, and by a lockdown from its flag to its relock: a lockdown
         # either comes first (the check refuses) or ends the release the grant started, never neither.
         self._grant_lock = threading.Lock()
-        self._signal_watcher: threading.Thread | None = None  # started by install_signal_handlers
-        self._signalled = False  # set by the signal handler
-        self._signal_wake_fd: int | None = None
+        self._signals: StopSignals | None = None  # set by install_signal_handlers
 
         self.door, self.credential_outputs = build_door(config, self.emitter.emit, pin_factory)
 
         # The door's web console URL for Home Assistant's device page; set it before run() when a console runs.
         self.configuration_url: str | None = None
-        # Status: built by status(), published on change (coalesced) and every minute (facegate.events.status).
-        self.facts = EventFacts()
         self.recognition = RecognitionHealth(self.emitter.emit)  # recognition_error / recognition_ok
-        if self.journal is not None:  # "Last access" survives a restart: the newest grant in the journal
-            last_grant = self.journal.journal.latest("access_granted")
-            if last_grant is not None:
-                self.facts.on_event(last_grant)
-                self._last_person = last_grant.get("name") or last_grant.get("person_id")
         self.emitter.add_listener(self._on_event_for_status)
         self._status = StatusPublisher(self.status, lambda status: self.communicator.publish_state("status", status),
                                        interval_seconds=STATUS_INTERVAL_SECONDS)
@@ -246,7 +199,7 @@ class Service:
             self.index = index
             self._set_threshold(operating)
             self._index_revision = revision
-        release_free_memory()  # the old index and the rebuild's rows (issue 13: RSS rose at every synced delta)
+        release_free_memory()  # the old index and the rebuild's rows (RSS rose at every synced delta without it)
         self.publish_status()
 
     def _derive_threshold(self, index: EmbeddingIndex) -> DerivedThreshold:
@@ -529,7 +482,7 @@ class Service:
                 # Nothing inside one step may end the loop: a dead service is a door that no one can open, or,
                 # fail-safe (maglock), one that anyone can. Each failure is logged and the next frame goes on.
                 try:
-                    # Frame time, never a clock read here: the same frames give the same decisions (issue 13).
+                    # Frame time, never a clock read here: the same frames give the same decisions.
                     observations = self.observe(frame)
                     decisions = self.engine.update(observations, frame.decision_ts)
                 except Exception as exc:  # reported once per episode, not per frame (recognition/health.py)
@@ -569,12 +522,8 @@ class Service:
         if self.web is not None and self.console is not None:
             self.web.stop()
             self.console.close()
-        if self._signal_watcher is not None:
-            if self._signalled:  # a signal's relay release: its door_locked comes before service_stopped
-                self._signal_watcher.join(5.0)
-            elif self._signal_wake_fd is not None:  # no signal came: let the watcher end
-                with contextlib.suppress(OSError):
-                    os.write(self._signal_wake_fd, b"\0")
+        if self._signals is not None:  # a signal's relay release: its door_locked comes before service_stopped
+            self._signals.settle()
         if self.sync is not None:
             self.sync.stop()
         self.emitter.emit("service_stopped")
@@ -598,36 +547,7 @@ class Service:
             self.grant_embeddings.close()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT release the relay, then stop the service.
-
-        The handler only writes the signal number into a pipe. Python runs a handler on the main thread wherever
-        that was interrupted, possibly holding a lock: the emitter's (SIGTERM during an event write hung the
-        service, found by tests/test_sigkill_service.py), ``stop_event``'s own (while the camera supervisor waits
-        out a back-off), or threading's (starting a thread from a handler needs it). Anything in the handler that
-        takes a lock can deadlock the stop, so a watcher thread, blocked on the pipe from the start, does the
-        work: it releases the relay as soon as the interrupted call lets go of the door/emitter locks, then sets
-        ``stop_event``.
-        """
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(write_fd, False)
-        self._signal_wake_fd = write_fd
-
-        def watch() -> None:
-            data = os.read(read_fd, 1)
-            if not data or data[0] == 0:  # the service ended without a signal (shutdown wakes us)
-                return
-            log.info("signal %d: stopping", data[0])
-            try:
-                self.door.close()  # release the relay first, whatever happens next
-            finally:
-                self.stop_event.set()
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            self._signalled = True  # a plain attribute: no lock
-            with contextlib.suppress(OSError):  # a full pipe means a signal is already on its way
-                os.write(write_fd, bytes([signum]))
-
-        self._signal_watcher = threading.Thread(target=watch, name="facegate-signals", daemon=True)
-        self._signal_watcher.start()
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        """SIGTERM/SIGINT release the relay, then stop the service (from a watcher thread: facegate/process/signals.py
+        says why the handler itself may take no lock)."""
+        self._signals = StopSignals(release=self.door.close, stop=self.stop_event.set)
+        self._signals.install()

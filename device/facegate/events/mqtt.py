@@ -42,6 +42,7 @@ from facegate.events.emitter import EventEmitter, format_ts
 from facegate.events.mqtt_client import MqttTarget, connect_async, new_client
 from facegate.events.outbox import OutboxError
 from facegate.events.ratelimit import ReportLimiter
+from facegate.validate.names import is_plain_topic
 
 __all__ = ["MqttCommunicator"]
 
@@ -230,7 +231,7 @@ class MqttCommunicator:
 
     def publish_state(self, name: str, payload: str | dict[str, Any]) -> None:
         """Set a retained state; published by the pump thread now if connected, else after reconnecting."""
-        if not name or name.startswith("/") or name.endswith("/") or "+" in name or "#" in name:
+        if not is_plain_topic(name):
             raise ValueError(f"invalid state name {name!r}")
         with self._state_lock:
             if name == "status" and status_seq(payload) < status_seq(self._states.get(name)):

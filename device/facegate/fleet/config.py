@@ -6,18 +6,15 @@ sides (TLS files, password files, the loopback-or-TLS rule of the web console).
 
 from __future__ import annotations
 
-import re
-import tomllib
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from facegate.config import ConfigError, ModelsConfig, MqttConfig, QualityConfig, Section, WebConfig
+from facegate.validate.config_file import read_toml, validated
+from facegate.validate.names import is_door_id, is_plain_topic
 
 __all__ = ["FleetConfig", "load_fleet_config", "parse_fleet_config"]
-
-DOOR_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # the door's own device_id rule (facegate.config.Config)
-
 
 class SyncSection(Section):
     # Each door reads its own gallery under <topic_prefix>/<device_id> (its [sync] topic), so a broker ACL can
@@ -31,7 +28,7 @@ class SyncSection(Section):
     @field_validator("topic_prefix")
     @classmethod
     def _plain_topic(cls, value: str) -> str:
-        if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
+        if not is_plain_topic(value):
             raise ValueError(f"{value!r}: a plain topic (no wildcards, no leading/trailing '/')")
         return value
 
@@ -63,7 +60,7 @@ class DoorsSection(Section):
     @classmethod
     def _ids(cls, value: list[str]) -> list[str]:
         for door in value:
-            if not DOOR_ID.fullmatch(door):
+            if not is_door_id(door):  # the door's own device_id rule
                 raise ValueError(f"{door!r} is not a door id (1-64 of A-Z a-z 0-9 _ -)")
         return value
 
@@ -108,18 +105,9 @@ class FleetConfig(Section):
 
 
 def parse_fleet_config(data: dict[str, object], origin: str = "fleet config") -> FleetConfig:
-    try:
-        return FleetConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{origin}: {problems}") from None
+    return validated(FleetConfig, data, origin, ConfigError)
 
 
 def load_fleet_config(path: Path) -> FleetConfig:
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_fleet_config(data, str(path))
+    """Read and check ``fleet.toml`` (the same reader and messages as the door's config)."""
+    return parse_fleet_config(read_toml(path, ConfigError), str(path))

@@ -20,13 +20,13 @@ from datetime import datetime
 from typing import Any
 
 from facegate.fleet.store import EventRow, FleetStore
+from facegate.validate.names import is_door_id
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ALERT_EVENTS", "BadMessage", "DoorRegistry", "parse_event", "parse_status", "problems"]
 
 MAX_MESSAGE_BYTES = 64 * 1024  # a door's largest status is a few KB; events are smaller
-DOOR_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EVENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_TEXT = 512  # person ids and names kept in the indexed columns (the whole event stays in ``body``)
@@ -181,7 +181,7 @@ class DoorRegistry:
         self._open_bad: set[tuple[str, str]] = set()
 
     def admits(self, door_id: str) -> bool:
-        return bool(DOOR_ID.fullmatch(door_id)) and (not self.allow or door_id in self.allow)
+        return is_door_id(door_id) and (not self.allow or door_id in self.allow)
 
     def refused(self, door_id: str, what: str, reason: str) -> None:
         """A message that failed its checks: logged, counted on the door, one open alert per door and kind."""

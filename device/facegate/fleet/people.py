@@ -15,30 +15,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from facegate.access.policy import AccessPolicy, PolicyError
-from facegate.base.imageio import decode_image
-from facegate.errors import FacegateError, GalleryError, ImageError
+from facegate.access.policy import AccessPolicy
+from facegate.errors import GalleryError
 from facegate.gallery.store import Gallery
 from facegate.sync.bundle import PersonRecord
+from facegate.validate.names import DOOR_ID_PATTERN
 from facegate.vision.pipeline import FacePipeline
-from facegate.web.console import PERSON_ID
+from facegate.web.people import PERSON_ID, ConsoleError, add_template, people_rows, save_person, uploaded_image
 
 __all__ = ["ALL_DOORS", "PeopleEditor", "PeopleError", "allowed_at", "person_doors"]
 
 ALL_DOORS = "*"
 MAX_NAME_CHARS = 200
-DOOR_REF = re.compile(r"^(\*|[A-Za-z0-9_-]{1,64})$")
+DOOR_REF = re.compile(rf"^(\*|{DOOR_ID_PATTERN})$")
 MAX_DOOR_REFS = 256
 
 
-class PeopleError(FacegateError):
-    """A change the console refuses; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+class PeopleError(ConsoleError):
+    """A change the fleet console refuses; ``status`` is the HTTP status to answer with. The people handling it
+    shares with the door's console (facegate.web.people) raises the base class."""
 
 
 def person_doors(metadata: dict[str, Any] | None) -> list[str]:
@@ -104,21 +99,8 @@ class PeopleEditor:
             return self._pipeline
 
     def people(self, query: str = "") -> list[dict[str, Any]]:
-        q = query.strip().lower()
-        out = []
         with self.lock:
-            for p in self.gallery.persons():
-                if q and q not in p["id"].lower() and q not in (p["name"] or "").lower():
-                    continue
-                pol = self.policy.get_person(p["id"])
-                out.append({
-                    "id": p["id"], "name": p["name"], "templates": p["templates"],
-                    "doors": person_doors(p["metadata"]), "groups": list(pol.groups) if pol else [],
-                    "valid_from": pol.valid_from.isoformat() if pol and pol.valid_from else None,
-                    "valid_until": pol.valid_until.isoformat() if pol and pol.valid_until else None,
-                    "schedule": pol.schedule if pol else None,
-                })
-        return out
+            return people_rows(self.gallery, self.policy, query, lambda p: {"doors": person_doors(p["metadata"])})
 
     def save(self, body: dict[str, Any], person_id: str | None = None) -> dict[str, Any]:
         """Create (``person_id`` None: the id comes from the body) or update a person, policy and doors."""
@@ -130,20 +112,8 @@ class PeopleEditor:
         doors = check_doors(body.get("doors"))
         embedder = self.pipeline().embedder_sha256
         with self.lock:
-            exists = self.gallery.person(pid) is not None
-            if creating and exists:
-                raise PeopleError(f"a person with id {pid!r} exists", 409)
-            if not creating and not exists:
-                raise PeopleError(f"no person {pid!r}", 404)
-            try:
-                self.gallery.enroll(pid, [], embedder, name=name, metadata={"doors": doors})
-                self.policy.set_person(pid, valid_from=body.get("valid_from") or None,
-                                       valid_until=body.get("valid_until") or None,
-                                       groups=body.get("groups") or None, schedule=body.get("schedule") or None)
-            except (PolicyError, GalleryError) as exc:
-                if creating:
-                    self.gallery.remove(pid)
-                raise PeopleError(str(exc)) from None
+            save_person(self.gallery, self.policy, pid, body, creating=creating, embedder_sha256=embedder, name=name,
+                        metadata={"doors": doors})
         self._changed()
         return {"id": pid, "name": name, "doors": doors, "saved": True}
 
@@ -159,29 +129,17 @@ class PeopleEditor:
     def add_photo(self, person_id: str, data: bytes, filename: str) -> dict[str, Any]:
         """One uploaded photo through the gates of ``facegate enroll``: size before decoding, one face, quality."""
         from facegate.enrolment.photo import assess
-        from facegate.enrolment.sources import MAX_IMAGE_PIXELS, check_photo_bytes
 
         with self.lock:
             if self.gallery.person(person_id) is None:
                 raise PeopleError(f"no person {person_id!r}", 404)
-        problem = check_photo_bytes(data)
-        if problem is not None:
-            raise PeopleError(f"{filename}: {problem}", 413 if "megapixels" in problem or "MiB" in problem else 400)
-        try:
-            rgb = np.ascontiguousarray(decode_image(data, filename, max_pixels=MAX_IMAGE_PIXELS))
-        except ImageError as exc:
-            raise PeopleError(str(exc)) from None
+        rgb = uploaded_image(data, filename)
         pipeline = self.pipeline()
         with self._pipeline_lock:
             template, reason = assess(pipeline, rgb, filename)
         if template is None:
             return {"id": person_id, "accepted": False, "reason": reason}
         with self.lock:
-            try:
-                self.gallery.enroll(person_id, [template], pipeline.embedder_sha256, dim=pipeline.embedder.dim)
-            except GalleryError as exc:
-                raise PeopleError(str(exc)) from None
-            count = next((p["templates"] for p in self.gallery.persons() if p["id"] == person_id), 0)
+            answer = add_template(self.gallery, person_id, template, pipeline.embedder_sha256, pipeline.embedder.dim)
         self._changed()
-        return {"id": person_id, "accepted": True, "reason": "accepted", "templates": count,
-                "quality": template.quality}
+        return answer

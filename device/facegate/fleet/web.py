@@ -19,7 +19,7 @@ from typing import Any, cast
 from urllib.parse import unquote
 
 from facegate.fleet.doors import DoorRegistry
-from facegate.fleet.people import PeopleEditor, PeopleError
+from facegate.fleet.people import PeopleEditor
 from facegate.fleet.store import EventQuery, FleetStore
 from facegate.journal.export import write_csv
 from facegate.journal.timespec import parse_time
@@ -27,6 +27,7 @@ from facegate.web.accounts import UserStore
 from facegate.web.httpjson import HttpError
 from facegate.web.pages import CONTENT_TYPES, load_static
 from facegate.web.passcheck import PasswordChecker
+from facegate.web.people import ConsoleError
 from facegate.web.server import MAX_PHOTO_BYTES, ConsoleServer, Handler
 from facegate.web.sessions import LoginLimiter, SessionStore
 
@@ -144,7 +145,7 @@ class FleetHandler(Handler):
         session = self._change(role)
         try:
             result = fn(session)
-        except PeopleError as exc:
+        except ConsoleError as exc:  # the fleet's PeopleError and the shared people handling's refusals
             raise HttpError(exc.status, str(exc)) from None
         self._json(result)
 

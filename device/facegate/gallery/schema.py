@@ -1,8 +1,8 @@
 """Tables of the gallery database that more than one part owns.
 
 The access policy (``facegate.access.policy``) keeps its rows in the gallery file so that a person's templates
-and policy change, sync and delete together; the gallery (``facegate.gallery.store``) must create those tables
-before its change-log triggers can name them. Both import the SQL from here, so neither imports the other
+and policy change, sync and delete together; the gallery (``facegate.gallery.migrations``) must create those
+tables before its change-log triggers can name them. Both import the SQL from here, so neither imports the other
 for it (that was an import cycle).
 """
 

@@ -19,8 +19,9 @@ import numpy as np
 
 from facegate.base.private_files import private_sqlite
 from facegate.errors import GalleryError
+from facegate.gallery.changelog import change_log_kept, forget_person
 from facegate.gallery.index import EmbeddingIndex
-from facegate.gallery.schema import POLICY_SCHEMA
+from facegate.gallery.migrations import prepare
 from facegate.gallery.sealing import ValueSealing
 from facegate.gallery.templates import check_template, template_problems
 from facegate.privacy.consent import check_consent, consent_of
@@ -29,83 +30,6 @@ from facegate.privacy.store import Progress, bind, scrub, seal_in_one_transactio
 
 if TYPE_CHECKING:
     from facegate.recognition.calibration import FairCalibration
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS persons (
-    id TEXT PRIMARY KEY,
-    name TEXT,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS templates (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    person_id TEXT NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
-    embedding BLOB NOT NULL,
-    embedder_sha256 TEXT NOT NULL,
-    quality TEXT NOT NULL DEFAULT '{}',
-    source TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS templates_person ON templates(person_id);
-"""
-
-# Fleet sync's change log: which persons changed (or were deleted) at which gallery version, so an admin
-# gallery can export a delta against any earlier version. Triggers rather than code in each write path, so
-# every writer (enroll, remove, access policy, a future one) is covered. One row per person id ever seen
-# (tombstones included); ``version`` is the version the enclosing transaction commits as (current + 1, because
-# every writer bumps the version by one at commit). An upsert, not INSERT OR REPLACE: a trigger's own conflict
-# clause is overridden by the firing statement's. ``deleted`` is recomputed from whether the person still
-# exists, so the order in which SQLite fires the cascade's triggers does not matter.
-_CHANGE_LOG = """
-CREATE TABLE IF NOT EXISTS sync_changes (
-    person_id TEXT PRIMARY KEY,
-    version INTEGER NOT NULL,
-    deleted INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sync_changes_version ON sync_changes(version);
-""" + "".join(
-    f"""
-CREATE TRIGGER IF NOT EXISTS sync_log_{table}_{op.lower()} AFTER {op} ON {table} BEGIN
-    INSERT INTO sync_changes (person_id, version, deleted) VALUES (
-        {row}.{column},
-        (SELECT CAST(value AS INTEGER) + 1 FROM meta WHERE key = 'version'),
-        NOT EXISTS (SELECT 1 FROM persons WHERE id = {row}.{column}))
-    ON CONFLICT(person_id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted;
-END;"""
-    for table, column in (("persons", "id"), ("templates", "person_id"), ("person_policy", "person_id"))
-    for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))
-)
-
-# Negative templates ("This was not them", docs/decision.md): a face that was wrongly granted as a person, kept
-# under that person so a later face matching the person must be clearly farther from it than from the person.
-# They belong to the person (deleted with them, synced with them), so their changes go into the same change log.
-_NEGATIVES = """
-CREATE TABLE IF NOT EXISTS negatives (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    person_id TEXT NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
-    embedding BLOB NOT NULL,
-    embedder_sha256 TEXT NOT NULL,
-    source TEXT,
-    event_id TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS negatives_person ON negatives(person_id);
-""" + "".join(
-    f"""
-CREATE TRIGGER IF NOT EXISTS sync_log_negatives_{op.lower()} AFTER {op} ON negatives BEGIN
-    INSERT INTO sync_changes (person_id, version, deleted) VALUES (
-        {row}.person_id,
-        (SELECT CAST(value AS INTEGER) + 1 FROM meta WHERE key = 'version'),
-        NOT EXISTS (SELECT 1 FROM persons WHERE id = {row}.person_id))
-    ON CONFLICT(person_id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted;
-END;"""
-    for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))
-)
-
 
 MAX_CARD_NUMBER = 2**32 - 1  # what the gallery stores; each output checks its own format's range when sending
 
@@ -153,14 +77,7 @@ class Gallery(ValueSealing):
             self._db.execute("PRAGMA secure_delete=ON")
             # Fleet sync applies bundles on its own connection while the service reads: wait, don't fail.
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', '0')")
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('revision', '0')")
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            self._install_change_log()
-            self._add_card_number()
-            self._add_negatives()
-            self._add_column("persons", "card_sealed", "BLOB")
+            prepare(self._db)  # tables, and those an older file lacks (facegate.gallery.migrations)
             self.sealer, plain = bind(self._db, self.path, sealer)
             if plain:
                 self._seal_all(progress)
@@ -181,64 +98,6 @@ class Gallery(ValueSealing):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _install_change_log(self) -> None:
-        """Create the access-policy tables (so their triggers can exist from the start) and the change log.
-
-        The policy schema lives in ``facegate.gallery.schema``, shared with the access policy.
-        ``changes_since`` records the version from which the log is complete (0 for a new gallery), so a delta
-        against an older base is refused, not guessed.
-        """
-        self._db.executescript(POLICY_SCHEMA)
-        if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sync_changes'").fetchone() is None:
-            try:  # one script, one transaction: all of the log or none of it
-                self._db.executescript(
-                    "BEGIN IMMEDIATE;" + _CHANGE_LOG
-                    + "INSERT OR IGNORE INTO meta SELECT 'changes_since', value FROM meta WHERE key = 'version';"
-                    + "COMMIT;"
-                )
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
-    def _add_card_number(self) -> None:
-        """Migration: ``persons.card_number`` (the credential sent to an access panel, facegate/panel).
-
-        Added in place to galleries made before it, in one transaction, without touching ``version`` or
-        ``revision``: a door's gallery is the same gallery, and fleet sync must not see a change. Unique where
-        set, because two people with one card number are one card to the panel.
-        """
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(persons)")}
-        if "card_number" in columns:
-            return
-        try:
-            self._db.executescript(
-                "BEGIN IMMEDIATE; ALTER TABLE persons ADD COLUMN card_number INTEGER;"
-                "CREATE UNIQUE INDEX IF NOT EXISTS persons_card_number ON persons(card_number) "
-                "WHERE card_number IS NOT NULL; COMMIT;"
-            )
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-
-    def _add_negatives(self) -> None:
-        """Migration: the ``negatives`` table and its change-log triggers, without a version bump (nothing a
-        door holds changes until a negative is added)."""
-        if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sync_log_negatives_delete'").fetchone():
-            return
-        try:
-            self._db.executescript("BEGIN IMMEDIATE;" + _NEGATIVES + "COMMIT;")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-
-    def _add_column(self, table: str, column: str, kind: str) -> None:
-        """Migration: a nullable column added in place, without a version bump (as for the card number)."""
-        if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
-            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-
     def _seal_all(self, progress: Progress | None) -> None:
         """Seal every personal value of a plain gallery in one transaction, recording the key with it.
 
@@ -248,7 +107,10 @@ class Gallery(ValueSealing):
         db = self._db
 
         def rewrite() -> None:
-            log = db.execute("SELECT person_id, version, deleted FROM sync_changes").fetchall()
+            with change_log_kept(db):
+                seal_rows()
+
+        def seal_rows() -> None:
             # In chunks by key (never a cursor over rows being rewritten): a 10k gallery's rows never all in memory.
             last: str = ""
             while rows := db.execute("SELECT id, name, metadata, card_number FROM persons WHERE id > ? ORDER BY id "
@@ -269,8 +131,6 @@ class Gallery(ValueSealing):
                     top = rows[-1][0]
             if progress:
                 progress("templates")
-            db.execute("DELETE FROM sync_changes")
-            db.executemany("INSERT INTO sync_changes (person_id, version, deleted) VALUES (?, ?, ?)", log)
 
         assert self.sealer is not None
         seal_in_one_transaction(db, self.sealer, progress, rewrite)
@@ -557,19 +417,7 @@ class Gallery(ValueSealing):
         """
         if self._db.execute("SELECT 1 FROM persons WHERE id = ?", (person_id,)).fetchone() is not None:
             raise GalleryError(f"'{person_id}' is still in gallery {self.path}: remove them first")
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            named = self._db.execute("DELETE FROM sync_changes WHERE person_id = ?", (person_id,)).rowcount > 0
-            if named:
-                self._db.execute(
-                    "UPDATE meta SET value = CAST(MAX(CAST(value AS INTEGER), "
-                    "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'version')) AS TEXT) "
-                    "WHERE key = 'changes_since'")
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
+        named = forget_person(self._db, person_id)
         row = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if row is not None and int(row[0]) != 0:
             raise GalleryError(f"gallery {self.path}: the WAL could not be cleared (another process is reading "

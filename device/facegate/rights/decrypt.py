@@ -13,6 +13,7 @@ from pathlib import Path
 
 from facegate.base.private_files import private_sqlite
 from facegate.errors import GalleryError
+from facegate.gallery.changelog import change_log_kept
 from facegate.gallery.store import Gallery
 
 __all__ = ["decrypt_gallery"]
@@ -31,17 +32,16 @@ def decrypt_gallery(gallery: Gallery, out: Path) -> int:
         with gallery.snapshot() as source:
             source.backup(db)
         db.execute("BEGIN IMMEDIATE")
-        log = db.execute("SELECT person_id, version, deleted FROM sync_changes").fetchall()
-        persons = db.execute("SELECT id, name, metadata, card_number, card_sealed FROM persons").fetchall()
-        db.executemany(
-            "UPDATE persons SET name = ?, metadata = ?, card_number = ?, card_sealed = NULL WHERE id = ?",
-            [(*gallery.open_person(pid, name, meta, card, sealed), pid) for pid, name, meta, card, sealed in persons])
-        db.executemany(
-            "UPDATE templates SET embedding = ?, source = ? WHERE id = ?",
-            [(gallery.open_template(pid, blob), gallery.open_source(pid, source), tid)
-             for tid, pid, blob, source in db.execute("SELECT id, person_id, embedding, source FROM templates")])
-        db.execute("DELETE FROM sync_changes")
-        db.executemany("INSERT INTO sync_changes (person_id, version, deleted) VALUES (?, ?, ?)", log)
+        with change_log_kept(db):
+            persons = db.execute("SELECT id, name, metadata, card_number, card_sealed FROM persons").fetchall()
+            db.executemany(
+                "UPDATE persons SET name = ?, metadata = ?, card_number = ?, card_sealed = NULL WHERE id = ?",
+                [(*gallery.open_person(pid, name, meta, card, sealed), pid)
+                 for pid, name, meta, card, sealed in persons])
+            db.executemany(
+                "UPDATE templates SET embedding = ?, source = ? WHERE id = ?",
+                [(gallery.open_template(pid, blob), gallery.open_source(pid, source), tid)
+                 for tid, pid, blob, source in db.execute("SELECT id, person_id, embedding, source FROM templates")])
         db.execute("DROP TABLE privacy")
         db.execute("COMMIT")
         db.execute("VACUUM")

@@ -27,6 +27,7 @@ from facegate.sync.chunks import (
     manifest_topic,
     parse_manifest,
 )
+from facegate.validate.names import is_plain_topic
 
 __all__ = ["MqttTarget", "PublishError", "new_client", "publish_bundle"]
 
@@ -49,7 +50,7 @@ def publish_bundle(
     The bundle is not verified here (the admin may not hold the doors' key list); its header is only read for
     the manifest. Raises :class:`PublishError` if anything is not acknowledged within ``timeout`` seconds.
     """
-    if not topic or any(c in topic for c in "+#") or topic.startswith("/") or topic.endswith("/"):
+    if not is_plain_topic(topic):
         raise PublishError(f"--topic {topic!r}: must be a plain topic (no wildcards, no leading/trailing '/')")
     try:
         header = peek_header(data)

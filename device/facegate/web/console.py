@@ -1,6 +1,6 @@
 """The console's side of the service: what each page can read and do, independent of HTTP.
 
-Isolation from the frame loop (issue 9, part 5):
+Isolation from the frame loop:
 
 * The frame loop only calls :meth:`LiveSlot.put` (facegate.web.live). Everything the console reads of the
   service is a reference read (names, threshold) or a call that takes a lock for microseconds (``door.state``).
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -28,14 +27,14 @@ import cv2
 import numpy as np
 
 from facegate import __version__
-from facegate.access.policy import AccessPolicy, PolicyError
-from facegate.base.imageio import decode_image
-from facegate.errors import FacegateError, GalleryError, ImageError
+from facegate.access.policy import AccessPolicy
+from facegate.errors import FacegateError, GalleryError
 from facegate.gallery.store import Gallery, NewTemplate
 from facegate.web.accounts import UserStore
 from facegate.web.hub import EventHub
 from facegate.web.live import LiveFace, LiveSlot
 from facegate.web.passcheck import PasswordChecker
+from facegate.web.people import PERSON_ID, ConsoleError, add_template, people_rows, save_person, uploaded_image
 from facegate.web.port import DoorPort
 from facegate.web.sessions import FAILURES_FILE, LoginLimiter, SessionStore
 from facegate.web.stream import make_encoders
@@ -47,16 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PERSON_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 CAPTURE_WAIT_SECONDS = 3.0
-
-
-class ConsoleError(FacegateError):
-    """A request the console refuses, with the reason shown to the user (HTTP 400 unless ``status``)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def face_template(faces: tuple[LiveFace, ...], source: str) -> tuple[NewTemplate | None, str]:
@@ -198,23 +188,8 @@ class Console:
     # ------------------------------------------------------------------ people
 
     def people(self, query: str = "") -> list[dict[str, Any]]:
-        q = query.strip().lower()
         with self._db_lock:
-            gallery, policy = self._db()
-            persons = gallery.persons()
-            out = []
-            for p in persons:
-                if q and q not in p["id"].lower() and q not in (p["name"] or "").lower():
-                    continue
-                pol = policy.get_person(p["id"])
-                out.append({
-                    "id": p["id"], "name": p["name"], "templates": p["templates"],
-                    "groups": list(pol.groups) if pol else [],
-                    "valid_from": pol.valid_from.isoformat() if pol and pol.valid_from else None,
-                    "valid_until": pol.valid_until.isoformat() if pol and pol.valid_until else None,
-                    "schedule": pol.schedule if pol else None,
-                })
-        return out
+            return people_rows(*self._db(), query)
 
     def save_person(self, user: str, body: dict[str, Any], person_id: str | None = None) -> dict[str, Any]:
         """Create (``person_id`` None: the id comes from the body) or update a person and their policy."""
@@ -227,23 +202,10 @@ class Console:
         if name is not None and (not isinstance(name, str) or len(name) > 200):
             raise ConsoleError("name: must be text of at most 200 characters")
         name = name.strip() if isinstance(name, str) and name.strip() else None
+        consent = body.get("consent") or None  # {"at", "how", "notice_version"}: facegate/privacy/consent.py
         with self._db_lock:
-            gallery, policy = self._db()
-            exists = gallery.person(pid) is not None
-            if creating and exists:
-                raise ConsoleError(f"a person with id {pid!r} exists", 409)
-            if not creating and not exists:
-                raise ConsoleError(f"no person {pid!r}", 404)
-            try:
-                consent = body.get("consent") or None  # {"at", "how", "notice_version"}: facegate/privacy/consent.py
-                gallery.enroll(pid, [], self.service.embedder_sha256, name=name, consent=consent)
-                policy.set_person(pid, valid_from=body.get("valid_from") or None,
-                                  valid_until=body.get("valid_until") or None,
-                                  groups=body.get("groups") or None, schedule=body.get("schedule") or None)
-            except (PolicyError, GalleryError) as exc:
-                if creating and gallery.person(pid) is not None:  # a refused enrol (no consent) left no one
-                    gallery.remove(pid)
-                raise ConsoleError(str(exc)) from None
+            save_person(*self._db(), pid, body, creating=creating, embedder_sha256=self.service.embedder_sha256,
+                        name=name, consent=consent)
         self.emit(user, "person_added" if creating else "person_updated", person_id=pid, name=name)
         return {"id": pid, "saved": True}
 
@@ -299,16 +261,10 @@ class Console:
     def _add_template(self, user: str, person_id: str, template: NewTemplate, how: str) -> dict[str, Any]:
         with self._db_lock:
             gallery, _ = self._db()
-            if gallery.person(person_id) is None:
-                raise ConsoleError(f"no person {person_id!r}", 404)
-            try:  # the template gate (facegate.gallery.templates) names what is wrong
-                gallery.enroll(person_id, [template], self.service.embedder_sha256, dim=self.service.embedder_dim)
-            except GalleryError as exc:
-                raise ConsoleError(str(exc)) from None
-            count = next((p["templates"] for p in gallery.persons() if p["id"] == person_id), 0)
+            answer = add_template(gallery, person_id, template, self.service.embedder_sha256,
+                                  self.service.embedder_dim)
         self.emit(user, "photo_enrolled", person_id=person_id, source=how)
-        return {"id": person_id, "accepted": True, "reason": "accepted", "templates": count,
-                "quality": template.quality}
+        return answer
 
     def capture(self, user: str, person_id: str) -> dict[str, Any]:
         """Enrol from the door camera: wait up to 3 s for a frame whose single face passes every gate."""
@@ -339,17 +295,8 @@ class Console:
 
     def upload_photo(self, user: str, person_id: str, data: bytes, filename: str) -> dict[str, Any]:
         from facegate.enrolment.photo import assess
-        from facegate.enrolment.sources import MAX_IMAGE_PIXELS, check_photo_bytes
 
-        # The same size gate as `facegate enroll`: a few KB of PNG/BMP/PGM can decode to gigabytes in the
-        # service's own process (the door's), so only images whose size is read and bounded first are decoded.
-        problem = check_photo_bytes(data)
-        if problem is not None:
-            raise ConsoleError(f"{filename}: {problem}", 413 if "megapixels" in problem or "MiB" in problem else 400)
-        try:
-            rgb = np.ascontiguousarray(decode_image(data, filename, max_pixels=MAX_IMAGE_PIXELS))
-        except ImageError as exc:
-            raise ConsoleError(str(exc)) from None
+        rgb = uploaded_image(data, filename)  # in the door's own process: the size gate before decoding
         with self._pipeline_lock:
             template, reason = assess(self.pipeline(), rgb, filename)
         if template is None:

@@ -38,11 +38,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from facegate.events.ratelimit import ReportLimiter
 from facegate.validate.netaddr import host_header_is_local, is_local_client, limiter_key
 from facegate.web.connections import ConnectionSlots
-from facegate.web.console import Console, ConsoleError, dumps
+from facegate.web.console import Console, dumps
 from facegate.web.httpjson import HttpError, flag, parse_json_object
 from facegate.web.origins import machine_names, origin, origin_of_url
 from facegate.web.pages import PAGES, SECURITY_HEADERS, load_static
 from facegate.web.passcheck import CheckerBusy
+from facegate.web.people import ConsoleError
 from facegate.web.priority import lower_this_thread
 from facegate.web.sessions import Session
 from facegate.web.streams import StreamRoutes

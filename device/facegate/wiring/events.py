@@ -1,4 +1,5 @@
-"""Events and journal: the outbox (recovered if damaged), the emitter every part reports through, the journal.
+"""Events and journal: the outbox (recovered if damaged), the emitter every part reports through, the journal,
+and the status facts the journal carries over a restart.
 
 Built first, so that every later part (and every later failure to build one) can report through the emitter.
 """
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from facegate.config import Config
 from facegate.events.emitter import EventEmitter
 from facegate.events.outbox import Outbox
+from facegate.events.status import EventFacts
 from facegate.journal import JournalError, JournalWriter, open_journal
 from facegate.privacy.seal import Sealer
 from facegate.wiring.recovery import open_outbox
@@ -24,6 +26,8 @@ class EventParts:
     emitter: EventEmitter
     journal: JournalWriter | None  # None when off, or when it could not be opened (then ``journal_open_error``)
     journal_open_error: str | None
+    facts: EventFacts  # what the status says about the recent past (a listener is added by the service)
+    last_person: str | None  # name (or id) of the last person let in, from the journal across a restart
 
 
 def build_events(config: Config, sealer: Sealer | None = None) -> EventParts:
@@ -48,4 +52,10 @@ def build_events(config: Config, sealer: Sealer | None = None) -> EventParts:
         except (JournalError, OSError) as exc:
             journal_open_error = str(exc)
             log.error("access journal unavailable, events are not kept locally: %s", exc)
-    return EventParts(outbox, emitter, journal, journal_open_error)
+    facts, last_person = EventFacts(), None
+    if journal is not None:  # "Last access" survives a restart: the newest grant in the journal
+        last_grant = journal.journal.latest("access_granted")
+        if last_grant is not None:
+            facts.on_event(last_grant)
+            last_person = last_grant.get("name") or last_grant.get("person_id")
+    return EventParts(outbox, emitter, journal, journal_open_error, facts, last_person)

@@ -6,6 +6,7 @@ templates of the wrong length) runs here, before any door pin is touched.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from facegate.access.policy import AccessPolicy
@@ -17,6 +18,7 @@ from facegate.liveness.gate import LivenessGate
 from facegate.privacy.seal import Sealer
 from facegate.recognition.calibration import FairCalibration
 from facegate.recognition.decision import DecisionEngine
+from facegate.recognition.grant_embeddings import GrantEmbeddings, GrantEmbeddingsError, open_grant_embeddings
 from facegate.recognition.operating_point import door_threshold
 from facegate.recognition.thresholds import ForeignTableError, ThresholdTable, table_for
 from facegate.recognition.zone import DoorZone
@@ -24,6 +26,8 @@ from facegate.vision.models import Manifest
 from facegate.vision.pipeline import FacePipeline, PipelineOptions
 from facegate.vision.quality import QualityGates
 from facegate.wiring.recovery import check_gallery
+
+log = logging.getLogger("facegate.service")
 
 
 def build_pipeline(config: Config) -> FacePipeline:
@@ -134,3 +138,15 @@ def build_recognition(config: Config, sealer: Sealer | None = None) -> Recogniti
     zone = DoorZone(config.camera.roi, config.recognition.min_face_px)
     return RecognitionParts(pipeline, calibration, thresholds, threshold, gallery, policy, revision, index, names,
                             liveness, engine, zone)
+
+
+def open_grant_store(config: Config, sealer: Sealer | None = None) -> GrantEmbeddings | None:
+    """Each grant's face, kept a few days so an admin can mark it "This was not them" (docs/decision.md).
+
+    None when it cannot be opened: the door runs on (logged), only the marking is unavailable.
+    """
+    try:
+        return open_grant_embeddings(config.state_dir, config.recognition.keep_grant_embeddings_days, sealer)
+    except GrantEmbeddingsError as exc:
+        log.error("grant embeddings unavailable, grants cannot be marked 'This was not them': %s", exc)
+        return None
