@@ -311,6 +311,7 @@ def test_gallery_decrypt_writes_a_plain_copy_that_opens_without_a_key(tmp_path: 
     with Gallery(path, sealer(tmp_path)) as g:
         g.enroll("ada", [NewTemplate(unit(0), {}, "ada.jpg")], "emb", name="Ada Quuxworth", card_number=9,
                  metadata={"team": "night"})
+        g.add_negative("ada", unit(3), "emb", source="not-ada.jpg")  # negatives are sealed too
         before = g.persons()
     out = tmp_path / "plain.db"
     res = io.StringIO()
@@ -320,6 +321,9 @@ def test_gallery_decrypt_writes_a_plain_copy_that_opens_without_a_key(tmp_path: 
     assert b"Ada Quuxworth" in out.read_bytes()
     with Gallery(out) as plain:
         assert plain.sealer is None and plain.persons() == before
+        assert [n["source"] for n in plain.negatives("ada")] == ["not-ada.jpg"]
+        assert plain.template_problems(None) == {}  # a door could start on it
+        assert plain.negative_rows() == [("ada", unit(3).tobytes())]
         with plain.snapshot() as db:
             assert read_persons(db)[0].templates[0].embedding == unit(0).tobytes()
     with pytest.raises(PrivacyKeyError):

@@ -2,8 +2,9 @@
 
 For moving a door's gallery to a machine without the key (an admin gallery, a backup kept in a safe), or
 leaving encryption. The copy is made with SQLite's backup API (one consistent snapshot, the door may keep
-running), then opened in place: every sealed value is replaced by its plain form and the privacy marker is
-dropped, in one transaction; the change log is kept as it was (nothing a door holds changed).
+running), then opened in place: every sealed value (persons, templates, negative templates) is replaced by its
+plain form and the privacy marker is dropped, in one transaction; the change log is kept as it was (nothing a
+door holds changed).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from facegate.base.private_files import private_sqlite
 from facegate.errors import GalleryError
 from facegate.gallery.changelog import change_log_kept
-from facegate.gallery.store import Gallery
+from facegate.gallery.store import NEGATIVES_COLUMN, Gallery
 
 __all__ = ["decrypt_gallery"]
 
@@ -38,10 +39,12 @@ def decrypt_gallery(gallery: Gallery, out: Path) -> int:
                 "UPDATE persons SET name = ?, metadata = ?, card_number = ?, card_sealed = NULL WHERE id = ?",
                 [(*gallery.open_person(pid, name, meta, card, sealed), pid)
                  for pid, name, meta, card, sealed in persons])
-            db.executemany(
-                "UPDATE templates SET embedding = ?, source = ? WHERE id = ?",
-                [(gallery.open_template(pid, blob), gallery.open_source(pid, source), tid)
-                 for tid, pid, blob, source in db.execute("SELECT id, person_id, embedding, source FROM templates")])
+            for table, column in (("templates", "templates.embedding"), ("negatives", NEGATIVES_COLUMN)):
+                rows = db.execute(f"SELECT id, person_id, embedding, source FROM {table}").fetchall()
+                db.executemany(
+                    f"UPDATE {table} SET embedding = ?, source = ? WHERE id = ?",
+                    [(gallery.open_template(pid, blob, column), gallery.open_source(pid, source, column), tid)
+                     for tid, pid, blob, source in rows])
         db.execute("DROP TABLE privacy")
         db.execute("COMMIT")
         db.execute("VACUUM")
