@@ -187,7 +187,9 @@ def test_edit_schedule_and_system_page(browser: Any, door: Door) -> None:
     person = door.service.gallery.person("astro")
     assert person is not None and person["metadata"]["consent"]["how"] == "signed form"
     assert person["metadata"]["consent"]["notice_version"] == "v3"
+    shown = browser.find_element(By.CSS_SELECTOR, "#people-table tr[data-id=astro]")
     browser.find_element(By.ID, "person-close").click()
+    wait(browser).until(ec.staleness_of(shown))  # closing re-renders the table: click the new row, not the old
     row = wait(browser).until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#people-table tr[data-id=astro]")))
     row.find_element(By.CSS_SELECTOR, "button.export").click()  # subject access: the JSON is downloaded
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "people-message"), "Exported astro"))
