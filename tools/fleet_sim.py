@@ -40,19 +40,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "device"))
-sys.path.insert(0, str(ROOT / "tools"))
+if __package__ in (None, ""):  # run as a file: the checkout's root on sys.path, for the tools package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import paho.mqtt.client as paho  # noqa: E402
-from demo import augment, in_scene, shipped_photos  # noqa: E402
-from facegate.access.policy import AccessPolicy  # noqa: E402
-from facegate.gallery.store import Gallery, NewTemplate  # noqa: E402
-from facegate.sync.export import export_bundle  # noqa: E402
-from facegate.sync.keys import generate_keypair, load_private_key, public_key_b64  # noqa: E402
-from facegate.sync.mqtt import MqttTarget, publish_bundle  # noqa: E402
-from facegate.vision.pipeline import FacePipeline  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+import paho.mqtt.client as paho
+from facegate.access.policy import AccessPolicy
+from facegate.gallery.store import Gallery, NewTemplate
+from facegate.sync.export import export_bundle
+from facegate.sync.keys import generate_keypair, load_private_key, public_key_b64
+from facegate.sync.mqtt import MqttTarget, publish_bundle
+from facegate.vision.pipeline import FacePipeline
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tools.demo import augment, in_scene, shipped_photos
 
 TOPIC = "facegate/fleet/gallery"
 PERSON = "astronaut"
@@ -257,7 +257,7 @@ def converge(observer: Observer, devices: list[str], version: int, since: float,
 
 def run(devices: int = 20, persons: int = 10_000, *, fps: float = 8.0, chunk_bytes: int = 256 * 1024,
         restart: bool = True, delta: bool = True, work: Path | None = None, timeout: float = 600.0) -> dict[str, Any]:
-    """Run the simulation and return the summary (also used by tests/test_sync_fleet.py at a small scale)."""
+    """Run the simulation and return the summary (also used by tests/tools/test_sync_fleet.py at a small scale)."""
     own_work = work is None
     work = Path(tempfile.mkdtemp(prefix="facegate-fleet-")) if work is None else work
     work.mkdir(parents=True, exist_ok=True)

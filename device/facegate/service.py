@@ -52,7 +52,7 @@ from facegate.wiring.sync import build_sync
 
 # MQTT, command verification, the console and fleet sync are imported by their builders only where the config turns
 # them on: unused, their libraries (paho + ssl, cryptography, urllib/http) would cost a small Pi ~17 MB resident
-# (tools/bench_footprint.py).
+# (tools/bench/bench_footprint.py).
 if TYPE_CHECKING:
     from facegate.web.console import Console
     from facegate.web.server import ConsoleServer
@@ -521,7 +521,7 @@ class Service:
         try:
             for frame in camera.frames():
                 self.notifier.watchdog()
-                if first_frame:  # start-up cost, for tools/bench_footprint.py and the journal
+                if first_frame:  # start-up cost, for tools/bench/bench_footprint.py and the journal
                     first_frame = False
                     cpu = os.times()
                     log.info("first frame %.2f s after the process started (%.2f s of CPU)", process_age_seconds(),
@@ -602,7 +602,8 @@ class Service:
 
         The handler only writes the signal number into a pipe. Python runs a handler on the main thread wherever
         that was interrupted, possibly holding a lock: the emitter's (SIGTERM during an event write hung the
-        service, found by tests/test_sigkill_service.py), ``stop_event``'s own (while the camera supervisor waits
+        service, found by tests/service/test_sigkill_service.py),
+        ``stop_event``'s own (while the camera supervisor waits
         out a back-off), or threading's (starting a thread from a handler needs it). Anything in the handler that
         takes a lock can deadlock the stop, so a watcher thread, blocked on the pipe from the start, does the
         work: it releases the relay as soon as the interrupted call lets go of the door/emitter locks, then sets
