@@ -359,7 +359,7 @@ def test_v4l2_loopback_device(scene: list[np.ndarray]) -> None:
 
 
 def _face_in_1080p(px: int, detector: Any) -> tuple[np.ndarray, tuple[float, ...]]:
-    from bench_face_size import ZONE, composite
+    from tools.bench.bench_face_size import ZONE, composite
 
     astronaut, _hopper, background = shipped_photos()
     from facegate.recognition.zone import DoorZone
@@ -370,7 +370,7 @@ def _face_in_1080p(px: int, detector: Any) -> tuple[np.ndarray, tuple[float, ...
 
 
 def test_tiles_find_a_60px_face_in_a_1080p_door_zone(pipeline) -> None:  # type: ignore[no-untyped-def]
-    from bench_face_size import ZONE
+    from tools.bench.bench_face_size import ZONE
     from facegate.recognition.zone import DoorZone
     from facegate.vision.tiles import TiledDetector
 
@@ -381,7 +381,7 @@ def test_tiles_find_a_60px_face_in_a_1080p_door_zone(pipeline) -> None:  # type:
 
 
 def test_a_150px_face_in_a_1080p_frame_is_granted(tmp_path, astro_templates, pipeline) -> None:  # type: ignore[no-untyped-def]
-    from bench_face_size import ZONE
+    from tools.bench.bench_face_size import ZONE
 
     folder = tmp_path / "frames"
     folder.mkdir()
