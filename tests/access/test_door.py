@@ -13,6 +13,7 @@ from facegate.access.door import Door
 from facegate.config import DoorConfig
 from gpiozero import OutputDevice
 from gpiozero.pins.mock import MockFactory
+from support.recorded_events import Events
 
 from tools.wait import wait_for
 
@@ -20,30 +21,6 @@ RELAY, CONTACT, EXIT, BUZZER, LED_PIN = 17, 22, 27, 5, 6
 PULSE = 0.3  # the measured pulse
 SHORT = 0.1  # for tests that only need a relock to happen
 TOLERANCE = 0.15  # scheduling slack on a loaded CI box; the door thread itself wakes within ~1 ms
-
-
-class Recorder:
-    """The ``emit`` callable: records (type, fields) from any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, type: str, **fields: Any) -> None:
-        with self._lock:
-            self.events.append((type, fields))
-
-    def types(self) -> list[str]:
-        with self._lock:
-            return [t for t, _ in self.events]
-
-    def of(self, type: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [f for t, f in self.events if t == type]
-
-    def clear(self) -> None:
-        with self._lock:
-            self.events.clear()
 
 
 def pulses(pin: Any, energised_level: bool) -> list[float]:
@@ -64,11 +41,11 @@ def factory() -> Iterator[MockFactory]:
 
 
 @pytest.fixture
-def events() -> Recorder:
-    return Recorder()
+def events() -> Events:
+    return Events()
 
 
-def make(factory: MockFactory, events: Recorder, **config: Any) -> Door:
+def make(factory: MockFactory, events: Events, **config: Any) -> Door:
     config.setdefault("unlock_seconds", PULSE)
     return Door(DoorConfig(relay_pin=RELAY, **config), events, pin_factory=factory)
 
@@ -84,7 +61,7 @@ def open_door(factory: MockFactory, contact_type: str) -> None:
     pin.drive_high() if contact_type == "NC" else pin.drive_low()
 
 
-def test_starts_locked_and_pulses_for_unlock_seconds(factory: MockFactory, events: Recorder) -> None:
+def test_starts_locked_and_pulses_for_unlock_seconds(factory: MockFactory, events: Events) -> None:
     with make(factory, events) as door:
         relay = factory.pin(RELAY)
         assert door.locked and relay.state is False  # fail-secure, active high: de-energised = low
@@ -98,7 +75,7 @@ def test_starts_locked_and_pulses_for_unlock_seconds(factory: MockFactory, event
         assert events.of("door_locked")[0] == {"reason": "timeout"}
 
 
-def test_active_low_relay_inverts_the_pin_level(factory: MockFactory, events: Recorder) -> None:
+def test_active_low_relay_inverts_the_pin_level(factory: MockFactory, events: Events) -> None:
     with make(factory, events, relay_active_high=False) as door:
         relay = factory.pin(RELAY)
         assert relay.state is True  # locked = de-energised = HIGH on an active-low driver
@@ -110,7 +87,7 @@ def test_active_low_relay_inverts_the_pin_level(factory: MockFactory, events: Re
         assert relay.state is True
 
 
-def test_fail_safe_holds_power_while_locked(factory: MockFactory, events: Recorder) -> None:
+def test_fail_safe_holds_power_while_locked(factory: MockFactory, events: Events) -> None:
     with make(factory, events, fail_safe=True) as door:
         relay = factory.pin(RELAY)
         assert door.locked and relay.state is True  # maglock: energised = locked
@@ -122,7 +99,7 @@ def test_fail_safe_holds_power_while_locked(factory: MockFactory, events: Record
         assert relay.state is True
 
 
-def test_retrigger_extends_one_pulse_and_never_shortens(factory: MockFactory, events: Recorder) -> None:
+def test_retrigger_extends_one_pulse_and_never_shortens(factory: MockFactory, events: Events) -> None:
     with make(factory, events) as door:
         relay = factory.pin(RELAY)
         door.unlock("face")
@@ -136,7 +113,7 @@ def test_retrigger_extends_one_pulse_and_never_shortens(factory: MockFactory, ev
         assert len(events.of("door_locked")) == 1
 
 
-def test_lock_ends_a_release_now(factory: MockFactory, events: Recorder) -> None:
+def test_lock_ends_a_release_now(factory: MockFactory, events: Events) -> None:
     with make(factory, events, unlock_seconds=5.0) as door:
         door.unlock("face")
         door.lock()
@@ -147,16 +124,16 @@ def test_lock_ends_a_release_now(factory: MockFactory, events: Recorder) -> None
         assert len(events.of("door_locked")) == 1
 
 
-def test_unlock_rejects_bad_durations(factory: MockFactory, events: Recorder) -> None:
+def test_unlock_rejects_bad_durations(factory: MockFactory, events: Events) -> None:
     with make(factory, events) as door:
         for bad in (0, -1, float("nan"), float("inf"), 601):
             with pytest.raises(ValueError, match="unlock seconds"):
                 door.unlock("x", seconds=bad)
-        assert door.locked and events.events == []
+        assert door.locked and events.items == []
 
 
 @pytest.mark.parametrize("contact_type", ["NC", "NO"])
-def test_contact_open_close_events(factory: MockFactory, events: Recorder, contact_type: str) -> None:
+def test_contact_open_close_events(factory: MockFactory, events: Events, contact_type: str) -> None:
     with make(factory, events, contact_pin=CONTACT, contact_type=contact_type) as door:
         shut_door(factory, contact_type)
         assert door.door_open is False and door.state()["door"] == "closed"
@@ -170,7 +147,7 @@ def test_contact_open_close_events(factory: MockFactory, events: Recorder, conta
         assert events.of("door_closed")[0]["seconds_open"] >= 0
 
 
-def test_held_open_fires_once(factory: MockFactory, events: Recorder) -> None:
+def test_held_open_fires_once(factory: MockFactory, events: Events) -> None:
     with make(factory, events, contact_pin=CONTACT, held_open_seconds=0.2) as door:
         shut_door(factory, "NC")
         door.unlock("face")
@@ -187,7 +164,7 @@ def test_held_open_fires_once(factory: MockFactory, events: Recorder) -> None:
         assert len(events.of("door_held_open")) == 1
 
 
-def test_forced_open_only_while_locked_and_outside_grace(factory: MockFactory, events: Recorder) -> None:
+def test_forced_open_only_while_locked_and_outside_grace(factory: MockFactory, events: Events) -> None:
     with make(factory, events, contact_pin=CONTACT, unlock_seconds=0.1) as door:
         door.forced_open_grace_seconds = 0.15
         shut_door(factory, "NC")
@@ -207,15 +184,15 @@ def test_forced_open_only_while_locked_and_outside_grace(factory: MockFactory, e
         assert events.of("door_opened")[-1] == {"locked": True}
 
 
-def test_no_forced_open_for_a_door_already_open_at_start(factory: MockFactory, events: Recorder) -> None:
+def test_no_forced_open_for_a_door_already_open_at_start(factory: MockFactory, events: Events) -> None:
     # The pull-up makes an NC contact read "open" until driven: no edge, so no alarm.
     with make(factory, events, contact_pin=CONTACT) as door:
         assert door.door_open is True
-        assert events.events == []
+        assert events.items == []
 
 
 @pytest.mark.parametrize("contact_type", ["NC", "NO"])
-def test_mock_pins_from_the_config_start_with_the_door_shut(events: Recorder, contact_type: str) -> None:
+def test_mock_pins_from_the_config_start_with_the_door_shut(events: Events, contact_type: str) -> None:
     """A bench door (``pin_factory = "mock"``, the example's ``contact_pin = 27``) must not read its undriven
     NC contact as a door propped open: that gave ``door_held_open`` after held_open_seconds, with no
     ``door_opened``."""
@@ -233,7 +210,7 @@ def test_mock_pins_from_the_config_start_with_the_door_shut(events: Recorder, co
 
 
 @pytest.mark.parametrize("pull_up", [True, False])
-def test_exit_button_requests_exit_and_pulses(factory: MockFactory, events: Recorder, pull_up: bool) -> None:
+def test_exit_button_requests_exit_and_pulses(factory: MockFactory, events: Events, pull_up: bool) -> None:
     with make(factory, events, exit_pin=EXIT, exit_pull_up=pull_up, unlock_seconds=SHORT) as door:
         button = factory.pin(EXIT)
         press, release = (button.drive_low, button.drive_high) if pull_up else (button.drive_high, button.drive_low)
@@ -246,7 +223,7 @@ def test_exit_button_requests_exit_and_pulses(factory: MockFactory, events: Reco
         assert SHORT <= duration < SHORT + TOLERANCE
 
 
-def test_led_follows_the_lock_and_buzzer_beeps(factory: MockFactory, events: Recorder) -> None:
+def test_led_follows_the_lock_and_buzzer_beeps(factory: MockFactory, events: Events) -> None:
     with make(factory, events, led_pin=LED_PIN, buzzer_pin=BUZZER, unlock_seconds=SHORT) as door:
         led, buzzer = factory.pin(LED_PIN), factory.pin(BUZZER)
         door.unlock("face")
@@ -258,7 +235,7 @@ def test_led_follows_the_lock_and_buzzer_beeps(factory: MockFactory, events: Rec
         assert 0.1 <= beep < 0.1 + TOLERANCE + 0.1
 
 
-def test_a_failing_led_cannot_keep_the_door_open(factory: MockFactory, events: Recorder,
+def test_a_failing_led_cannot_keep_the_door_open(factory: MockFactory, events: Events,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     with make(factory, events, led_pin=LED_PIN, unlock_seconds=SHORT) as door:
         def broken(value: bool) -> None:
@@ -274,7 +251,7 @@ def test_a_failing_led_cannot_keep_the_door_open(factory: MockFactory, events: R
         assert states[-1] == ("lock", "LOCKED") and events.types()[-1] == "door_locked"
 
 
-def test_on_state_reports_current_then_every_change(factory: MockFactory, events: Recorder) -> None:
+def test_on_state_reports_current_then_every_change(factory: MockFactory, events: Events) -> None:
     seen: list[tuple[str, str]] = []
     with make(factory, events, contact_pin=CONTACT, unlock_seconds=SHORT) as door:
         shut_door(factory, "NC")
@@ -290,7 +267,7 @@ def test_on_state_reports_current_then_every_change(factory: MockFactory, events
     ]
 
 
-def test_without_contact_no_door_state(factory: MockFactory, events: Recorder) -> None:
+def test_without_contact_no_door_state(factory: MockFactory, events: Events) -> None:
     seen: list[tuple[str, str]] = []
     with make(factory, events) as door:
         door.on_state(lambda kind, value: seen.append((kind, value)))
@@ -322,7 +299,7 @@ def test_callbacks_may_call_back_into_the_door(factory: MockFactory) -> None:
         assert door.locked
 
 
-def test_concurrent_unlocks_make_one_pulse(factory: MockFactory, events: Recorder) -> None:
+def test_concurrent_unlocks_make_one_pulse(factory: MockFactory, events: Events) -> None:
     with make(factory, events, unlock_seconds=SHORT) as door:
         start = threading.Barrier(8)
 
@@ -344,7 +321,7 @@ def test_concurrent_unlocks_make_one_pulse(factory: MockFactory, events: Recorde
 
 @pytest.mark.parametrize(("fail_safe", "active_high"), [(False, True), (False, False), (True, True), (True, False)])
 def test_close_releases_the_relay_and_the_pins(
-    factory: MockFactory, events: Recorder, fail_safe: bool, active_high: bool
+    factory: MockFactory, events: Events, fail_safe: bool, active_high: bool
 ) -> None:
     seen: list[tuple[str, str]] = []
     door = make(factory, events, fail_safe=fail_safe, relay_active_high=active_high, unlock_seconds=SHORT,
@@ -369,13 +346,13 @@ def test_close_releases_the_relay_and_the_pins(
         OutputDevice(pin, pin_factory=factory).close()
 
 
-def test_close_while_locked_fail_secure_emits_nothing(factory: MockFactory, events: Recorder) -> None:
+def test_close_while_locked_fail_secure_emits_nothing(factory: MockFactory, events: Events) -> None:
     door = make(factory, events)
     door.close()
-    assert events.events == [] and door.state()["closed"] is True
+    assert events.items == [] and door.state()["closed"] is True
 
 
-def test_poll_with_a_hand_driven_clock(factory: MockFactory, events: Recorder) -> None:
+def test_poll_with_a_hand_driven_clock(factory: MockFactory, events: Events) -> None:
     now = [1000.0]
     door = Door(
         DoorConfig(relay_pin=RELAY, contact_pin=CONTACT, held_open_seconds=30.0),

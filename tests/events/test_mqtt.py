@@ -203,46 +203,7 @@ def test_availability_online_offline_and_last_will(broker: Mosquitto, tmp_path: 
         late.wait_for(lambda m: len(m) == 1 and m[0].retain and m[0].text == "offline")
 
 
-def test_last_will_on_crash(broker: Mosquitto, tmp_path: Path) -> None:
-    script = (
-        "import sys, time\n"
-        "from pathlib import Path\n"
-        "from facegate.config import CommandsConfig, MqttConfig\n"
-        "from facegate.events import EventEmitter, Outbox\n"
-        "from facegate.events.commands import CommandVerifier\n"
-        "from facegate.events.mqtt import MqttCommunicator\n"
-        "state = Path(sys.argv[3])\n"
-        "comm = MqttCommunicator(MqttConfig(host=sys.argv[1], port=int(sys.argv[2]), discovery=False), 'door1',\n"
-        "    EventEmitter('door1', Outbox(state / 'o.db', 100)), CommandVerifier(CommandsConfig(), 'door1',\n"
-        "    state / 'n.db'))\n"
-        "comm.start()\n"
-        "while not comm.connected: time.sleep(0.01)\n"
-        "print('connected', flush=True)\n"
-        "time.sleep(30)\n"
-    )
-    topic = f"{BASE}/availability"
-    with Collector(broker, topic) as seen:
-        child = subprocess.Popen(
-            [sys.executable, "-c", script, broker.host, str(broker.port), str(tmp_path)],
-            stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "device")},
-        )
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == b"connected"
-            seen.wait_for(lambda m: [x.text for x in m] == ["online"])
-            child.send_signal(signal.SIGKILL)  # no DISCONNECT packet: the broker publishes the will
-            child.wait(timeout=5)
-            seen.wait_for(lambda m: [x.text for x in m] == ["online", "offline"], timeout=5)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait(timeout=5)
-            if child.stdout is not None:
-                child.stdout.close()
-
-
-_RESTARTED_DOOR = (
+_DOOR_PROCESS = (
     "import sys, time\n"
     "from pathlib import Path\n"
     "from facegate.config import CommandsConfig, MqttConfig\n"
@@ -250,11 +211,13 @@ _RESTARTED_DOOR = (
     "from facegate.events.commands import CommandVerifier\n"
     "from facegate.events.mqtt import MqttCommunicator\n"
     "state = Path(sys.argv[3])\n"
-    "comm = MqttCommunicator(MqttConfig(host=sys.argv[1], port=int(sys.argv[2]), discovery=True), 'door1',\n"
-    "    EventEmitter('door1', Outbox(state / 'o.db', 100)), CommandVerifier(CommandsConfig(), 'door1',\n"
-    "    state / 'n.db'), status_interval_seconds=None)\n"
-    "comm.publish_state('lock/state', sys.argv[4])  # as the service does: its states before connecting\n"
-    "comm.publish_state('status', {'status_seq': 1, 'lock': sys.argv[4]})\n"
+    "lock = sys.argv[4] if len(sys.argv) > 4 else None  # given: a restarted door, discovery on\n"
+    "comm = MqttCommunicator(MqttConfig(host=sys.argv[1], port=int(sys.argv[2]), discovery=lock is not None),\n"
+    "    'door1', EventEmitter('door1', Outbox(state / 'o.db', 100)), CommandVerifier(CommandsConfig(), 'door1',\n"
+    "    state / 'n.db'), **({'status_interval_seconds': None} if lock is not None else {}))\n"
+    "if lock is not None:  # as the service does: its states before connecting\n"
+    "    comm.publish_state('lock/state', lock)\n"
+    "    comm.publish_state('status', {'status_seq': 1, 'lock': lock})\n"
     "comm.start()\n"
     "while not comm.connected: time.sleep(0.01)\n"
     "print('connected', flush=True)\n"
@@ -262,29 +225,57 @@ _RESTARTED_DOOR = (
 )
 
 
+def door_process(broker: Mosquitto, state: Path, *lock: str) -> subprocess.Popen[bytes]:
+    """The door's MQTT side alone in a child process, returned once connected (the tests SIGKILL it: a crash).
+
+    With a lock state it is a restarted door: discovery on, that state and a status published before connecting.
+    """
+    child = subprocess.Popen([sys.executable, "-c", _DOOR_PROCESS, broker.host, str(broker.port), str(state), *lock],
+                             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT / "device")})
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"connected"
+    except BaseException:
+        end_process(child)
+        raise
+    return child
+
+
+def end_process(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.kill()
+        child.wait(timeout=5)
+    if child.stdout is not None:
+        child.stdout.close()
+
+
+def test_last_will_on_crash(broker: Mosquitto, tmp_path: Path) -> None:
+    topic = f"{BASE}/availability"
+    with Collector(broker, topic) as seen:
+        child = door_process(broker, tmp_path)
+        try:
+            seen.wait_for(lambda m: [x.text for x in m] == ["online"])
+            child.send_signal(signal.SIGKILL)  # no DISCONNECT packet: the broker publishes the will
+            child.wait(timeout=5)
+            seen.wait_for(lambda m: [x.text for x in m] == ["online", "offline"], timeout=5)
+        finally:
+            end_process(child)
+
+
 def test_a_restarted_door_publishes_its_fresh_states_before_online(broker: Mosquitto, tmp_path: Path) -> None:
     """A door that crashed while unlocked comes back: Home Assistant must never see it online and unlocked.
 
     HA shows a lock's retained state as soon as the availability is ``online``; if ``online`` came first, the
     crashed run's UNLOCKED showed for a moment and an automation on "lock turned on" fired."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "device")}
-
-    def door(lock: str) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen([sys.executable, "-c", _RESTARTED_DOOR, broker.host, str(broker.port),
-                                  str(tmp_path), lock], stdout=subprocess.PIPE, env=env)
-        assert child.stdout is not None and child.stdout.readline().strip() == b"connected"
-        return child
-
     children = []
     try:
         with Collector(broker, f"{BASE}/#") as seen:
-            children.append(door("UNLOCKED"))
+            children.append(door_process(broker, tmp_path, "UNLOCKED"))
             seen.wait_for(lambda m: any(x.topic.endswith("/availability") and x.text == "online" for x in m))
             children[0].send_signal(signal.SIGKILL)  # the crash: the broker publishes the will
             children[0].wait(timeout=5)
             seen.wait_for(lambda m: m[-1].topic.endswith("/availability") and m[-1].text == "offline", timeout=5)
             crashed = len(seen.messages)
-            children.append(door("LOCKED"))
+            children.append(door_process(broker, tmp_path, "LOCKED"))
             after = seen.wait_for(lambda m: any(x.topic.endswith("/availability") and x.text == "online"
                                                 for x in m[crashed:]))[crashed:]
         order = [(x.topic.removeprefix(BASE + "/"), x.text) for x in after]
@@ -294,11 +285,7 @@ def test_a_restarted_door_publishes_its_fresh_states_before_online(broker: Mosqu
         assert ("lock/state", "UNLOCKED") not in order, order
     finally:
         for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait(timeout=5)
-            if child.stdout is not None:
-                child.stdout.close()
+            end_process(child)
 
 
 def test_retained_states_and_status(broker: Mosquitto, tmp_path: Path, devices: list[Device]) -> None:

@@ -14,21 +14,13 @@ from facegate.gallery.store import Gallery, NewTemplate
 from facegate.recognition.thresholds import ThresholdTable
 from facegate.vision.models import Manifest
 from support import ROOT
+from support.two_groups import two_groups
 
 from tools.eval import evaluate as ev
 
 
 def test_evaluate_per_group_has_the_stable_shape(tmp_path: Path) -> None:
-    people = {f"a{i}": [Path(f"a{i}_{j}") for j in range(2)] for i in range(3)}
-    people |= {f"b{i}": [Path(f"b{i}_{j}") for j in range(2)] for i in range(3)}
-    row = {p: k for k, p in enumerate(p for imgs in people.values() for p in imgs)}
-    proto = ev.open_protocol(people, row, 20)
-    genuine = np.array([0.9 if owner.startswith("a") else 0.45 for owner in proto.genuine_people])
-    _, iu, ju = ev.impostor_scores(np.ones((len(row), 4), dtype=np.float32), proto.impostor_rows)
-    names = proto.impostor_people
-    imp = np.array([0.6 if names[i][0] == names[j][0] == "b" else 0.0 for i, j in zip(iu, ju, strict=True)])
-    csv = tmp_path / "groups.csv"
-    csv.write_text("identity,group\n" + "".join(f"{n},{n[0]}\n" for n in people))
+    proto, genuine, imp, iu, ju, csv = two_groups(tmp_path, b_genuine=0.45, b_impostor=0.6, header=True)
     per, summary = ev.per_group_at(csv, proto, genuine, imp, iu, ju, [(0.0001, 0.5), (0.01, 0.7)])
     assert list(per) == ["0.0001", "0.01"] and set(per["0.0001"]) == {"a", "b"}  # the header row is no group
     for point in per.values():

@@ -1,5 +1,5 @@
-"""An ``emit(type, **fields)`` callable that records what the part under test reported (thread-safe: OSDP and
-Wiegand report from their own threads)."""
+"""An ``emit(type, **fields)`` callable that records what the part under test reported (thread-safe: the door's
+timers, OSDP and Wiegand report from their own threads)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,11 @@ class Events:
     def of(self, type: str) -> list[dict[str, Any]]:
         with self.lock:
             return [f for t, f in self.items if t == type]
+
+    def types(self) -> list[str]:
+        with self.lock:
+            return [t for t, _ in self.items]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.two_groups import two_groups
 
 from tools.eval import evaluate as ev
 
@@ -50,16 +51,7 @@ def test_read_pairs_format(tmp_path: Path) -> None:
 
 
 def test_group_report_shows_the_worse_group(tmp_path: Path) -> None:
-    people = {f"a{i}": [Path(f"a{i}_{j}") for j in range(2)] for i in range(3)}
-    people |= {f"b{i}": [Path(f"b{i}_{j}") for j in range(2)] for i in range(3)}
-    row = {p: k for k, p in enumerate(p for imgs in people.values() for p in imgs)}
-    proto = ev.open_protocol(people, row, 20)
-    genuine = np.array([0.9 if owner.startswith("a") else 0.2 for owner in proto.genuine_people])
-    _, iu, ju = ev.impostor_scores(np.ones((len(row), 4), dtype=np.float32), proto.impostor_rows)
-    names = proto.impostor_people
-    imp = np.array([0.9 if names[i][0] == names[j][0] == "b" else 0.0 for i, j in zip(iu, ju, strict=True)])
-    csv = tmp_path / "groups.csv"
-    csv.write_text("".join(f"{n},{n[0]}\n" for n in people))
+    proto, genuine, imp, iu, ju, csv = two_groups(tmp_path, b_genuine=0.2, b_impostor=0.9, header=False)
     report = ev.group_report(csv, proto, genuine, imp, iu, ju, threshold=0.5)
     assert report["groups"]["a"]["fnmr"] == 0.0 and report["groups"]["b"]["fnmr"] == 1.0
     assert report["groups"]["a"]["fmr"] == 0.0 and report["groups"]["b"]["fmr"] == 1.0

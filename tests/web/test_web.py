@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,13 +31,6 @@ API_GETS = ["/api/session", "/api/status", "/api/events", "/api/recent", "/api/l
 API_POSTS = ["/api/logout", "/api/door/unlock", "/api/door/lock", "/api/door/lockdown", "/api/people",
              "/api/people/x", "/api/people/x/remove", "/api/people/x/capture", "/api/people/x/photo",
              "/api/people-bulk", "/api/people/x/export"]
-
-
-@pytest.fixture(scope="module")
-def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
-    with running_door(tmp_path_factory.mktemp("web")) as d:
-        assert wait_for(lambda: d.service.console is not None and d.service.console.slot.latest() is not None, 20)
-        yield d
 
 
 def admin(door: Door) -> Client:

@@ -25,7 +25,6 @@ from support.webconsole import (
     VIEWER,
     VIEWER_PASSWORD,
     Door,
-    running_door,
     )
 
 from tools.wait import wait_for
@@ -39,13 +38,6 @@ if not chromium_installed():
     pytest.skip(MISSING, allow_module_level=True)
 
 SHOTS = os.environ.get("FACEGATE_SCREENSHOTS")
-
-
-@pytest.fixture(scope="module")
-def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
-    with running_door(tmp_path_factory.mktemp("webui")) as d:
-        assert wait_for(lambda: d.service.console is not None and d.service.console.slot.latest() is not None, 20)
-        yield d
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import socket
 import ssl
 import stat
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,13 +32,6 @@ from support.webconsole import (
 )
 
 from tools.wait import wait_for
-
-
-@pytest.fixture(scope="module")
-def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
-    with running_door(tmp_path_factory.mktemp("web-limits")) as d:
-        assert wait_for(lambda: d.service.console is not None and d.service.console.slot.latest() is not None, 20)
-        yield d
 
 
 def _status_kb(field: str) -> int:

@@ -23,7 +23,6 @@ Embeddings are cached in build/eval-cache/ (as tools/eval/evaluate.py does; neve
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -35,11 +34,8 @@ if __package__ in (None, ""):  # run as a file: the checkout's root on sys.path,
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from facegate.gallery.masterface import CROWDING_THRESHOLD, TOP_K, crowding
 from facegate.recognition.thresholds import ThresholdTable
-from facegate.vision.models import Manifest
-from facegate.vision.pipeline import FacePipeline, PipelineOptions
 
-from tools import ROOT
-from tools.eval.evaluate import default_faces_dir, embed_images, list_identities
+from tools.eval.evaluate import default_faces_dir, embeddings_by_person
 
 
 def kmeans_centroids(x: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 25) -> np.ndarray:
@@ -75,19 +71,7 @@ def split(names: list[str], rng: np.random.Generator, reference: int, attackers:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    people = list_identities(args.faces)
-    paths = sorted(p for imgs in people.values() for p in imgs[: args.max_per_person])
-    manifest = Manifest.load(args.models)
-    pipeline = FacePipeline(manifest, PipelineOptions(threads=args.threads))
-    key = hashlib.sha256(json.dumps([str(args.faces), pipeline.embedder_sha256, None, True, False]).encode()
-                         ).hexdigest()[:16]
-    emb = embed_images(pipeline, paths, ROOT / "build" / "eval-cache" / f"{key}.npz")
-    by_person: dict[str, np.ndarray] = {}
-    for name, imgs in people.items():
-        rows = np.stack([emb.vectors[emb.row[p]] for p in imgs[: args.max_per_person]])
-        rows = rows[~np.isnan(rows[:, 0])]
-        if len(rows):
-            by_person[name] = rows
+    manifest, by_person = embeddings_by_person(args.faces, args.models, args.threads, args.max_per_person)
     names = sorted(by_person)
     table = ThresholdTable.load(manifest.directory / "thresholds.json")
     door_threshold = table.for_far(1e-4)

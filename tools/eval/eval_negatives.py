@@ -28,7 +28,6 @@ Embeddings are cached in build/eval-cache/ (as tools/eval/evaluate.py does; neve
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -40,11 +39,8 @@ if __package__ in (None, ""):  # run as a file: the checkout's root on sys.path,
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from facegate.gallery.index import EmbeddingIndex
 from facegate.recognition.thresholds import ThresholdTable
-from facegate.vision.models import Manifest
-from facegate.vision.pipeline import FacePipeline, PipelineOptions
 
-from tools import ROOT
-from tools.eval.evaluate import default_faces_dir, embed_images, list_identities
+from tools.eval.evaluate import default_faces_dir, embeddings_by_person
 
 MARGINS = (-0.1, -0.05, 0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
 
@@ -128,19 +124,7 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    people = list_identities(args.faces)
-    paths = sorted(p for imgs in people.values() for p in imgs)
-    manifest = Manifest.load(args.models)
-    pipeline = FacePipeline(manifest, PipelineOptions(threads=args.threads))
-    key = hashlib.sha256(json.dumps([str(args.faces), pipeline.embedder_sha256, None, True, False]).encode()
-                         ).hexdigest()[:16]
-    emb = embed_images(pipeline, paths, ROOT / "build" / "eval-cache" / f"{key}.npz")
-    by_person: dict[str, np.ndarray] = {}
-    for name, imgs in people.items():
-        rows = np.stack([emb.vectors[emb.row[p]] for p in imgs])
-        rows = rows[~np.isnan(rows[:, 0])]
-        if len(rows) >= 2:
-            by_person[name] = rows
+    manifest, by_person = embeddings_by_person(args.faces, args.models, args.threads, min_faces=2)
     threshold = ThresholdTable.load(manifest.directory / "thresholds.json").for_far(args.far)
     names = sorted(by_person)
     chosen_rows: list[dict[str, float]] = []

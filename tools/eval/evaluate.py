@@ -128,6 +128,25 @@ def embed_images(pipeline: FacePipeline, paths: list[Path], cache: Path | None, 
     return Embeddings(paths, vectors, seconds)
 
 
+def embeddings_by_person(faces: Path, models: Path | None, threads: int, per_person: int | None = None,
+                         min_faces: int = 1) -> tuple[Manifest, dict[str, np.ndarray]]:
+    """Each person's embeddings (the largest face of each of their first ``per_person`` images; images without
+    one dropped, persons left with fewer than ``min_faces`` left out) from the same pipeline and cache as the
+    default evaluation, so the tools that build on it embed a face set once."""
+    people = list_identities(faces)
+    paths = sorted(p for imgs in people.values() for p in imgs[:per_person])
+    manifest = Manifest.load(models)
+    pipeline = FacePipeline(manifest, PipelineOptions(threads=threads))
+    emb = embed_images(pipeline, paths, cache_path(faces, pipeline.embedder_sha256, None, True, False, "largest"))
+    by_person: dict[str, np.ndarray] = {}
+    for name, imgs in people.items():
+        rows = np.stack([emb.vectors[emb.row[p]] for p in imgs[:per_person]])
+        rows = rows[~np.isnan(rows[:, 0])]
+        if len(rows) >= min_faces:
+            by_person[name] = rows
+    return manifest, by_person
+
+
 def similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine; a NaN (no face) scores -inf so it can never be accepted."""
     sims = np.einsum("ij,ij->i", a, b)

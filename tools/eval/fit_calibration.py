@@ -33,7 +33,6 @@ None reaches the issue's bar (tables in docs/fairness.md). The second attempt's 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
@@ -49,7 +48,6 @@ from facegate.recognition.calibration import FairCalibration
 from facegate.vision.models import Manifest, sha256_file
 from facegate.vision.pipeline import FacePipeline, PipelineOptions
 
-from tools import ROOT
 from tools.eval import evaluate as ev
 
 TARGET_FAR = 1e-4
@@ -457,9 +455,8 @@ def load_embeddings(args: argparse.Namespace) -> tuple[dict[str, list[Path]], ev
     paths = sorted({p for imgs in people.values() for p in imgs[: eargs.max_per_person]})
     manifest = Manifest.load(eargs.models)
     pipeline = FacePipeline(manifest, PipelineOptions(threads=eargs.threads, five_point=True))
-    key = hashlib.sha256(json.dumps([str(eargs.faces), pipeline.embedder_sha256, None, True,
-                                     False]).encode()).hexdigest()[:16]
-    emb = ev.embed_images(pipeline, paths, ROOT / "build" / "eval-cache" / f"{key}.npz")
+    emb = ev.embed_images(pipeline, paths, ev.cache_path(eargs.faces, pipeline.embedder_sha256, None, True, False,
+                                                         "largest"))
     return people, emb, pipeline.embedder_sha256
 
 
