@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from facegate.vision.pipeline import FacePipeline
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tools.demo import augment, in_scene, shipped_photos
+from tools.mosquitto import Mosquitto
 
 TOPIC = "facegate/fleet/gallery"
 PERSON = "astronaut"
@@ -62,53 +62,17 @@ def log(message: str) -> None:
     print(f"[fleet_sim {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-class Broker:
-    """A Mosquitto with persistence on a free loopback port: retained bundles survive a restart, as they
+class Broker(Mosquitto):
+    """The private broker (tools/mosquitto.py) with persistence: retained bundles survive a restart, as they
     must on a production broker (without persistence a restart loses them and the admin must re-publish)."""
 
     def __init__(self) -> None:
-        binary = os.environ.get("MOSQUITTO") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not os.access(binary, os.X_OK):
-            raise SystemExit("mosquitto not found: install the 'mosquitto' package")
-        self.binary = binary
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        # Its own temporary folder, world-writable: started as root, mosquitto drops to its own user, which must
-        # be able to reach this folder to save its persistence file (a 0700 parent such as the work folder or
-        # pytest's tmp_path would silently stop the save, and the retained bundle would be lost in the restart).
-        self.dir = Path(tempfile.mkdtemp(prefix="facegate-fleet-broker-"))
+        super().__init__(settings="persistence true\npersistence_location {dir}/\nmax_queued_messages 10000\n",
+                         stop_timeout=10)  # a clean stop writes the persistence file
+        # World-writable: started as root, mosquitto drops to its own user, which must be able to reach this
+        # folder to save its persistence file (a 0700 folder would silently stop the save, and the retained
+        # bundle would be lost in the restart).
         self.dir.chmod(0o777)
-        self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                             f"persistence_location {self.dir}/\nmax_queued_messages 10000\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log_file = (self.dir / "mosquitto.log").open("ab")
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log_file, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # a clean stop writes the persistence file
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 @dataclass

@@ -39,9 +39,10 @@ class Mosquitto:
     host = "127.0.0.1"
 
     def __init__(self, binary: str | None = None, port: int | None = None,
-                 settings: str = "persistence false\n") -> None:
+                 settings: str = "persistence false\n", stop_timeout: float = 3.0) -> None:
         """``settings``: mosquitto.conf lines after the loopback listener (e.g. ``log_type all`` to log every
-        PUBLISH); ``dir`` is this broker's own temporary folder, removed by ``close()``."""
+        PUBLISH), ``{dir}`` standing for ``dir``, this broker's own temporary folder (removed by ``close()``);
+        ``stop_timeout``: how long ``stop()`` waits after SIGTERM (a broker with persistence saves then)."""
         found = binary or find_mosquitto()
         if found is None:
             raise FileNotFoundError("mosquitto binary not found (install the 'mosquitto' package)")
@@ -50,7 +51,9 @@ class Mosquitto:
         self.dir = Path(tempfile.mkdtemp(prefix="facegate-mosquitto-"))
         self.config_path = self.dir / "mosquitto.conf"
         self.log_path = self.dir / "mosquitto.log"
-        self.config_path.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\n{settings}")
+        self.config_path.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\n"
+                                    + settings.format(dir=self.dir))
+        self.stop_timeout = stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -100,15 +103,16 @@ class Mosquitto:
             proc.kill()
             proc.wait(timeout=3)
 
-    def stop(self, timeout: float = 3.0) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL after ``timeout`` s); connected clients see the connection drop."""
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL after ``stop_timeout``); connected clients see the connection
+        drop."""
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGCONT)  # a paused broker would not act on SIGTERM
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=timeout)
+            proc.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=3)

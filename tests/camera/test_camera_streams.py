@@ -370,9 +370,10 @@ def _face_in_1080p(px: int, detector: Any) -> tuple[np.ndarray, tuple[float, ...
 
 
 def test_tiles_find_a_60px_face_in_a_1080p_door_zone(pipeline) -> None:  # type: ignore[no-untyped-def]
-    from tools.bench.bench_face_size import ZONE
     from facegate.recognition.zone import DoorZone
     from facegate.vision.tiles import TiledDetector
+
+    from tools.bench.bench_face_size import ZONE
 
     frame, _ = _face_in_1080p(60, pipeline.detector)
     view, _offset = DoorZone(ZONE).view(frame)

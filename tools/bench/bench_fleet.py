@@ -293,8 +293,9 @@ class OutboxDoor:
 
 def soak(doors: int, rate: float, seconds: float, postgres: str | None) -> dict[str, Any]:
     broker = Broker()
-    broker.conf.write_text(broker.conf.read_text().replace("max_queued_messages 10000", "max_queued_messages 0")
-                           + "max_inflight_messages 100\n")
+    conf = broker.config_path
+    conf.write_text(conf.read_text().replace("max_queued_messages 10000", "max_queued_messages 0")
+                    + "max_inflight_messages 100\n")
     broker.start()
     work = Path(tempfile.mkdtemp(prefix="facegate-bench-soak-"))
     extra = {"storage": {"url": postgres}} if postgres else {}

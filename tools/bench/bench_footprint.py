@@ -24,6 +24,7 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: the checkout's root on sys.path, for the tools package
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tools.mosquitto import Mosquitto
 
 BREAKDOWN = r"""
 import sys, time
@@ -55,28 +56,6 @@ index = g.build_index(); mark("gallery index")
 names = g.names(); mark("gallery names")
 print(f"index matrix     {index._matrix.nbytes / 2**20:7.1f} MB ({index._matrix.dtype}, {index.templates} rows)")
 """
-
-
-def start_broker(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A private Mosquitto on a free loopback port (never the machine's own broker)."""
-    import shutil
-    import socket
-    import time
-
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = tmp / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(50):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        time.sleep(0.1)
-    proc.terminate()
-    raise SystemExit(f"mosquitto did not start on 127.0.0.1:{port}")
 
 
 def run_cli(config: Path) -> dict[str, object]:
@@ -116,8 +95,8 @@ def main() -> int:
         tmp = Path(tmp_name)
         frames, db = build(tmp, args.persons, None)
         config = tmp / "facegate.toml"
-        broker = None if args.no_mqtt else start_broker(tmp)
-        mqtt = "enabled = false" if broker is None else f'host = "127.0.0.1"\nport = {broker[1]}'
+        broker = None if args.no_mqtt else Mosquitto().start()
+        mqtt = "enabled = false" if broker is None else f'host = "127.0.0.1"\nport = {broker.port}'
         config.write_text(f'device_id = "bench"\nstate_dir = "{tmp / "state"}"\n[camera]\nsource = "replay:{frames}"\n'
                           f'fps = 30\n[gallery]\npath = "{db}"\n[models]\nthreads = {args.threads}\n'
                           '[door]\npin_factory = "mock"\nunlock_seconds = 1\n'
@@ -131,8 +110,7 @@ def main() -> int:
             runs = [run_cli(config) for _ in range(args.runs)]
         finally:
             if broker is not None:
-                broker[0].terminate()
-                broker[0].wait(10)
+                broker.close()
     for r in runs:
         print(json.dumps({"persons": args.persons + 1, "mqtt": not args.no_mqtt, "encrypted": not args.plain, **r}))
     return 0 if all(r["exit"] == 0 for r in runs) else 1

@@ -6,7 +6,7 @@ native amd64, no emulation) under ``build/ha-rootfs`` with a venv at ``/opt/ha``
 
 1. prepares that chroot once (debootstrap, venv, ``pip install homeassistant`` at the newest release that
    installs, plus the Python requirements of the few integrations it loads);
-2. starts a private Mosquitto on a free loopback port (the host's binary, as tests/support/broker.py does);
+2. starts a private Mosquitto on a free loopback port (the host's binary, tools/mosquitto.py);
 3. starts Home Assistant in the chroot (``hass -c``, HTTP on 127.0.0.1 only, a minimal configuration: no
    ``default_config``, so no cloud, analytics, updater, zeroconf or other integration that reaches out),
    onboards a user through the onboarding API for a token and adds the MQTT integration through the
@@ -47,6 +47,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: the checkout's root on sys.path, for the tools package
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tools import ROOT
+from tools.mosquitto import Mosquitto
 
 DEFAULT_ROOTFS = ROOT / "build" / "ha-rootfs"
 VENV = "/opt/ha"  # inside the chroot
@@ -186,25 +187,6 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
-
-
-class Mosquitto:
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.port = free_port()
-        conf = workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=(workdir / "mosquitto.log").open("w"))
-        wait_for("mosquitto", self._answers, 10, 0.1)
-
-    def _answers(self) -> bool:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-            return True
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 @dataclass
@@ -727,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     r = Report()
     work = Path(tempfile.mkdtemp(prefix="facegate-ha-live-"))
     config_dir = Path(tempfile.mkdtemp(prefix="ha-config-", dir=rootfs / "tmp"))
-    broker = Mosquitto(work)
+    broker = Mosquitto().start()
     client, seen = subscribe(broker.port)
     ha: HomeAssistant | None = None
     door: Door | None = None
@@ -767,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
             ha.stop()
         client.loop_stop()
         client.disconnect()
-        broker.stop()
+        broker.close()
         if args.keep:
             log(f"kept: HA config {config_dir}, door/broker logs {work}")
         else:
