@@ -8,9 +8,10 @@ helpers by name (``from tools.demo import augment``) instead of putting folders 
   ``ha-check``), soaks and the attack run;
 - here: the demo and its scenes, the camera and broker servers the tests and tools share, the fleet simulator.
 
-Each script still runs as a file (``python tools/eval/evaluate.py``): it starts by putting the checkout's root
-on ``sys.path`` when run that way, then imports ``tools``, which puts ``device/`` there too, so a tool runs from a
-bare checkout (as ``python -m tools.eval.evaluate`` does) with or without the editable install.
+Each script still runs as a file (``python tools/eval/evaluate.py``): its first two lines put the checkout's root
+(for ``tools``) and ``device/`` (for ``facegate``) on ``sys.path`` when it is run that way; run as a module
+(``python -m tools.eval.evaluate``) or imported by the tests, importing ``tools`` puts ``device/`` there. Either way
+a tool uses this checkout's ``facegate``, with or without the editable install.
 """
 
 from __future__ import annotations

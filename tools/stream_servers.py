@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-if __package__ in (None, ""):  # run as a file: the checkout's root on sys.path, for the tools package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "device")]
 from tools import ROOT
 
 SYSTEM_PYTHON = "/usr/bin/python3"

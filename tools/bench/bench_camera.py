@@ -25,8 +25,8 @@ from tempfile import TemporaryDirectory
 import cv2
 import numpy as np
 
-if __package__ in (None, ""):  # run as a file: the checkout's root on sys.path, for the tools package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "device")]
 from facegate.camera.latest import LatestFrameSource
 from facegate.camera.rtsp import LOW_DELAY
 from facegate.camera.stream_clock import StreamClock

@@ -36,8 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: the checkout's root on sys.path, for the tools package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "device")]
 
 SOURCES = [f"127.0.0.{i}" for i in range(2, 10)]
 PASSWORD = "bench password 1"

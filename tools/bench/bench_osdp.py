@@ -21,8 +21,8 @@ import tty
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: the checkout's root on sys.path, for the tools package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "device")]
 import osdp
 from facegate.access.door import Door
 from facegate.config import DoorConfig, OsdpConfig

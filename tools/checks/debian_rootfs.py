@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: the checkout's root on sys.path, for the tools package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "device")]
 from tools import ROOT
 
 # Packages in a cached base: what a Raspberry Pi OS Lite image already has, plus what the stand-ins depend on.

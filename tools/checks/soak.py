@@ -51,8 +51,8 @@ from typing import Any
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a file: the checkout's root on sys.path, for the tools package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "device")]
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from facegate.camera.replay import ReplaySource

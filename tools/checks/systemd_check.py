@@ -35,8 +35,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: the checkout's root on sys.path, for the tools package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "device")]
 from tools import ROOT
 from tools.checks.debian_rootfs import (
     BASE_PACKAGES,
