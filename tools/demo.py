@@ -26,12 +26,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "device"))
+if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "device")]
+from facegate.base.imageio import read_image
+from facegate.gallery.store import Gallery, NewTemplate
+from facegate.vision.pipeline import FacePipeline, PipelineOptions
 
-from facegate.base.imageio import read_image  # noqa: E402
-from facegate.gallery.store import Gallery, NewTemplate  # noqa: E402
-from facegate.vision.pipeline import FacePipeline, PipelineOptions  # noqa: E402
+from tools import ROOT
 
 DEMO = ROOT / "build" / "demo"
 
@@ -175,7 +176,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="only write the demo's frames (DIR/frames) and the photo to enrol (DIR/astronaut.png) "
                              "to DIR, which is not wiped, and exit: the scene for a bench door (README)")
     parser.add_argument("--extra-config", type=Path, default=None, metavar="TOML",
-                        help="TOML appended to the demo's config, e.g. a [commands] section (tools/check_ha_live.py)")
+                        help="TOML appended to the demo's config, e.g. a [commands] section "
+                             "(tools/checks/check_ha_live.py)")
     return parser.parse_args(argv)
 
 

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,19 +39,20 @@ from typing import Any
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "device"))
-sys.path.insert(0, str(ROOT / "tools"))
+if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "device")]
 
-import paho.mqtt.client as paho  # noqa: E402
-from demo import augment, in_scene, shipped_photos  # noqa: E402
-from facegate.access.policy import AccessPolicy  # noqa: E402
-from facegate.gallery.store import Gallery, NewTemplate  # noqa: E402
-from facegate.sync.export import export_bundle  # noqa: E402
-from facegate.sync.keys import generate_keypair, load_private_key, public_key_b64  # noqa: E402
-from facegate.sync.mqtt import MqttTarget, publish_bundle  # noqa: E402
-from facegate.vision.pipeline import FacePipeline  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+import paho.mqtt.client as paho
+from facegate.access.policy import AccessPolicy
+from facegate.gallery.store import Gallery, NewTemplate
+from facegate.sync.export import export_bundle
+from facegate.sync.keys import generate_keypair, load_private_key, public_key_b64
+from facegate.sync.mqtt import MqttTarget, publish_bundle
+from facegate.vision.pipeline import FacePipeline
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tools.demo import augment, in_scene, shipped_photos
+from tools.mosquitto import Mosquitto
 
 TOPIC = "facegate/fleet/gallery"
 PERSON = "astronaut"
@@ -62,53 +62,17 @@ def log(message: str) -> None:
     print(f"[fleet_sim {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-class Broker:
-    """A Mosquitto with persistence on a free loopback port: retained bundles survive a restart, as they
+class Broker(Mosquitto):
+    """The private broker (tools/mosquitto.py) with persistence: retained bundles survive a restart, as they
     must on a production broker (without persistence a restart loses them and the admin must re-publish)."""
 
     def __init__(self) -> None:
-        binary = os.environ.get("MOSQUITTO") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not os.access(binary, os.X_OK):
-            raise SystemExit("mosquitto not found: install the 'mosquitto' package")
-        self.binary = binary
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        # Its own temporary folder, world-writable: started as root, mosquitto drops to its own user, which must
-        # be able to reach this folder to save its persistence file (a 0700 parent such as the work folder or
-        # pytest's tmp_path would silently stop the save, and the retained bundle would be lost in the restart).
-        self.dir = Path(tempfile.mkdtemp(prefix="facegate-fleet-broker-"))
+        super().__init__(settings="persistence true\npersistence_location {dir}/\nmax_queued_messages 10000\n",
+                         stop_timeout=10)  # a clean stop writes the persistence file
+        # World-writable: started as root, mosquitto drops to its own user, which must be able to reach this
+        # folder to save its persistence file (a 0700 folder would silently stop the save, and the retained
+        # bundle would be lost in the restart).
         self.dir.chmod(0o777)
-        self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                             f"persistence_location {self.dir}/\nmax_queued_messages 10000\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log_file = (self.dir / "mosquitto.log").open("ab")
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log_file, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # a clean stop writes the persistence file
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 @dataclass
@@ -257,7 +221,7 @@ def converge(observer: Observer, devices: list[str], version: int, since: float,
 
 def run(devices: int = 20, persons: int = 10_000, *, fps: float = 8.0, chunk_bytes: int = 256 * 1024,
         restart: bool = True, delta: bool = True, work: Path | None = None, timeout: float = 600.0) -> dict[str, Any]:
-    """Run the simulation and return the summary (also used by tests/test_sync_fleet.py at a small scale)."""
+    """Run the simulation and return the summary (also used by tests/tools/test_sync_fleet.py at a small scale)."""
     own_work = work is None
     work = Path(tempfile.mkdtemp(prefix="facegate-fleet-")) if work is None else work
     work.mkdir(parents=True, exist_ok=True)

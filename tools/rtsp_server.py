@@ -1,7 +1,7 @@
 """A real RTSP server (Debian's GStreamer gst-rtsp-server) serving an H.264 stream of image files, on loopback.
 
-Used by the tests (tests/test_camera_streams.py) and tools/bench_camera.py as the IP camera. It needs the system
-Python with GObject introspection (python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-ugly for
+Used by the tests (tests/camera/test_camera_streams.py) and tools/bench/bench_camera.py as the IP camera. It needs
+the system Python with GObject introspection (python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-ugly for
 x264enc), so it runs as its own process under /usr/bin/python3, never inside the project's venv:
 
     /usr/bin/python3 tools/rtsp_server.py --port 8554 --frames FILE.rgb --size 1280x720 [--fps 10]

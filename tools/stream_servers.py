@@ -1,4 +1,4 @@
-"""Real camera servers on loopback for the tests and tools/bench_camera.py: RTSP (GStreamer) and MJPEG over HTTP.
+"""Real camera servers on loopback for the tests and tools/bench/bench_camera.py: RTSP (GStreamer) and MJPEG over HTTP.
 
 ``RtspServer`` runs tools/rtsp_server.py under the system Python (Debian's GStreamer through python3-gi);
 ``rtsp_unavailable()`` says why it cannot run here (then the tests skip with that reason). ``MjpegServer`` is a
@@ -21,7 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "device")]
+from tools import ROOT
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_PACKAGES = "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good " \
                 "gstreamer1.0-plugins-ugly python3-gi"

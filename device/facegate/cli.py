@@ -71,7 +71,7 @@ def _thresholds(args: argparse.Namespace, pipeline: FacePipeline,
         table = table_for(pipeline.manifest.directory, pipeline.embedder_sha256,
                           calibration.sha256 if calibration is not None else None)
     except ForeignTableError as exc:
-        raise FacegateError(f"{exc}; pass --threshold or re-run tools/evaluate.py --write-thresholds") from None
+        raise FacegateError(f"{exc}; pass --threshold or re-run tools/eval/evaluate.py --write-thresholds") from None
     return table.for_far(args.far), args.far
 
 

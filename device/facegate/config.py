@@ -103,7 +103,7 @@ class RecognitionConfig(Section):
     # the next person in a queue steps into the same spot before the track could time out.
     new_person_far: float = Field(0.01, gt=0, lt=1)
     # Two good frames of a track whose embeddings are less similar than this show two different faces: evidence
-    # (votes, liveness) starts again (docs/decision.md; measured with tools/measure_same_face.py).
+    # (votes, liveness) starts again (docs/decision.md; measured with tools/eval/measure_same_face.py).
     same_face_min_similarity: float = Field(0.6, ge=-1, le=1)
     max_faces: int = Field(3, ge=1, le=20)
     # Smallest face (longer side of its box, full-frame pixels) that may open the door: smaller faces are
@@ -117,7 +117,7 @@ class RecognitionConfig(Section):
     # "This was not them" (docs/decision.md): the embedding behind each grant is kept this long so an admin can
     # mark the grant as wrong (0 = keep none; never longer than journal.retention_days), and a face votes for a
     # person with negative templates only when its cosine to the person beats its cosine to their closest
-    # negative by this margin (measured with tools/eval_negatives.py).
+    # negative by this margin (measured with tools/eval/eval_negatives.py).
     keep_grant_embeddings_days: float = Field(7.0, ge=0)
     negative_margin: float = Field(0.02, ge=-1, le=2)
     quality: QualityConfig = QualityConfig()

@@ -77,7 +77,7 @@ def check_models(config: Config) -> Check:
         for role, name in roles:
             names.append(manifest.get(role, name).name)
     except FacegateError as exc:
-        return Check("models", False, str(exc), "restore models/ from the release or run tools/build_models.py")
+        return Check("models", False, str(exc), "restore models/ from the release or run tools/models/build_models.py")
     return Check("models", True, "verified: " + ", ".join(names))
 
 

@@ -48,7 +48,7 @@ from facegate.wiring.sync import build_sync
 
 # MQTT, command verification, the console and fleet sync are imported by their builders only where the config turns
 # them on: unused, their libraries (paho + ssl, cryptography, urllib/http) would cost a small Pi ~17 MB resident
-# (tools/bench_footprint.py).
+# (tools/bench/bench_footprint.py).
 if TYPE_CHECKING:
     from facegate.web.console import Console
     from facegate.web.server import ConsoleServer
@@ -474,7 +474,7 @@ class Service:
         try:
             for frame in camera.frames():
                 self.notifier.watchdog()
-                if first_frame:  # start-up cost, for tools/bench_footprint.py and the journal
+                if first_frame:  # start-up cost, for tools/bench/bench_footprint.py and the journal
                     first_frame = False
                     cpu = os.times()
                     log.info("first frame %.2f s after the process started (%.2f s of CPU)", process_age_seconds(),

@@ -54,7 +54,7 @@ class Grabber(Protocol):
 
 @dataclass
 class StreamStats:
-    """Counters since the source was made (over all reconnects), for doctor, logs and tools/bench_camera.py."""
+    """Counters since the source was made (over all reconnects), for doctor, logs and tools/bench/bench_camera.py."""
 
     opens: int = 0
     frames_decoded: int = 0

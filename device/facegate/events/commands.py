@@ -364,8 +364,8 @@ class CommandVerifier:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    # Found by the clock-jump fault test (tests/test_faults.py): the door's and the sender's clocks
-                    # jump forward, one command there prunes every nonce, the clocks come back, and a command
+                    # Found by the clock-jump fault test (tests/service/test_faults.py): the door's and the sender's
+                    # clocks jump forward, one command there prunes every nonce, the clocks come back, and a command
                     # captured earlier would verify again. Forgotten means refused.
                     row = self._db.execute("SELECT before_ts FROM forgotten WHERE id = 1").fetchone()
                     if row is not None and ts < float(row[0]):

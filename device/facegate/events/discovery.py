@@ -5,7 +5,7 @@ Home Assistant: the device block, the origin block, shared availability, and the
 every connect and whenever Home Assistant announces itself (``<discovery_prefix>/status`` = ``online``), so HA
 recovers the entities after its own restart.
 
-Rules this builder keeps (each is checked by tests/test_ha_discovery.py):
+Rules this builder keeps (each is checked by tests/events/test_ha_discovery.py):
 
 * No dead buttons. HA templates cannot sign a command, so without the opt-in Home Assistant unlock mode
   (:mod:`facegate.events.ha_codes`) the lock is a read-only ``binary_sensor`` (device class ``lock``: on means

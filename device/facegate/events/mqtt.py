@@ -477,7 +477,7 @@ class MqttCommunicator:
                 self._hold_until = time.monotonic() + self._failure_retry
             else:
                 delivered.append(rowid)
-        # Found by the full-disk fault test (tests/test_faults.py): a failed ack (SQLITE_FULL) lost the row ids,
+        # Found by the full-disk fault test (tests/service/test_faults.py): a failed ack (SQLITE_FULL) lost the row ids,
         # and the rows, already past the cursor, stayed pending until the next restart. Keep them and retry.
         delivered = self._ack_backlog + delivered
         if delivered:

@@ -2,7 +2,7 @@
 
 The gallery keeps embeddings only (never the photos), so the comparisons are between stored templates:
 genuine = every pair of one person's templates, impostor = every pair of templates of two different people of
-the same group (the hard case, as in tools/evaluate.py). Scores go through the same matcher as the door
+the same group (the hard case, as in tools/eval/evaluate.py). Scores go through the same matcher as the door
 (the fair score calibration when it is on). A site has tens or hundreds of people, not thousands: the counts are
 small and pairs share people, so each rate comes with a 95% Wilson interval, and the interval (not the point) is
 what says whether a group is worse than promised.

@@ -24,7 +24,7 @@ SIMILARITY_EPSILON = 0.01
 
 #: The negative-template rule's default margin (``recognition.negative_margin``): a face votes for a person only
 #: when its cosine to the person's best template exceeds its cosine to the person's closest negative by at least
-#: this much. Measured on lfw_dev with tools/eval_negatives.py (docs/decision.md, "This was not them").
+#: this much. Measured on lfw_dev with tools/eval/eval_negatives.py (docs/decision.md, "This was not them").
 DEFAULT_NEGATIVE_MARGIN = 0.02
 
 

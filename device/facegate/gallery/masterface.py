@@ -13,7 +13,7 @@ imported. A template whose crowding is above ``CROWDING_THRESHOLD`` is refused. 
 other persons the mean is over those there are, which only lowers a genuine face's figure (the threshold
 stays safe); with none there is nothing to compare and the template gate alone decides.
 
-Measured (tools/eval_master_faces.py, docs/master-faces.md): genuine templates reach at most 0.58 against a
+Measured (tools/eval/eval_master_faces.py, docs/master-faces.md): genuine templates reach at most 0.58 against a
 1000-person gallery, 0.62 against 3000; the threshold leaves a margin above that. With this embedder a
 unit-length vector cannot sit close to many distinct faces (face embeddings spread over all 192 dimensions:
 their mean has norm 0.11), so normalised centroids score like ordinary faces and reach as few strangers;

@@ -6,7 +6,7 @@
 - ``track``: per-track fusion into (live, score, reason);
 - ``gate``: ``LivenessGate``, the one class the service calls.
 
-Measured per ISO/IEC 30107-3 (APCER per attack type, BPCER) with ``tools/evaluate_pad.py``.
+Measured per ISO/IEC 30107-3 (APCER per attack type, BPCER) with ``tools/eval/evaluate_pad.py``.
 """
 
 from facegate.liveness.gate import LivenessGate

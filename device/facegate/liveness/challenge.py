@@ -10,7 +10,7 @@ Two measurements, both needed:
 - the turn, from the face mesh: the nose tip moves across the face outline in the asked direction by at least
   ``min_turn`` (half face widths). The mesh alone cannot tell a turn from a tilted photo: the face-mesh network
   draws a 3-D face on whatever it sees, and on a photo tilted by a homography it reports 50-70% of the turn and
-  points that no longer fit one homography (tools/ and tests/test_liveness_challenge.py measured this on
+  points that no longer fit one homography (tools/ and tests/liveness/test_liveness_challenge.py measured this on
   nuaa_dev);
 - the parallax, from the pixels: the face region before the prompt is warped onto the turned one with the best
   homography (started from the mesh points, refined by ECC image alignment, Evangelidis & Psarakis 2008), and

@@ -5,7 +5,7 @@ above all, the *colour* texture — chroma micro-patterns that a camera sees on 
 the halftone/sub-pixel structure of the medium (Boulkenafet, Komulainen, Hadid, "Face anti-spoofing based on
 color texture analysis", ICIP 2015). Local binary pattern histograms in YCrCb and HSV capture exactly that,
 cost ~1 ms on a 64x64 crop, and generalised across subjects in cross-validation where a pretrained deep model
-did not (see models/README.md and tools/evaluate_pad.py).
+did not (see models/README.md and tools/eval/evaluate_pad.py).
 
 Everything here is numpy + OpenCV so the door needs no extra dependency; the training tool uses the same code,
 so features at training and at the door are the same by construction.

@@ -70,7 +70,7 @@ class TrackParams:
     # Every scored frame behind a decision must itself be no more than this far (log-odds) below the threshold:
     # a print frame must not be averaged into "live" by live frames before it (docs/decision.md). 3.0 = a frame
     # 20x less likely live than the operating point; on nuaa_dev no live frame fell below it, 92-99.9% of print
-    # frames did, depending on the operating point (tools/measure_same_face.py).
+    # frames did, depending on the operating point (tools/eval/measure_same_face.py).
     frame_margin: float = 3.0
     # When to ask for a head turn (challenge.py): "off" never; "doubt" when the mean texture score lies in
     # [doubt_below, doubt_above) (log-odds, absolute): below it is an attack, above it live without asking,

@@ -2,7 +2,7 @@
 
 A gallery index rebuild (a synced delta, a local enrolment) allocates tens of megabytes of short-lived rows and
 arrays, often on the sync worker's thread and so in its own glibc malloc arena. Freed, that memory stays in the
-process: the soak (``tools/soak.py``, 10k persons) measured RSS rising 26 MB and then 14 MB at the first two
+process: the soak (``tools/checks/soak.py``, 10k persons) measured RSS rising 26 MB and then 14 MB at the first two
 deltas and levelling off only after several, which on a 1 GB Pi is memory the door never gets back.
 ``malloc_trim(0)`` returns free pages of every arena; measured with the same 10k gallery, six deltas in a
 row kept RSS flat at 188-197 MB instead of rising from 237 to 260 MB. Elsewhere (musl, macOS) this is a no-op.

@@ -2,7 +2,7 @@
 
 The handler only writes the signal number into a pipe. Python runs a handler on the main thread wherever that
 was interrupted, possibly holding a lock: the event emitter's (SIGTERM during an event write hung the service,
-found by tests/test_sigkill_service.py), the stop event's own (while the camera supervisor waits out a
+found by tests/service/test_sigkill_service.py), the stop event's own (while the camera supervisor waits out a
 back-off), or threading's (starting a thread from a handler needs it). Anything in the handler that takes a lock
 can deadlock the stop, so a watcher thread, blocked on the pipe from the start, does the work: it runs
 ``release`` as soon as the interrupted call lets go of the locks it needs, then ``stop``.

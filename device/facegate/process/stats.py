@@ -1,7 +1,7 @@
 """How the running door is doing: the frame loop's counts and rate, and how long the process has lived.
 
 The status document reports the first (frames, fps), the start-up log the second (how long a start took on
-this host, for tools/bench_footprint.py). Plain counters written by the frame loop's thread only.
+this host, for tools/bench/bench_footprint.py). Plain counters written by the frame loop's thread only.
 """
 
 from __future__ import annotations

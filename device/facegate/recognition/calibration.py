@@ -8,7 +8,7 @@ the threshold t_c that gives the target FAR for impostor comparisons involving i
 ``o_c = t_c - t_global``. A comparison of faces in clusters a and b is then scored ``s - (o_a + o_b) / 2``:
 symmetric, one global threshold again, and a cluster whose impostors score high pays for it.
 
-The file is made by ``tools/fit_calibration.py`` and loaded, like every model, through ``manifest.json`` (role
+The file is made by ``tools/eval/fit_calibration.py`` and loaded, like every model, through ``manifest.json`` (role
 ``score_calibration``) so an altered file is refused. The cost is one (k x 192) product per face and one
 per-template offset precomputed when the gallery index is built.
 """
@@ -93,7 +93,7 @@ class FairCalibration:
         if calibration.embedder_sha256 != embedder_sha256:
             raise ModelError(
                 f"score calibration {entry.path} was fitted for another embedder; set "
-                "recognition.fair_calibration = false or re-run tools/fit_calibration.py"
+                "recognition.fair_calibration = false or re-run tools/eval/fit_calibration.py"
             )
         if calibration.centroids.shape[1] != manifest_dim(entry.raw):
             raise ModelError(f"score calibration {entry.path}: centroid size does not match its manifest entry")

@@ -5,7 +5,7 @@ Two things make "FAR 1e-4" untrue for someone unless the threshold accounts for 
 - groups: one threshold fitted on everyone lets women be falsely matched by other women at ~3x the FAR men
   get. ``recognition.operating_point = "every_group"`` (default) takes the table's worst-group points: at
   each FAR the similarity at which the *worst* demographic group of the reference set meets it. The door never
-  knows anyone's group; the labels were used only when the table was fitted (tools/evaluate.py --groups).
+  knows anyone's group; the labels were used only when the table was fitted (tools/eval/evaluate.py --groups).
 - gallery size: a stranger is compared with every enrolled template, so the chance that a stranger visit
   matches *someone* grows with the gallery. With ``recognition.fpir`` (the chance per stranger visit) the
   per-comparison rate needed is ``f = 1 - (1 - fpir) ** (1 / templates)`` and the threshold is the similarity
@@ -119,7 +119,7 @@ def derive_threshold(*, threshold: float | None, far: float | None, fpir: float,
     if not tail:  # an older table without the tail: the FAR 1e-4 point, and say so
         return done(floor.similarity, "far", floor.far, floor.tar,
                     "models/thresholds.json has no impostor tail: the gallery-size rule (recognition.fpir) is off; "
-                    "re-run tools/evaluate.py --write-thresholds")
+                    "re-run tools/eval/evaluate.py --write-thresholds")
     needed = per_comparison_rate(fpir, templates)
     similarity, tar, inside = tail_similarity(tail, needed)
     if similarity <= floor.similarity:  # the 1:1 promise is stricter than this gallery needs

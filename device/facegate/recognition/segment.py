@@ -7,7 +7,7 @@ another face than the segment's recent frames:
 
 - its embedding is far from the segment's recent ones: the best cosine similarity to the last ``RECENT`` good
   frames is below ``recognition.same_face_min_similarity`` (0.6 for the shipped embedder; measured with
-  ``tools/measure_same_face.py``: consecutive live frames of one person, even 1.5 s apart, never went below 0.67 on
+  ``tools/eval/measure_same_face.py``: consecutive live frames of one person, even 1.5 s apart, never went below 0.67 on
   nuaa_dev, two different people never above 0.57 on nuaa_dev nor 0.56 on lfw_dev);
 - it votes for another identity than the segment's votes;
 - its box jumped: the centre moved more than ``MAX_SHIFT_WIDTHS`` box widths, or the size changed by more than

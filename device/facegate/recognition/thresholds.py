@@ -1,6 +1,6 @@
 """Match thresholds stated two ways: as cosine similarity and as the false-match rate it gives.
 
-The table is produced by ``tools/evaluate.py --write-thresholds`` for one embedder and one alignment
+The table is produced by ``tools/eval/evaluate.py --write-thresholds`` for one embedder and one alignment
 method; a table made for another embedder is ignored because its similarities mean something else.
 
 The file holds two tables: ``points`` for raw cosine similarity and, under ``calibrated``, the same operating
@@ -101,14 +101,15 @@ class ThresholdTable:
                 if not isinstance(block, dict) or block.get("calibration_sha256") != calibration_sha256:
                     raise ModelError(
                         f"threshold table {path} has no operating points for the shipped score calibration "
-                        f"(sha256 {calibration_sha256[:12]}…): re-run tools/evaluate.py --write-thresholds, or set "
-                        "recognition.fair_calibration = false"
+                        f"(sha256 {calibration_sha256[:12]}…): re-run tools/eval/evaluate.py --write-thresholds, "
+                        "or set recognition.fair_calibration = false"
                     )
             tails = {str(k): _tail(v) for k, v in block.get("impostor_tail", {}).items()}
             return cls(str(data["embedder_sha256"]), _points(block["points"]), str(block.get("source", "")),
                        calibration_sha256, _points(block.get("every_group_points", [])), tails)
         except FileNotFoundError:
-            raise ModelError(f"threshold table missing: {path} (run tools/evaluate.py --write-thresholds)") from None
+            raise ModelError(f"threshold table missing: {path} "
+                             "(run tools/eval/evaluate.py --write-thresholds)") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"threshold table {path} is malformed: {exc!r}") from None
 
@@ -125,7 +126,7 @@ class ThresholdTable:
             return self.points
         if not self.every_group_points:
             raise ModelError("models/thresholds.json has no every_group_points (the worst-group operating points): "
-                             "re-run tools/evaluate.py --groups CSV --write-thresholds, or set "
+                             "re-run tools/eval/evaluate.py --groups CSV --write-thresholds, or set "
                              'recognition.operating_point = "pooled"')
         return self.every_group_points
 
@@ -151,7 +152,7 @@ class ForeignTableError(ModelError):
 def table_for(models_dir: Path, embedder_sha256: str, calibration_sha256: str | None = None) -> ThresholdTable:
     """The operating points of ``models_dir/thresholds.json`` for this embedder (and score calibration).
 
-    The one resolver the service, the CLI, the fairness report and tools/evaluate.py use. Raises ModelError when
+    The one resolver the service, the CLI, the fairness report and tools/eval/evaluate.py use. Raises ModelError when
     the table is missing or malformed, :class:`ForeignTableError` when it was measured for another embedder (each
     caller names its own fix: a config key, a flag).
     """

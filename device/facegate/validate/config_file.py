@@ -26,7 +26,7 @@ def read_toml(path: Path, error: type[Exception]) -> dict[str, object]:
         raise error(f"{path}: no such config file") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: not valid TOML: {exc}") from None
-    # Found by the config fuzzer (tests/test_fuzz.py): these escaped as tracebacks instead of exit code 78.
+    # Found by the config fuzzer (tests/service/test_fuzz.py): these escaped as tracebacks instead of exit code 78.
     except UnicodeDecodeError as exc:
         raise error(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
     except RecursionError:

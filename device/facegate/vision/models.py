@@ -56,12 +56,12 @@ class ModelEntry:
     def verify(self) -> None:
         """Refuse a missing or altered file; the message names the file so it can be restored."""
         if not self.path.is_file():
-            raise ModelError(f"model file missing: {self.path} (model '{self.name}'; run tools/build_models.py)")
+            raise ModelError(f"model file missing: {self.path} (model '{self.name}'; run tools/models/build_models.py)")
         actual = sha256_file(self.path)
         if actual != self.sha256:
             raise ModelError(
                 f"checksum mismatch for {self.path}: expected sha256 {self.sha256}, got {actual} "
-                f"(model '{self.name}'; restore the file or run tools/build_models.py)"
+                f"(model '{self.name}'; restore the file or run tools/models/build_models.py)"
             )
 
 

@@ -1,7 +1,7 @@
 """The event transport: MQTT with verified commands and Home Assistant discovery, or none (events stay local).
 
 MQTT and command verification are imported only when ``[mqtt] enabled``: unused, their libraries (paho + ssl,
-cryptography) would cost a small Pi megabytes of resident memory (tools/bench_footprint.py).
+cryptography) would cost a small Pi megabytes of resident memory (tools/bench/bench_footprint.py).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def threshold_table(config: Config, pipeline: FacePipeline,
             return None
         raise ConfigError(
             "recognition.threshold: models/thresholds.json was measured for another embedder; "
-            "set recognition.threshold or re-run tools/evaluate.py --write-thresholds"
+            "set recognition.threshold or re-run tools/eval/evaluate.py --write-thresholds"
         ) from None
     except ModelError:
         if hand_set:
