@@ -38,7 +38,6 @@ sys.path.insert(0, str(ROOT / "tools"))
 import evaluate_pad as pad  # noqa: E402
 import screen_replay  # noqa: E402
 from facegate.base.imageio import read_image  # noqa: E402
-from facegate.liveness import texture  # noqa: E402
 from facegate.liveness.challenge import ChallengeParams, turn_ratio  # noqa: E402
 from facegate.liveness.model import ActiveParams  # noqa: E402
 from facegate.liveness.track import FrameEvidence, LivenessTrack, TrackParams  # noqa: E402
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     found += 1
                     mesh = pipeline.mesh.landmarks(shown, faces[0])[0][:, :2]
-                    logit = model.logit(texture.texture_features(texture.face_crop(shown, faces[0].box)))
+                    logit = model.logit(model.features(shown, faces[0].box))
                     for track in (passive, doubt):
                         track.add(FrameEvidence(float(order), logit, mesh))
                 live_passive = passive.decision().live is True
