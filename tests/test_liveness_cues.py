@@ -31,7 +31,7 @@ from facegate.liveness.texture import (
 from facegate.vision.models import Manifest
 
 sys.path.insert(0, str(ROOT / "tools"))
-import screen_replay  # noqa: E402
+import screen_replay
 
 
 def _nuaa_frames(kind: str, count: int = 3) -> list[Path]:

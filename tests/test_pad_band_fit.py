@@ -13,7 +13,7 @@ import numpy as np
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
-import evaluate_pad as pad  # noqa: E402
+import evaluate_pad as pad
 
 
 def _live(scores: np.ndarray, planar: int = 0) -> list[pad.Scored]:
