@@ -20,6 +20,10 @@ simulated replays more live than people; with them it does not. The third screen
 trained on in cross-validation: its APCER on held-out subjects is reported as ``simulated_screen_unseen``: a
 sanity check of an unseen medium, *not* a measurement of real replays.
 
+Features: the colour-LBP texture of ``facegate.liveness.texture`` plus the person-independent re-capture cues
+``CUES``; the score is the mean log-odds of one regression per ``FUSION`` member (docs/liveness.md#person-
+independent-cues). ``--write-model`` also fits the challenge band's upper edge (``fit_band``).
+
     python tools/evaluate_pad.py --out reports/pad
     python tools/evaluate_pad.py --write-model models/pad_colour_texture.json   # refit the shipped model
 """
