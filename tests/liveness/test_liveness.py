@@ -20,7 +20,7 @@ from facegate.liveness import (
     TrackParams,
 )
 from facegate.liveness.motion import eye_aspect_ratio, fit_homography, non_planarity, planar_residual
-from facegate.liveness.texture import FEATURE_DIM, LBP_BINS, face_crop, lbp_histogram, texture_features
+from facegate.liveness.texture import CUE_DIMS, FEATURE_DIM, LBP_BINS, face_crop, lbp_histogram, texture_features
 from facegate.vision.models import Manifest, default_models_dir
 from support import shared_dir
 
@@ -181,7 +181,7 @@ def test_antispoof_model_loads_through_the_manifest() -> None:
     entry = Manifest.load().get("antispoof")
     assert entry.raw["source"]["tool"] == "tools/evaluate_pad.py --write-model"
     model = TextureClassifier.load(entry)
-    assert model.weights.shape == (FEATURE_DIM,)
+    assert model.weights.shape == (FEATURE_DIM + sum(CUE_DIMS[c] for c in model.cues),)
     assert model.threshold("secure") >= model.threshold("balanced") >= model.threshold("convenient")
 
 

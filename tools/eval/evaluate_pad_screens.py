@@ -36,7 +36,6 @@ if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and 
     sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "device")]
 
 from facegate.base.imageio import read_image
-from facegate.liveness import texture
 from facegate.liveness.challenge import ChallengeParams, turn_ratio
 from facegate.liveness.model import ActiveParams
 from facegate.liveness.track import FrameEvidence, LivenessTrack, TrackParams
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     found += 1
                     mesh = pipeline.mesh.landmarks(shown, faces[0])[0][:, :2]
-                    logit = model.logit(texture.texture_features(texture.face_crop(shown, faces[0].box)))
+                    logit = model.logit(model.features(shown, faces[0].box))
                     for track in (passive, doubt):
                         track.add(FrameEvidence(float(order), logit, mesh))
                 live_passive = passive.decision().live is True

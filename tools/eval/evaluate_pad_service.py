@@ -33,7 +33,14 @@ veto also sees seconds of motion here instead of the ~200 ms a door has before i
 With ``--screens N`` each live presentation is also shown on N simulated phones (tools/eval/screen_replay.py) and
 replayed as the attack type ``spoof_screen_sim``; ``--challenge off|doubt|always`` sets the head-turn challenge
 (default: the configuration's, "doubt"); presentations left asking for a turn, or without any decision, are
-reported apart from rejects; every rate has a 95% Wilson interval; ``--stride 1`` replays every window.
+reported apart from rejects; every rate has a 95% Wilson interval over presentations and a subject-cluster
+bootstrap interval (presentations of one person, and overlapping windows of one session, are not independent:
+``--stride 1`` replays every window the data allows, and the cluster interval and the subject/session counts
+say how much evidence that is). ``--lfw N`` adds, per fold, N LFW people the model never saw, enrolled from a
+photo and attacking with that photo held over the held-out subject's live frames, printed and on a phone
+(``tools/eval/pad_composites.py``). ``--repeat-check N`` replays the first N presentations of each fold twice and
+counts identical outcomes and events. With ``--out``, ``det.png`` is the DET of the liveness score at the
+decision per attack type.
 
     python tools/eval/evaluate_pad_service.py [--operating-point balanced] [--screens 1] [--out reports/pad_service]
 """
@@ -70,11 +77,14 @@ from facegate.vision.models import Manifest, default_models_dir, sha256_file
 from facegate.wiring.recognition import build_pipeline
 from gpiozero.pins.mock import MockFactory
 
+from tools import ROOT
 from tools.eval import evaluate_pad as pad
-from tools.eval import screen_replay
+from tools.eval import pad_composites, screen_replay
 
 OUTCOMES = ("granted", "spoof", "unknown", "denied", "challenge_pending", "none")
-ATTACKS = ("spoof_print", "spoof_screen_sim")
+ATTACKS = ("spoof_print", "spoof_screen_sim", "lfw_held_print", "lfw_held_screen")
+BOOTSTRAP = 2000  # resamples of the subject-cluster bootstrap (seeded: two runs give the same intervals)
+IGNORED_IN_REPEAT = ("ts", "event_id", "seq")  # wall-clock stamps and ids: everything else must repeat
 
 
 def wilson(k: float, n: int, z: float = 1.96) -> list[float] | None:
@@ -85,6 +95,28 @@ def wilson(k: float, n: int, z: float = 1.96) -> list[float] | None:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def cluster_interval(hits: list[bool], clusters: list[str], seed: int = 0) -> list[float] | None:
+    """95% percentile interval of a rate by resampling whole clusters (subjects) with replacement.
+
+    Overlapping windows of one session, and sessions of one person, are not independent: a Wilson interval over
+    presentations is then too narrow. Resampling subjects keeps each one's presentations together, so the
+    interval is as wide as the spread between people allows (with 8 subjects, it is itself rough).
+    """
+    if not hits:
+        return None
+    names = sorted(set(clusters))
+    per = {c: (sum(h for h, cc in zip(hits, clusters, strict=True) if cc == c),
+               sum(1 for cc in clusters if cc == c)) for c in names}
+    k = np.array([per[c][0] for c in names], float)
+    n = np.array([per[c][1] for c in names], float)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(names), size=(BOOTSTRAP, len(names)))
+    rates = k[picks].sum(axis=1) / np.maximum(n[picks].sum(axis=1), 1)
+    return [round(float(np.quantile(rates, 0.025)), 4), round(float(np.quantile(rates, 0.975)), 4)]
+
+
 TRACK_IOU = 0.01
 
 
@@ -218,33 +250,98 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         counts["asked"] = sum(1 for r in chosen if r.get("challenge"))
         return len(chosen), counts, chosen
 
+    def clustering(chosen: list[dict[str, Any]]) -> dict[str, int]:
+        return {"subjects": len({r["subject"] for r in chosen}),
+                "sessions": len({(r["subject"], r["session"]) for r in chosen})}
+
     n_live, live, live_rows = outcomes("live")
     asked_seconds = sorted(r["challenge_seconds"] for r in live_rows if r.get("challenge_seconds") is not None)
     out: dict[str, Any] = {
         "BPCER": round((n_live - live["granted"]) / n_live, 4) if n_live else None,
         "BPCER_95ci": wilson(n_live - live["granted"], n_live),
+        "BPCER_95ci_subject_clusters": cluster_interval([r["outcome"] != "granted" for r in live_rows],
+                                                        [r["subject"] for r in live_rows]),
         "BPCER_if_asked_turn": round((n_live - live["granted"] - live["challenge_pending"]) / n_live, 4)
         if n_live else None,
         "live_asked_share": round(live["asked"] / n_live, 4) if n_live else None,
         "live_asked_median_seconds_to_settle": asked_seconds[len(asked_seconds) // 2] if asked_seconds else None,
-        "live": {"presentations": n_live, "granted": live["granted"],
+        "live": {"presentations": n_live, **clustering(live_rows), "granted": live["granted"],
                  "lost_to_recognition": live["unknown"] + live["none"], "lost_to_liveness": live["spoof"],
                  "asked_for_a_turn": live["asked"], "denied_by_policy": live["denied"],
                  "outcomes": {k: live[k] for k in (*OUTCOMES, "track_broken")}},
     }
     for attack in ATTACKS:
-        n, counts, _ = outcomes(attack)
+        n, counts, chosen = outcomes(attack)
         if not n:
             continue
         reached = counts["granted"] + counts["spoof"] + counts["challenge_pending"]
         out[f"APCER_{attack}"] = round(counts["granted"] / n, 4)
         out[f"APCER_{attack}_95ci"] = wilson(counts["granted"], n)
+        out[f"APCER_{attack}_95ci_subject_clusters"] = cluster_interval(
+            [r["outcome"] == "granted" for r in chosen], [r["subject"] for r in chosen])
         # The gate's own APCER: of the attacks that recognition took for the enrolled person, how many got in.
         out[f"APCER_{attack}_recognised"] = round(counts["granted"] / reached, 4) if reached else None
-        out[attack] = {"presentations": n, "granted": counts["granted"], "stopped_by_liveness": counts["spoof"],
+        out[attack] = {"presentations": n, **clustering(chosen), "granted": counts["granted"],
+                       "stopped_by_liveness": counts["spoof"],
                        "asked_for_a_turn": counts["asked"], "unknown_or_undecided": counts["unknown"] + counts["none"],
                        "outcomes": {k: counts[k] for k in (*OUTCOMES, "track_broken")}}
     return out
+
+
+def across_folds(folds: dict[str, Any]) -> dict[str, Any]:
+    """Mean, sd, min and max of each rate over the subject folds (how much it depends on who is held out)."""
+    out = {}
+    for key in ("BPCER", "live_asked_share", *(f"APCER_{a}" for a in ATTACKS)):
+        values = [f[key] for f in folds.values() if f.get(key) is not None]
+        if values:
+            out[key] = {"mean": round(float(np.mean(values)), 4), "sd": round(float(np.std(values)), 4),
+                        "min": round(min(values), 4), "max": round(max(values), 4), "folds": len(values)}
+    return out
+
+
+def det_plot(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """DET of the liveness score at the decision (mean texture log-odds) per attack type, presentations that
+    reached the gate only (recognised as the enrolled person); the door's own outcome as a point per type."""
+    from statistics import NormalDist
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probit = NormalDist().inv_cdf
+
+    def at(v: float) -> float:
+        return probit(min(max(v, 1e-3), 1 - 1e-3))
+
+    live_rows = [r for r in rows if r["kind"] == "live"]
+    live = np.array([r["liveness_score"] for r in live_rows if "liveness_score" in r])
+    fig, ax = plt.subplots(figsize=(6, 6))
+    if len(live):
+        for attack in ATTACKS:
+            chosen = [r for r in rows if r["kind"] == attack]
+            scores = np.array([r["liveness_score"] for r in chosen if "liveness_score" in r])
+            if not len(scores):
+                continue
+            cuts = np.unique(np.concatenate([live, scores, [np.inf]]))
+            ax.plot([at(float(np.mean(live < t))) for t in cuts], [at(float(np.mean(scores >= t))) for t in cuts],
+                    label=f"{attack} ({len(scores)} scored)")
+            bpcer = sum(r["outcome"] != "granted" for r in live_rows) / len(live_rows)
+            apcer = sum(r["outcome"] == "granted" for r in chosen) / len(chosen)
+            ax.plot(at(bpcer), at(apcer), "o", color=ax.lines[-1].get_color())
+    ticks = [0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6]
+    ax.set_xticks([probit(t) for t in ticks], [f"{t:.1%}" for t in ticks], rotation=45)
+    ax.set_yticks([probit(t) for t in ticks], [f"{t:.1%}" for t in ticks])
+    ax.set_xlim(probit(0.0008), probit(0.7))
+    ax.set_ylim(probit(0.0008), probit(0.7))
+    ax.set_xlabel("BPCER (live presentations with a score; 0 drawn at 0.1%)")
+    ax.set_ylabel("APCER")
+    ax.set_title(f"Liveness DET through the service, leave-one-subject-out\n({title}; points: the door's outcome)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------- main
@@ -264,6 +361,50 @@ def windows(samples: list[pad.Sample], frames: int, stride: int) -> list[list[in
     return out
 
 
+def strip(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in e.items() if k not in IGNORED_IN_REPEAT} for e in events]
+
+
+def face_box(pipeline: Any, image: np.ndarray) -> tuple[float, float, float, float]:
+    """The largest face's detector box (the composite is held over it); the frame's centre when none is found."""
+    faces = pipeline.detect(image)
+    if faces:
+        x, y, w, h = faces[0].box
+        return (float(x), float(y), float(w), float(h))
+    h0, w0 = image.shape[:2]
+    return (w0 * 0.35, h0 * 0.25, w0 * 0.3, h0 * 0.4)
+
+
+def lfw_people(args: argparse.Namespace, held: str, samples: list[pad.Sample]) -> list[Path]:
+    """``--lfw`` people for this fold: each fold gets its own (no person is shown twice), seeded order."""
+    people = sorted(p for p in args.lfw_dir.iterdir() if p.is_dir())
+    if not people:
+        raise SystemExit(f"no LFW people under {args.lfw_dir}")
+    subjects = sorted({s.subject for s in samples})
+    order = np.random.default_rng(0).permutation(len(people))
+    start = subjects.index(held) * args.lfw
+    return [people[i] for i in order[start : start + args.lfw]]
+
+
+def enrol_strangers(config: Config, people: list[Path]) -> list[tuple[str, np.ndarray]]:
+    """Enrol each person from their first photo and return (name, that photo): the attack shows the very photo
+    the person was enrolled from, so recognition matches and liveness alone must refuse it (the worst case)."""
+    pipeline = build_pipeline(config)
+    out = []
+    with Gallery(config.gallery_path) as gallery:
+        for person in people:
+            photo_path = sorted(person.glob("*.jpg"))[0]
+            photo = read_image(photo_path)
+            found = pipeline.process(photo, largest_only=True)
+            if not found or found[0].embedding is None:
+                continue
+            gallery.enroll(f"lfw_{person.name}", [NewTemplate(found[0].embedding, found[0].quality.as_dict(),
+                                                              photo_path.name)],
+                           pipeline.embedder_sha256, name=person.name)
+            out.append((person.name, photo))
+    return out
+
+
 def run_fold(held: str, samples: list[pad.Sample], frames: pad.Frames, settings: dict[str, Any], tmp: Path,
              args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One held-out subject: refit, enrol, replay each of their presentations; (rows, fold summary)."""
@@ -275,25 +416,45 @@ def run_fold(held: str, samples: list[pad.Sample], frames: pad.Frames, settings:
     need = args.min_replay_frames or max(config.liveness.min_frames, config.recognition.required_frames)
     enrolled = enrol(config, samples, held, args.enrol_frames)
     kept = [i for i, s in enumerate(samples) if s.subject == held and i not in enrolled]
+    strangers = enrol_strangers(config, lfw_people(args, held, samples)) if args.lfw else []
+    detector = build_pipeline(config) if strangers else None
     rows = []
-    runs = [(run, None) for run in windows([samples[i] for i in kept], args.frames, args.stride)]
-    runs += [(run, phone) for run in windows([samples[i] for i in kept], args.frames, args.frames)
-             if samples[kept[run[0]]].kind == "live" for phone in range(args.screens)]
-    for run, phone in runs:
+    runs: list[tuple[list[int], int | None, str | None]] = [
+        (run, None, None) for run in windows([samples[i] for i in kept], args.frames, args.stride)]
+    live_runs = [run for run in windows([samples[i] for i in kept], args.frames, args.frames)
+                 if samples[kept[run[0]]].kind == "live"]
+    runs += [(run, phone, None) for run in live_runs for phone in range(args.screens)]
+    # Each stranger's photo held over a live presentation of this subject, on paper and on a phone.
+    runs += [(live_runs[k % len(live_runs)], k, kind) for k in range(len(strangers))
+             for kind in pad_composites.KINDS] if live_runs else []
+    repeats = 0
+    for number, (run, phone, composite) in enumerate(runs):
         idx = [kept[j] for j in run]
         order = [idx[k % len(idx)] for k in range(max(need, len(idx)))]
         images = None
-        if phone is not None:  # the live presentation shown on a simulated phone (tools/eval/screen_replay.py)
+        kind = samples[idx[0]].kind
+        if composite is not None and phone is not None:  # a stranger's photo held up (tools/eval/pad_composites.py)
+            kind = f"lfw_{composite}"
+            rng = np.random.default_rng([int(held) if held.isdigit() else 0, kept[run[0]], phone,
+                                         pad_composites.KINDS.index(composite), 1])
+            live = [read_image(samples[i].path) for i in order]
+            boxes = [face_box(detector, image) for image in live]
+            images = pad_composites.presentation(live, boxes, strangers[phone][1], composite, rng)
+        elif phone is not None:  # the live presentation shown on a simulated phone (tools/screen_replay.py)
+            kind = "spoof_screen_sim"
             rng = np.random.default_rng([int(held) if held.isdigit() else 0, kept[run[0]], phone])
             params = screen_replay.sample_params(rng)
             images = [screen_replay.recapture(read_image(samples[i].path), params, rng) for i in order]
         outcome, decisions, tracks = replay(config, [samples[i].path for i in order], tmp / "replay", args.replay_fps,
                                             images)
+        if number < args.repeat_check:  # the same presentation again: file time makes it decide the same
+            again = replay(config, [samples[i].path for i in order], tmp / "replay", args.replay_fps, images)
+            repeats += int(again[0] == outcome and strip(again[1]) == strip(decisions))
         first = samples[idx[0]]
         challenge = [e for e in decisions if e["type"] == "liveness_challenge"]
         decisions = [e for e in decisions if e["type"] != "liveness_challenge"]
         row: dict[str, Any] = {
-            "subject": held, "kind": first.kind if phone is None else "spoof_screen_sim", "session": first.group,
+            "subject": held, "kind": kind, "session": first.group,
             "frames": [samples[i].path.name for i in idx], "replayed": len(order), "outcome": outcome,
             "events": [e["type"] for e in decisions], "tracks": tracks,
             "challenge": [(e["direction"], e["outcome"]) for e in challenge],
@@ -301,10 +462,14 @@ def run_fold(held: str, samples: list[pad.Sample], frames: pad.Frames, settings:
         settled = [e for e in challenge if e["outcome"] != "asked"]
         if settled:
             row["challenge_seconds"] = settled[0]["seconds"]
+        if composite is not None and phone is not None:
+            row["stranger"] = strangers[phone][0]
         spoof = next((e for e in decisions if e["type"] == "spoof_detected"), None)
         if spoof is not None:
             row["liveness_reason"] = spoof["liveness_reason"]
-            row["liveness_score"] = spoof["liveness_score"]
+        scored = next((e for e in decisions if e.get("liveness_score") is not None), None)
+        if scored is not None:  # the track's mean texture log-odds at the decision (the DET's score)
+            row["liveness_score"] = scored["liveness_score"]
         asked = next((e for e in decisions if e["type"] in ("access_granted", "spoof_detected")), None)
         # The frames the service had seen when it asked the track's liveness (passive decisions only).
         if asked is not None and phone is None and not challenge:
@@ -320,7 +485,8 @@ def run_fold(held: str, samples: list[pad.Sample], frames: pad.Frames, settings:
     print(f"subject {held}: live {summary['live']['granted']}/{summary['live']['presentations']} granted "
           f"({summary['live']['asked_for_a_turn']} asked), granted attacks: {attacks} ({time.time() - started:.0f} s)",
           file=sys.stderr)
-    fold = {"enrolled": [samples[i].path.name for i in enrolled],
+    fold = {"enrolled": [samples[i].path.name for i in enrolled], "strangers": [name for name, _ in strangers],
+            "repeat_check": f"{repeats}/{min(args.repeat_check, len(runs))} replayed twice with identical events",
             "thresholds": {op: round(model.thresholds[op], 4) for op in OPERATING_POINTS},
             **summary, "seconds": round(time.time() - started, 1)}
     return rows, fold
@@ -352,6 +518,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-planar-veto", action="store_true",
                         help="liveness.active = false: texture only (the veto sees ~1.5 s of motion between stored "
                         "frames here, far more than the 200 ms a door has before deciding)")
+    parser.add_argument("--lfw", type=int, default=0,
+                        help="per held-out subject, this many LFW people (never seen by the model) enrolled from a "
+                        "photo and attacking with it held over the subject's live frames, printed and on a phone "
+                        "(tools/eval/pad_composites.py; attack types lfw_held_print, lfw_held_screen)")
+    parser.add_argument("--lfw-dir", type=Path,
+                        default=Path(os.environ.get("FACEGATE_SHARED", ROOT.parent / "shared")) / "faces" / "lfw_dev")
+    parser.add_argument("--repeat-check", type=int, default=0,
+                        help="replay the first N presentations of each fold twice and count identical outcomes and "
+                        "events (file time: a run must not depend on the machine's load)")
     parser.add_argument("--subjects", nargs="*", help="held-out subjects to run (default: all)")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "facegate-pad-cache",
                         help="evaluate_pad's per-frame feature cache (never inside the repo)")
@@ -389,8 +564,6 @@ def main(argv: list[str] | None = None) -> int:
     checked = [r for r in rows if "agrees_with_offline" in r]
     live = [r["offline_live_whole_presentation"] for r in rows if r["kind"] == "live"]
     prints = [r["offline_live_whole_presentation"] for r in rows if r["kind"] == "spoof_print"]
-    per_fold_bpcer = [f["BPCER"] for f in folds.values() if f.get("BPCER") is not None]
-    per_fold_apcer = [f["APCER_spoof_print"] for f in folds.values() if f.get("APCER_spoof_print") is not None]
     report: dict[str, Any] = {
         "data": str(args.data),
         "protocol": f"leave-one-subject-out; antispoof model refitted without the held-out subject "
@@ -405,10 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         "replay": {"frame_time_fps": args.replay_fps, "stride": args.stride, "screens_per_live": args.screens},
         "overall": summarise(rows),
         "per_subject": folds,
-        "across_folds": {"BPCER_mean": round(float(np.mean(per_fold_bpcer)), 4) if per_fold_bpcer else None,
-                         "BPCER_std": round(float(np.std(per_fold_bpcer)), 4) if per_fold_bpcer else None,
-                         "APCER_spoof_print_mean": round(float(np.mean(per_fold_apcer)), 4) if per_fold_apcer else None,
-                         "APCER_spoof_print_std": round(float(np.std(per_fold_apcer)), 4) if per_fold_apcer else None},
+        "across_folds": across_folds(folds),
         # The liveness decision alone, offline over each whole presentation (not only up to the service's decision).
         "liveness_only_offline_whole_presentations": {
             "BPCER": round(1 - float(np.mean(live)), 4) if live else None,
@@ -424,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report, indent=1))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
+        det_plot(args.out / "det.png", rows, f"{args.operating_point}, challenge {defaults.liveness.challenge}")
         (args.out / "report.json").write_text(json.dumps({**report, "presentations": rows}, indent=1) + "\n")
         print(f"report: {args.out / 'report.json'}", file=sys.stderr)
     return 0

@@ -8,6 +8,7 @@ the door's APCER/BPCER.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,8 @@ from facegate.errors import ModelError
 from facegate.liveness import texture
 from facegate.vision.models import ModelEntry
 
-FORMAT = 1
+FORMAT = 2  # 2 added "cues" (texture.CUE_DIMS groups after the LBP features); 1 (no cues) still loads
+FORMATS = (1, 2)
 FEATURES = "colour_lbp_v1"
 OPERATING_POINTS = ("secure", "balanced", "convenient")
 
@@ -55,6 +57,11 @@ class TextureClassifier:
     active: ActiveParams = field(default_factory=ActiveParams)
     band: ChallengeBand = field(default_factory=ChallengeBand)
     info: dict[str, Any] = field(default_factory=dict)
+    cues: tuple[str, ...] = ()  # texture.CUE_DIMS groups appended to the LBP features, in this order
+
+    def features(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """This model's feature vector of the face at ``box`` (LBP texture, then its cue groups)."""
+        return texture.frame_features(image, box, self.crop_size, self.crop_scale, self.cues)
 
     def logit(self, features: np.ndarray) -> float:
         """log-odds that the face is live (0 = undecided); higher = more live."""
@@ -77,6 +84,7 @@ class TextureClassifier:
             "kind": "logistic_regression",
             "features": FEATURES,
             "feature_dim": int(self.weights.size),
+            "cues": list(self.cues),
             "crop": {"size": self.crop_size, "scale": self.crop_scale},
             "mean": [round(float(v), 9) for v in self.mean],
             "scale": [round(float(v), 9) for v in self.scale],
@@ -93,16 +101,26 @@ class TextureClassifier:
     @classmethod
     def from_json(cls, data: dict[str, Any], origin: str = "antispoof model") -> TextureClassifier:
         try:
-            if data["format"] != FORMAT or data["features"] != FEATURES:
+            if data["format"] not in FORMATS or data["features"] != FEATURES:
                 raise ModelError(f"{origin}: unsupported format/features {data['format']}/{data['features']}")
+            cues = data.get("cues", []) if data["format"] >= 2 else []
+            known = texture.CUE_DIMS
+            if not isinstance(cues, list) or any(c not in known for c in cues) or len(set(cues)) != len(cues):
+                raise ModelError(f"{origin}: cues must be distinct names among {sorted(known)}, not {cues!r}")
+            expected = texture.FEATURE_DIM + sum(texture.CUE_DIMS[c] for c in cues)
             dim = int(data["feature_dim"])
             arrays = [np.asarray(data[k], dtype=np.float64) for k in ("mean", "scale", "weights")]
-            if dim != texture.FEATURE_DIM or any(a.shape != (dim,) for a in arrays):
-                raise ModelError(f"{origin}: feature size {dim} does not match this code ({texture.FEATURE_DIM})")
+            if dim != expected or any(a.shape != (dim,) for a in arrays):
+                raise ModelError(f"{origin}: feature size {dim} does not match this code ({expected} for cues {cues})")
+            if not all(np.isfinite(a).all() for a in arrays) or not math.isfinite(float(data["bias"])) \
+                    or not (arrays[1] >= 0).all():
+                raise ModelError(f"{origin}: mean, scale, weights and bias must be finite and scales not negative")
             thresholds = {k: float(v) for k, v in data["operating_points"].items()}
             missing = [k for k in OPERATING_POINTS if k not in thresholds]
             if missing:
                 raise ModelError(f"{origin}: operating points missing: {', '.join(missing)}")
+            if not all(math.isfinite(v) for v in thresholds.values()):
+                raise ModelError(f"{origin}: operating-point thresholds must be finite, not {thresholds}")
             active = data.get("active", {})
             band = data.get("challenge_band", {})
             band_below, band_above = float(band.get("below", 0.0)), float(band.get("above", 0.0))
@@ -125,6 +143,7 @@ class TextureClassifier:
                 ),
                 band=ChallengeBand(band_below, band_above, band_planarity),
                 info=dict(data.get("training", {})),
+                cues=tuple(cues),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{origin} is malformed: {exc!r}") from None
