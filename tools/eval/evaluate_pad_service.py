@@ -405,6 +405,13 @@ def enrol_strangers(config: Config, people: list[Path]) -> list[tuple[str, np.nd
     return out
 
 
+def run_kind(sample_kind: str, phone: int | None, composite: str | None) -> str:
+    """The attack type (or "live") a planned presentation is reported as."""
+    if composite is not None and phone is not None:
+        return f"lfw_{composite}"
+    return "spoof_screen_sim" if phone is not None else sample_kind
+
+
 def run_fold(held: str, samples: list[pad.Sample], frames: pad.Frames, settings: dict[str, Any], tmp: Path,
              args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One held-out subject: refit, enrol, replay each of their presentations; (rows, fold summary)."""
@@ -427,6 +434,8 @@ def run_fold(held: str, samples: list[pad.Sample], frames: pad.Frames, settings:
     # Each stranger's photo held over a live presentation of this subject, on paper and on a phone.
     runs += [(live_runs[k % len(live_runs)], k, kind) for k in range(len(strangers))
              for kind in pad_composites.KINDS] if live_runs else []
+    if args.kinds:  # only these presentation kinds (e.g. every print window, without the live ones)
+        runs = [r for r in runs if run_kind(samples[kept[r[0][0]]].kind, r[1], r[2]) in args.kinds]
     repeats = 0
     for number, (run, phone, composite) in enumerate(runs):
         idx = [kept[j] for j in run]
@@ -506,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stride", type=int, default=0,
                         help="start a presentation every STRIDE frames (default: --frames, disjoint runs; 1 = every "
                         "window the data allows: more presentations, but overlapping ones are not independent)")
+    parser.add_argument("--kinds", nargs="*", choices=("live", *ATTACKS), default=None,
+                        help="replay only these presentation kinds (default: all), e.g. --stride 1 --kinds "
+                        "spoof_print for every print window without the live ones")
     parser.add_argument("--screens", type=int, default=0,
                         help="also replay each live presentation on this many simulated phones "
                         "(tools/eval/screen_replay.py) as the attack type spoof_screen_sim")
