@@ -35,6 +35,8 @@ def pulses(pin: Any, energised_level: bool) -> list[float]:
 
 @pytest.fixture
 def factory() -> Iterator[MockFactory]:
+    """Unlike the shared fixture (support/scenes.py, which only resets), this one closes the pins: the door
+    tests drive pins directly and the close stops their background threads before the next test."""
     f = MockFactory()
     yield f
     f.close()

@@ -27,9 +27,10 @@ from facegate.sync.keys import public_key_b64
 from gpiozero.pins.mock import MockFactory
 from support.broker import Mosquitto, find_mosquitto
 from support.browser import MISSING, chromium_installed, headless_chromium
-from support.webconsole import free_port, write_scene
+from support.webconsole import write_scene
 
 from tools.demo import shipped_photos
+from tools.net import free_port
 from tools.wait import wait_for
 
 webdriver = pytest.importorskip("selenium.webdriver")

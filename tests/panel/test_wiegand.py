@@ -30,13 +30,6 @@ def make(factory: MockFactory, events: Events, **kw: Any) -> WiegandOutput:
     return WiegandOutput(WiegandConfig(data0_pin=D0, data1_pin=D1, **kw), events, pin_factory=factory)
 
 
-@pytest.fixture
-def factory() -> Any:
-    f = MockFactory()
-    yield f
-    f.reset()
-
-
 def test_encoder_matches_hand_worked_frames() -> None:
     assert "".join(map(str, encode(FORMATS["26"], 18, 12345))) == H10301_18_12345
     assert "".join(map(str, encode(FORMATS["34"], 1000, 54321))) == W34_1000_54321

@@ -35,8 +35,9 @@ from facegate.sync.export import export_bundle
 from facegate.sync.keys import key_id
 from gpiozero.pins.mock import MockFactory
 from support.broker import Collector, Mosquitto, find_mosquitto
-from support.webconsole import ADMIN, ADMIN_PASSWORD, VIEWER, VIEWER_PASSWORD, Client, free_port
+from support.webconsole import ADMIN, ADMIN_PASSWORD, VIEWER, VIEWER_PASSWORD, Client
 
+from tools.net import free_port
 from tools.wait import wait_for
 
 PERSON, IMPOSTOR = "Torri_Edwards", "Eileen_Coparropa"

@@ -38,18 +38,9 @@ from facegate.events.commands import CommandRejected, CommandVerifier, sign_comm
 from facegate.events.outbox import Outbox
 from facegate.service import Service
 from facegate.wiring.recovery import integrity_problem
-from gpiozero.pins.mock import MockFactory
 from support.broker import Collector, Mosquitto
 from support.damage import damage, old_outbox
 from support.scenes import DEVICE, enrol, events_of, make_config, outbox_rows, pulses, run_service, types, write_frames
-
-
-@pytest.fixture
-def factory() -> Iterator[MockFactory]:
-    f = MockFactory()
-    yield f
-    f.reset()
-
 
 # ------------------------------------------------------------------ damaged databases at start
 

@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and 
     sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "device")]
 from tools import ROOT
 from tools.mosquitto import Mosquitto
+from tools.net import free_port
 
 DEFAULT_ROOTFS = ROOT / "build" / "ha-rootfs"
 VENV = "/opt/ha"  # inside the chroot
@@ -169,11 +169,6 @@ def proc_mounted(rootfs: Path) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout
