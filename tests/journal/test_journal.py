@@ -22,6 +22,8 @@ from facegate.journal import Journal, JournalError, JournalWriter, open_journal,
 from facegate.journal.export import write_csv
 from support import ROOT
 
+from tools.wait import wait_for
+
 DAY = 86_400.0
 
 
@@ -272,9 +274,7 @@ def test_disk_full_is_counted_and_the_writer_keeps_going(tmp_path: Path) -> None
     writer.start()
     for i in range(5, 505):
         writer.submit(ev(i, now, note="x" * 200))  # submit never raises
-    deadline = time.time() + 20
-    while writer.status()["pending"] and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not writer.status()["pending"], 20, interval=0.05, fail=False)  # the asserts below say why
     time.sleep(0.2)
     status = writer.status()
     assert status["errors"] > 0 and "full" in status["last_error"] and status["events"] < 505

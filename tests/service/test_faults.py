@@ -42,6 +42,8 @@ from support.broker import Collector, Mosquitto
 from support.damage import damage, old_outbox
 from support.scenes import DEVICE, enrol, events_of, make_config, outbox_rows, pulses, run_service, types, write_frames
 
+from tools.wait import wait_for
+
 # ------------------------------------------------------------------ damaged databases at start
 
 
@@ -184,9 +186,7 @@ def test_relock_follows_monotonic_time_when_the_wall_clock_jumps(monkeypatch, fa
     try:
         door.unlock(reason="face")
         monkeypatch.setattr(time, "time", lambda: real() + jump)
-        deadline = time.monotonic() + 3.0
-        while not door.locked and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: door.locked, 3.0, interval=0.02, fail=False)
         assert door.locked and [t for t, _ in events] == ["door_unlocked", "door_locked"]
         # 0.3 s by the monotonic clock (a wall-clock relock would take an hour, or happen at once); the
         # upper bound leaves room for a late timer on a loaded machine.
