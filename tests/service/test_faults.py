@@ -389,14 +389,12 @@ def sigterm_stops_the_service(tmp_path: Path, photos: Any, signal_here: str) -> 
     stop within 60 s with the relay released and door_locked stored before service_stopped."""
     import sys
 
-    from support import ROOT
 
     frames = write_frames(tmp_path / "frames", photos, [("bg", 200)])
     script = SIGNAL_SCRIPT.replace("SIGNAL_HERE\n", signal_here)
     try:
         done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "state"), str(frames)],
-                              capture_output=True, text=True, timeout=60, check=False,
-                              env={**os.environ, "PYTHONPATH": str(ROOT / "device")})
+                              capture_output=True, text=True, timeout=60, check=False)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError("the service hung on SIGTERM") from exc
     assert done.returncode == 0, done.stderr[-2000:]
