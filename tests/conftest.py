@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import shared_dir
-from support.broker import broker  # noqa: F401  (the per-test Mosquitto fixture, for every test module)
+from support.broker import broker, module_broker  # noqa: F401  (the per-test and per-module Mosquitto fixtures)
 from support.scenes import astro_templates, factory, photos  # noqa: F401  (the service scenes' fixtures)
 
 

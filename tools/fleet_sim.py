@@ -53,6 +53,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tools.demo import augment, in_scene, shipped_photos
 from tools.mosquitto import Mosquitto
+from tools.wait import wait_for
 
 TOPIC = "facegate/fleet/gallery"
 PERSON = "astronaut"
@@ -117,14 +118,6 @@ class Observer:
 
 def event_time(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(event["ts"]).replace("Z", "+00:00")).timestamp()
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def write_frames(folder: Path, fps: float) -> None:
@@ -209,7 +202,7 @@ def converge(observer: Observer, devices: list[str], version: int, since: float,
     def done(device: str) -> dict[str, Any] | None:
         return next((e for e in observer.of(device, "gallery_updated") if e.get("version") == version), None)
 
-    wait_for(lambda: all(done(d) for d in devices), timeout, f"{len(devices)} doors at version {version}")
+    wait_for(lambda: all(done(d) for d in devices), timeout, f"{len(devices)} doors at version {version}", 0.1)
     updates = [done(d) for d in devices]
     times = [event_time(e) - since for e in updates if e is not None]
     applies = sorted(float(e["seconds"]) for e in updates if e is not None)
@@ -250,7 +243,7 @@ def run(devices: int = 20, persons: int = 10_000, *, fps: float = 8.0, chunk_byt
             with (config.parent / "service.log").open("ab") as out:
                 procs.append(subprocess.Popen([exe, "run", "--config", str(config)], stdout=out,
                                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
-        wait_for(lambda: all(observer.of(n, "service_started") for n in names), timeout, "doors to start")
+        wait_for(lambda: all(observer.of(n, "service_started") for n in names), timeout, "doors to start", 0.1)
         summary["doors_started_seconds"] = round(time.perf_counter() - t, 1)
         log(f"{devices} doors running after {summary['doors_started_seconds']} s")
 
@@ -298,7 +291,7 @@ def run(devices: int = 20, persons: int = 10_000, *, fps: float = 8.0, chunk_byt
                        for e in observer.of(name, "access_granted"))
 
         t = time.perf_counter()
-        wait_for(lambda: all(granted(n) for n in names), timeout, "every door to grant the enrolled person")
+        wait_for(lambda: all(granted(n) for n in names), timeout, "every door to grant the enrolled person", 0.1)
         summary["granted"] = devices
         summary["all_granted_seconds"] = round(time.perf_counter() - t, 1)
         log(f"every door granted '{PERSON}' on the new gallery")

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tools.net import free_port
 from tools.wait import wait_for
 
 
@@ -25,12 +26,6 @@ def find_mosquitto() -> str | None:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Mosquitto:

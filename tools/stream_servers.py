@@ -10,7 +10,6 @@ reboots. Neither binds anything but 127.0.0.1.
 from __future__ import annotations
 
 import base64
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
     sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "device")]
 from tools import ROOT
+from tools.net import free_port
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_PACKAGES = "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good " \
@@ -32,13 +32,6 @@ _CHECK = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstR
           "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
           "missing = [e for e in ('appsrc', 'x264enc', 'rtph264pay', 'videoconvert') "
           "if Gst.ElementFactory.find(e) is None]; print(' '.join(missing))")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def rtsp_unavailable() -> str | None:

@@ -265,7 +265,7 @@ def _check_threshold(config: Config) -> Check:
 
 
 CHECKS.append(_check_panel)  # OSDP key and port, Wiegand/OSDP card numbers (facegate/panel/doctor.py)
-CHECKS.append(_check_threshold)  # recognition.fpir against the gallery's size (recognition/threshold_info.py)
+CHECKS.append(_check_threshold)  # recognition.fpir against the gallery's size (facegate/wiring/threshold_info.py)
 CHECKS.append(_check_recognition)  # the matcher on this gallery (facegate/recognition/health.py reports it live)
 
 

@@ -35,6 +35,8 @@ def pulses(pin: Any, energised_level: bool) -> list[float]:
 
 @pytest.fixture
 def factory() -> Iterator[MockFactory]:
+    """Unlike the shared fixture (support/scenes.py, which only forgets the pins), this one closes them: each
+    pin drops its edge callback and returns to input, so a door a test left open cannot act on a pin later."""
     f = MockFactory()
     yield f
     f.close()

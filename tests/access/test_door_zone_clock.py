@@ -24,20 +24,12 @@ from facegate.config import ConfigError, parse_config
 from facegate.events.commands import sign_command
 from facegate.recognition.zone import DoorZone
 from facegate.service import Service
-from gpiozero.pins.mock import MockFactory
 from support.scenes import DEVICE, KEY, enrol, make_config, pulses
 
 from tools.demo import augment, in_scene
 from tools.wait import wait_for
 
 STRANGER = "Aaron_Eckhart"  # an LFW person: 250x250 photo, face box about 112 px
-
-
-@pytest.fixture
-def factory() -> Any:
-    f = MockFactory()
-    yield f
-    f.reset()
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from facegate.events.communicator import Command
 from facegate.events.mqtt import MqttCommunicator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.broker import Collector, Mosquitto, find_mosquitto, mqtt_config
+from support.broker import Collector, Mosquitto, mqtt_config
 
 from tools.wait import wait_for
 
@@ -358,14 +358,6 @@ class Door:
     def close(self) -> None:
         self.comm.stop(1.0)
         self.collector.stop()
-
-
-@pytest.fixture(scope="module")
-def module_broker() -> Iterator[Mosquitto]:
-    if find_mosquitto() is None:
-        pytest.skip("mosquitto binary not found: install the 'mosquitto' package to run broker tests")
-    with Mosquitto() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

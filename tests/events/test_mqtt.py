@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,6 @@ from facegate.events import EventEmitter, Outbox
 from facegate.events.commands import CommandVerifier
 from facegate.events.discovery import discovery_payload
 from facegate.events.mqtt import MqttCommunicator
-from support import ROOT
 from support.broker import Collector, Mosquitto, mqtt_config
 
 from tools.wait import wait_for
@@ -231,7 +229,7 @@ def door_process(broker: Mosquitto, state: Path, *lock: str) -> subprocess.Popen
     With a lock state it is a restarted door: discovery on, that state and a status published before connecting.
     """
     child = subprocess.Popen([sys.executable, "-c", _DOOR_PROCESS, broker.host, str(broker.port), str(state), *lock],
-                             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT / "device")})
+                             stdout=subprocess.PIPE)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == b"connected"
     except BaseException:

@@ -228,7 +228,9 @@ def test_console_refuses_bad_input_and_enforces_roles(broker: Mosquitto, tmp_pat
     from facegate.fleet.config import parse_fleet_config
     from facegate.fleet.server import FleetService
     from facegate.fleet.web import fleet_users
-    from support.webconsole import Client, free_port
+    from support.webconsole import Client
+
+    from tools.net import free_port
 
     config = parse_fleet_config({"state_dir": str(tmp_path / "fleet"), "web": {"port": free_port()},
                                  "mqtt": {"host": broker.host, "port": broker.port, "client_id": "fleet-bad"}})

@@ -25,11 +25,12 @@ from facegate.fleet.web import fleet_users
 from facegate.service import Service
 from facegate.sync.keys import public_key_b64
 from gpiozero.pins.mock import MockFactory
-from support.broker import Mosquitto, find_mosquitto
+from support.broker import Mosquitto
 from support.browser import MISSING, chromium_installed, headless_chromium
-from support.webconsole import free_port, write_scene
+from support.webconsole import write_scene
 
 from tools.demo import shipped_photos
+from tools.net import free_port
 from tools.wait import wait_for
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -69,10 +70,7 @@ def door_service(tmp: Path, device: str, broker: Mosquitto, fleet: FleetService,
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[tuple[Mosquitto, FleetService]]:
-    if find_mosquitto() is None:
-        pytest.skip("mosquitto binary not found")
-    broker = Mosquitto().start()
+def site(tmp_path: Path, broker: Mosquitto) -> Iterator[tuple[Mosquitto, FleetService]]:
     config = parse_fleet_config({
         "state_dir": str(tmp_path / "fleet"),
         "mqtt": {"host": broker.host, "port": broker.port, "client_id": "facegate-fleet-test"},
@@ -86,7 +84,6 @@ def site(tmp_path: Path) -> Iterator[tuple[Mosquitto, FleetService]]:
         yield broker, fleet
     finally:
         fleet.stop()
-        broker.close()
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from gpiozero.pins.mock import MockFactory
 from support.scenes import make_config, write_frames
 from support.sync_keys import keypair
 
-from tools.demo import augment, shipped_photos
+from tools.demo import augment
 
 NOW = 1_700_000_000.0
 
@@ -52,11 +52,6 @@ def faces(pipeline, lfw_dir: Path) -> dict[str, np.ndarray]:  # type: ignore[no-
         if len(out) == 16:
             break
     return out
-
-
-@pytest.fixture(scope="module")
-def photos() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return shipped_photos()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ the door asks for a head turn, and a pasted photo does not turn.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +23,9 @@ from facegate.web.terminal import terminal_message
 from gpiozero.pins.mock import MockFactory
 from support.broker import Collector, Mosquitto
 
-from tools.demo import augment, build_frames, in_scene, shipped_photos
+from tools.demo import augment, build_frames, in_scene
 
 DEVICE = "t19"
-
-
-@pytest.fixture(scope="module")
-def photos() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return shipped_photos()
-
-
-@pytest.fixture
-def factory() -> Iterator[MockFactory]:
-    f = MockFactory()
-    yield f
-    f.reset()
 
 
 def config_for(tmp: Path, frames: Path, broker: Mosquitto) -> Config:

@@ -38,13 +38,6 @@ def pty_pair() -> Iterator[tuple[int, str]]:
     os.close(master)
 
 
-@pytest.fixture
-def factory() -> Iterator[MockFactory]:
-    f = MockFactory()
-    yield f
-    f.reset()
-
-
 def make_reader(tmp_path: Path, port: str, factory: MockFactory, events: Events,
                 **osdp_kw: Any) -> tuple[OsdpReader, Door]:
     door = Door(DoorConfig(relay_pin=RELAY, led_pin=LED_PIN, buzzer_pin=BUZZER, unlock_seconds=0.3), events,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from typing import Any
 
 import pytest
@@ -14,6 +13,8 @@ from gpiozero.pins.mock import MockFactory
 from pydantic import ValidationError
 from support.recorded_events import Events
 from support.wiegand_pins import frame_from_pins
+
+from tools.wait import wait_for
 
 D0, D1 = 23, 24
 
@@ -28,13 +29,6 @@ W34_1000_54321 = "0" + "0000001111101000" + "1101010000110001" + "0"
 
 def make(factory: MockFactory, events: Events, **kw: Any) -> WiegandOutput:
     return WiegandOutput(WiegandConfig(data0_pin=D0, data1_pin=D1, **kw), events, pin_factory=factory)
-
-
-@pytest.fixture
-def factory() -> Any:
-    f = MockFactory()
-    yield f
-    f.reset()
 
 
 def test_encoder_matches_hand_worked_frames() -> None:
@@ -72,9 +66,7 @@ def test_frame_on_the_pins_bit_by_bit(factory: MockFactory, fmt: str, facility: 
     out.start()
     try:
         out.send_credential("astro", card)
-        deadline = time.monotonic() + 5
-        while not events.of("credential_sent") and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: events.of("credential_sent"), 5, fail=False)
     finally:
         out.close()
     bits, spans = frame_from_pins(factory)

@@ -34,9 +34,10 @@ from facegate.sync.bundle import BundleError, verify_bundle
 from facegate.sync.export import export_bundle
 from facegate.sync.keys import key_id
 from gpiozero.pins.mock import MockFactory
-from support.broker import Collector, Mosquitto, find_mosquitto
-from support.webconsole import ADMIN, ADMIN_PASSWORD, VIEWER, VIEWER_PASSWORD, Client, free_port
+from support.broker import Collector, Mosquitto
+from support.webconsole import ADMIN, ADMIN_PASSWORD, VIEWER, VIEWER_PASSWORD, Client
 
+from tools.net import free_port
 from tools.wait import wait_for
 
 PERSON, IMPOSTOR = "Torri_Edwards", "Eileen_Coparropa"
@@ -330,12 +331,10 @@ def test_doctor_counts_kept_grant_faces_and_negatives(tmp_path, lfw_dir, pipelin
 
 
 @pytest.fixture
-def console_door(tmp_path, lfw_dir, pipeline) -> Iterator[tuple[Service, Mosquitto, int, list[dict[str, Any]]]]:  # type: ignore[no-untyped-def]
-    if find_mosquitto() is None:
-        pytest.skip("mosquitto binary not found")
+def console_door(tmp_path, lfw_dir, pipeline, broker) -> Iterator[tuple[Service, Mosquitto, int, list[dict[str, Any]]]]:  # type: ignore[no-untyped-def]
     from facegate.web.accounts import UserStore
 
-    server = Mosquitto().start()
+    server = broker
     port = free_port()
     state = tmp_path / "state"
     enrol_person(state / "gallery.db", pipeline, lfw_dir)
@@ -360,7 +359,6 @@ def console_door(tmp_path, lfw_dir, pipeline) -> Iterator[tuple[Service, Mosquit
         service.stop_event.set()
         thread.join(timeout=20)
         factory.reset()
-        server.close()
 
 
 def _blank(path: Path) -> None:

@@ -38,18 +38,11 @@ from facegate.events.commands import CommandRejected, CommandVerifier, sign_comm
 from facegate.events.outbox import Outbox
 from facegate.service import Service
 from facegate.wiring.recovery import integrity_problem
-from gpiozero.pins.mock import MockFactory
 from support.broker import Collector, Mosquitto
 from support.damage import damage, old_outbox
 from support.scenes import DEVICE, enrol, events_of, make_config, outbox_rows, pulses, run_service, types, write_frames
 
-
-@pytest.fixture
-def factory() -> Iterator[MockFactory]:
-    f = MockFactory()
-    yield f
-    f.reset()
-
+from tools.wait import wait_for
 
 # ------------------------------------------------------------------ damaged databases at start
 
@@ -193,9 +186,7 @@ def test_relock_follows_monotonic_time_when_the_wall_clock_jumps(monkeypatch, fa
     try:
         door.unlock(reason="face")
         monkeypatch.setattr(time, "time", lambda: real() + jump)
-        deadline = time.monotonic() + 3.0
-        while not door.locked and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: door.locked, 3.0, interval=0.02, fail=False)
         assert door.locked and [t for t, _ in events] == ["door_unlocked", "door_locked"]
         # 0.3 s by the monotonic clock (a wall-clock relock would take an hour, or happen at once); the
         # upper bound leaves room for a late timer on a loaded machine.
@@ -398,14 +389,12 @@ def sigterm_stops_the_service(tmp_path: Path, photos: Any, signal_here: str) -> 
     stop within 60 s with the relay released and door_locked stored before service_stopped."""
     import sys
 
-    from support import ROOT
 
     frames = write_frames(tmp_path / "frames", photos, [("bg", 200)])
     script = SIGNAL_SCRIPT.replace("SIGNAL_HERE\n", signal_here)
     try:
         done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "state"), str(frames)],
-                              capture_output=True, text=True, timeout=60, check=False,
-                              env={**os.environ, "PYTHONPATH": str(ROOT / "device")})
+                              capture_output=True, text=True, timeout=60, check=False)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError("the service hung on SIGTERM") from exc
     assert done.returncode == 0, done.stderr[-2000:]

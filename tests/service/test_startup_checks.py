@@ -23,14 +23,10 @@ from facegate.cli import main
 from facegate.web.accounts import UserStore
 from support import ROOT, write_image
 
+from tools.net import free_port
+
 FACEGATE = str(Path(sys.executable).with_name("facegate"))
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def web_cert(folder: Path) -> tuple[Path, Path, str]:

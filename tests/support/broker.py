@@ -28,12 +28,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tools.mosquitto import Mosquitto, find_mosquitto
 from tools.wait import wait_for
 
-__all__ = ["Collector", "Message", "Mosquitto", "broker", "find_mosquitto", "mqtt_config"]
+__all__ = ["Collector", "Message", "Mosquitto", "broker", "find_mosquitto", "module_broker", "mqtt_config"]
 
 
-@pytest.fixture
-def broker() -> Iterator[Mosquitto]:
-    """A fresh broker for one test (skipped when mosquitto is not installed)."""
+def _running_broker() -> Iterator[Mosquitto]:
+    """A started broker until the generator is closed (the test skipped when mosquitto is not installed)."""
     if find_mosquitto() is None:
         pytest.skip("mosquitto binary not found: install the 'mosquitto' package to run broker tests")
     server = Mosquitto()
@@ -42,6 +41,19 @@ def broker() -> Iterator[Mosquitto]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def broker() -> Iterator[Mosquitto]:
+    """A fresh broker for one test (skipped when mosquitto is not installed)."""
+    yield from _running_broker()
+
+
+@pytest.fixture(scope="module")
+def module_broker() -> Iterator[Mosquitto]:
+    """One broker shared by a module's tests, for a module-scoped door that many quick tests talk to (each
+    test then uses its own topics or nonces, as they cannot rely on a clean broker)."""
+    yield from _running_broker()
 
 
 def mqtt_config(server: Mosquitto, **overrides: Any) -> Any:

@@ -29,18 +29,13 @@ from gpiozero.pins.mock import MockFactory
 
 from support.broker import Mosquitto, find_mosquitto
 from tools.demo import augment, in_scene, shipped_photos
+from tools.net import free_port
 
 ADMIN, ADMIN_PASSWORD = "admin", "correct horse battery"
 VIEWER, VIEWER_PASSWORD = "guard", "viewer password 1"
 DEVICE = "web1"
 RELAY_PIN = 17
 UNLOCK_SECONDS = 0.6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def two_people(astronaut: np.ndarray, hopper: np.ndarray, background: np.ndarray) -> np.ndarray:

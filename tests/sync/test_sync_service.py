@@ -19,16 +19,11 @@ from gpiozero.pins.mock import MockFactory
 from support.broker import Collector, Mosquitto
 from support.sync_keys import add_random_persons, keypair
 
-from tools.demo import augment, in_scene, shipped_photos
+from tools.demo import augment, in_scene
 from tools.wait import wait_for
 
 DEVICE = "sync1"
 TOPIC = "fleet/gallery"
-
-
-@pytest.fixture(scope="module")
-def photos() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return shipped_photos()
 
 
 def write_loop(folder: Path, photos: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Path:

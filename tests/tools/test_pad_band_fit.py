@@ -1,4 +1,4 @@
-"""tools/evaluate_pad.py's fit of the challenge band: as high as asking at most the allowed share of live visits.
+"""tools/eval/evaluate_pad.py's fit of the challenge band: as high as asking at most the allowed share of live visits.
 
 The band's upper edge decides how many attacks the head-turn challenge covers (every attack scored under it is
 asked or refused) and how many people are asked; the fit must respect the share on the data it is given,

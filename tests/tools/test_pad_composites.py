@@ -1,4 +1,4 @@
-"""tools/pad_composites.py: a stranger's photo held over a real person's face, as the unseen-people attack set.
+"""tools/eval/pad_composites.py: a stranger's photo held over a real person's face, as the unseen-people attack set.
 
 The composite must be repeatable (seeded), keep a detectable face where the person's was, differ from frame
 to frame (identical frames count once at the door) and refuse an unknown medium.

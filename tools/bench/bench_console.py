@@ -16,7 +16,6 @@ import argparse
 import http.client
 import json
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,14 +34,9 @@ from facegate.web.accounts import UserStore
 from gpiozero.pins.mock import MockFactory
 
 from tools.bench.bench_service import BACKGROUND_FRAMES, TimedSource, build
+from tools.net import free_port
 
 PASSWORD = "bench password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mb() -> float:

@@ -56,6 +56,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tools.demo import shipped_photos
 from tools.fleet_sim import Broker
+from tools.net import free_port
 
 PASSWORD = "bench password 1"
 
@@ -66,14 +67,6 @@ def log(text: str) -> None:
 
 def ts_text(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fleet(work: Path, port: int, **extra: Any) -> FleetService:

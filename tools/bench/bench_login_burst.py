@@ -39,14 +39,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and device/ (facegate) first
     sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "device")]
 
+from tools.net import free_port
+
 SOURCES = [f"127.0.0.{i}" for i in range(2, 10)]
 PASSWORD = "bench password 1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(frames: Path, db: Path, port: int, state: Path) -> int:

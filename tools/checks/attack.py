@@ -58,6 +58,7 @@ if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and 
     sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "device")]
 from tools import ROOT
 from tools.mosquitto import Mosquitto
+from tools.net import free_port
 from tools.wait import wait_for
 
 DEVICE = "attack-door"
@@ -84,12 +85,6 @@ def facegate_bin() -> str:
     if found is None:
         raise SystemExit("attack: the 'facegate' command was not found (run with the project's .venv python)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -72,6 +72,7 @@ from gpiozero.pins.mock import MockFactory
 from tools import ROOT
 from tools.demo import augment, in_scene, shipped_photos
 from tools.galleryfill import add_random_persons
+from tools.net import free_port
 
 DEVICE = "soak"
 HMAC_KEY = os.urandom(32)
@@ -82,12 +83,6 @@ LOOP_FRAMES = sum(n for _, n in PLAN)
 
 
 # ------------------------------------------------------------------ the broker
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Broker:

@@ -54,6 +54,7 @@ from tools.checks.debian_rootfs import (
     table,
     tail,
 )
+from tools.wait import wait_for
 
 RELEASES = ("trixie", "bookworm")
 PACKAGES = [*BASE_PACKAGES, "systemd", "systemd-sysv", "dbus"]
@@ -293,15 +294,6 @@ def host_has_sys_resource() -> bool:
     return bool(int(bounding.split()[1], 16) >> 24 & 1)  # CAP_SYS_RESOURCE = 24
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, every: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()
-
-
 def check_release(release: str, build: Path, inputs: Path, debs: dict[str, Path], result: Result) -> None:
     logfile = build / f"{release}.log"
     logfile.write_text(f"systemd-check {release} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
@@ -380,7 +372,7 @@ def checks_in_container(box: Container, step: Callable[[str, Callable[[], tuple[
 
     def decision() -> tuple[bool, str]:
         invocation = box.show(unit, "InvocationID")["InvocationID"]
-        granted = wait_for(lambda: "access_granted" in box.events(invocation), 120, every=1)
+        granted = wait_for(lambda: "access_granted" in box.events(invocation), 120, interval=1, fail=False)
         seen = [e for e in ("access_granted", "door_unlocked", "unknown_face") if e in box.events(invocation)]
         return granted, f"events: {', '.join(seen)}"
 
@@ -465,7 +457,7 @@ def checks_in_container(box: Container, step: Callable[[str, Callable[[], tuple[
             return (now["ActiveState"] == "active" and now["MainPID"] not in ("0", before["MainPID"])
                     and int(now["NRestarts"]) > int(before["NRestarts"]))
 
-        ok = wait_for(back, timeout)
+        ok = wait_for(back, timeout, interval=0.5, fail=False)
         return ok, f"active again {time.monotonic() - t0:.1f} s after SIG{signal_name} (NRestarts " \
             f"{before['NRestarts']} -> {box.show(unit, 'NRestarts')['NRestarts']})"
 
@@ -477,7 +469,8 @@ def checks_in_container(box: Container, step: Callable[[str, Callable[[], tuple[
     def wiegand() -> tuple[bool, str]:
         """Shipped unit: the sender runs without SCHED_FIFO (and says so); with the drop-in, it gets it."""
         invocation = box.show(unit, "InvocationID")["InvocationID"]
-        refused = wait_for(lambda: "without real-time priority" in box.journal(unit, invocation), 30)
+        refused = wait_for(lambda: "without real-time priority" in box.journal(unit, invocation), 30, interval=0.5,
+                           fail=False)
         without = [r for r in tasks(main_pid()) if r["policy"] == 1]
         box.run(["install", "-D", "-m", "0644", "/opt/facegate/systemd/facegate-wiegand.conf",
                  "/etc/systemd/system/facegate.service.d/wiegand.conf"])
@@ -489,7 +482,7 @@ def checks_in_container(box: Container, step: Callable[[str, Callable[[], tuple[
             fifo[:] = [r for r in tasks(main_pid()) if r["policy"] == 1]
             return bool(fifo)
 
-        got = wait_for(realtime, 30)
+        got = wait_for(realtime, 30, interval=0.5, fail=False)
         props = box.show(unit, "RestrictRealtime", "LimitRTPRIO")
         rtprio = json.loads(box.run(["python3", f"{WORK}/inspect.py", "rtprio", main_pid()]).stdout or "{}")
         box.run(["rm", "-r", "/etc/systemd/system/facegate.service.d"])
@@ -515,7 +508,7 @@ def checks_in_container(box: Container, step: Callable[[str, Callable[[], tuple[
 
     def stop() -> tuple[bool, str]:
         invocation = box.show(unit, "InvocationID")["InvocationID"]
-        unlocked = wait_for(lambda: "door_unlocked" in box.events(invocation), 120, every=1)
+        unlocked = wait_for(lambda: "door_unlocked" in box.events(invocation), 120, interval=1, fail=False)
         t0 = time.monotonic()
         proc = box.run(["systemctl", "stop", unit], timeout=60)
         seconds = time.monotonic() - t0

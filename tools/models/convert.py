@@ -11,7 +11,6 @@ import functools
 import io
 import os
 import random
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -434,15 +433,12 @@ def facegate_aligner(models_dir: Path) -> Callable[[Any], Any] | None:
     """``FacePipeline.aligned_largest`` built from ``models_dir``, or None without ``facegate``."""
     if os.environ.get("FACEGATE_CENTRAL_CROP"):
         return None
-    sys.path.insert(0, str(REPO_ROOT / "device"))
-    try:
+    try:  # `from tools import ROOT` above put device/ on sys.path
         from facegate.vision.pipeline import FacePipeline
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] != "facegate":
             raise  # facegate is there but a dependency is not: fix the environment, do not fall back
         return None
-    finally:
-        sys.path.pop(0)
     aligner: Callable[[Any], Any] = FacePipeline.from_models_dir(models_dir).aligned_largest
     return aligner
 
