@@ -48,7 +48,6 @@ if __package__ in (None, ""):  # run as a file: the checkout's root (tools) and 
 from facegate.base.imageio import read_image
 from facegate.camera.replay import ReplaySource
 from facegate.config import Config, parse_config
-from facegate.gallery.store import Gallery, NewTemplate
 from facegate.liveness.model import OPERATING_POINTS
 from facegate.service import Service
 from facegate.vision.pipeline import FacePipeline
@@ -56,6 +55,7 @@ from facegate.wiring.recognition import build_pipeline
 from gpiozero.pins.mock import MockFactory
 
 from tools.eval import evaluate_pad as pad
+from tools.eval import evaluate_pad_service as pad_service
 
 VARIANTS = ("live_then_print", "gap", "interleaved")
 ATTACK_PRINTS = "attack_prints_alone"  # the print frames of each live_then_print sequence, without the live face
@@ -131,23 +131,8 @@ def write_frames(folder: Path, frames: list[tuple[str, np.ndarray]], tail: int =
 
 
 def enrol(config: Config, pipeline: FacePipeline, samples: list[pad.Sample], subject: str, count: int) -> set[int]:
-    """Enrol ``subject`` from the first quality-passing live frames of their first session; their sample indices."""
-    live = [i for i, s in enumerate(samples) if s.subject == subject and s.kind == "live"]
-    first = min((samples[i].group.split("_")[-1], samples[i].group) for i in live)[1]  # NUAA: glasses_pos_session
-    templates, used = [], set()
-    for i in sorted((i for i in live if samples[i].group == first), key=lambda i: samples[i].order):
-        found = pipeline.process(read_image(samples[i].path), largest_only=True)
-        if found and not found[0].failures and found[0].embedding is not None:
-            templates.append(NewTemplate(found[0].embedding, found[0].quality.as_dict(), samples[i].path.name))
-            used.add(i)
-            if len(used) == count:
-                break
-    if not used:
-        raise SystemExit(f"subject {subject}: no quality-passing live frame to enrol")
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    with Gallery(config.gallery_path) as gallery:
-        gallery.enroll(subject, templates, pipeline.embedder_sha256, name=f"NUAA {subject}")
-    return used
+    """Enrol ``subject`` as the end-to-end evaluation does (evaluate_pad_service.enrol); their sample indices."""
+    return set(pad_service.enrol(config, samples, subject, count, pipeline))
 
 
 def replay(settings: dict[str, Any], gallery: Path, folder: Path, fps: float, work: Path) -> list[dict[str, Any]]:

@@ -74,6 +74,7 @@ from facegate.liveness.gate import ROLE
 from facegate.liveness.model import OPERATING_POINTS, ActiveParams, TextureClassifier
 from facegate.service import Service
 from facegate.vision.models import Manifest, default_models_dir, sha256_file
+from facegate.vision.pipeline import FacePipeline
 from facegate.wiring.recognition import build_pipeline
 from gpiozero.pins.mock import MockFactory
 
@@ -169,11 +170,14 @@ def session_key(sample: pad.Sample) -> tuple[str, str]:
     return (parts[-1], sample.group)
 
 
-def enrol(config: Config, samples: list[pad.Sample], subject: str, count: int) -> list[int]:
-    """Enrol ``subject`` from the first quality-passing live frames of their first session; returns their indices."""
+def enrol(config: Config, samples: list[pad.Sample], subject: str, count: int,
+          pipeline: FacePipeline | None = None) -> list[int]:
+    """Enrol ``subject`` from the first quality-passing live frames of their first session; returns their indices.
+
+    ``pipeline``: one already built (a caller enrolling many subjects), else the config's."""
     live = [i for i, s in enumerate(samples) if s.subject == subject and s.kind == "live"]
     first = min(session_key(samples[i]) for i in live)[1]
-    pipeline = build_pipeline(config)
+    pipeline = pipeline or build_pipeline(config)
     templates, used = [], []
     for i in sorted((i for i in live if samples[i].group == first), key=lambda i: samples[i].order):
         found = pipeline.process(read_image(samples[i].path), largest_only=True)
