@@ -445,16 +445,14 @@ def run_fold(held: str, samples: list[pad.Sample], frames: pad.Frames, settings:
         idx = [kept[j] for j in run]
         order = [idx[k % len(idx)] for k in range(max(need, len(idx)))]
         images = None
-        kind = samples[idx[0]].kind
+        kind = run_kind(samples[idx[0]].kind, phone, composite)
         if composite is not None and phone is not None:  # a stranger's photo held up (tools/eval/pad_composites.py)
-            kind = f"lfw_{composite}"
             rng = np.random.default_rng([int(held) if held.isdigit() else 0, kept[run[0]], phone,
                                          pad_composites.KINDS.index(composite), 1])
             live = [read_image(samples[i].path) for i in order]
             boxes = [face_box(detector, image) for image in live]
             images = pad_composites.presentation(live, boxes, strangers[phone][1], composite, rng)
-        elif phone is not None:  # the live presentation shown on a simulated phone (tools/screen_replay.py)
-            kind = "spoof_screen_sim"
+        elif phone is not None:  # the live presentation shown on a simulated phone (tools/eval/screen_replay.py)
             rng = np.random.default_rng([int(held) if held.isdigit() else 0, kept[run[0]], phone])
             params = screen_replay.sample_params(rng)
             images = [screen_replay.recapture(read_image(samples[i].path), params, rng) for i in order]
